@@ -1,0 +1,71 @@
+"""`posttrain` entry point: mounts each command and turns user errors into one message + exit code."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from posttrain import __version__
+from posttrain.cli import distill, evaluate, grpo
+from posttrain.errors import PosttrainError
+
+app = typer.Typer(
+    name="posttrain",
+    help="GRPO and reasoning distillation for Mixture-of-Experts models, with rule-based rewards.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("grpo")(grpo.grpo)
+app.command("distill")(distill.distill)
+app.command("eval")(evaluate.eval_command)
+
+
+def _mount_rewards() -> None:
+    from posttrain.cli.rewards import app as rewards_app
+
+    app.add_typer(rewards_app, name="rewards", help="List reward functions and score completions.")
+
+
+try:
+    _mount_rewards()
+except ModuleNotFoundError:  # TEMP-WHILE-HELPER
+    pass
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"posttrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """GRPO and reasoning distillation for Mixture-of-Experts models."""
+
+
+def main() -> None:
+    """Console-script entry: a PosttrainError ends as `error: ...` on stderr, not a traceback."""
+    try:
+        app(standalone_mode=False)
+    except PosttrainError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

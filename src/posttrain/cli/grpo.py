@@ -1,0 +1,56 @@
+"""`posttrain grpo RECIPE.yaml`: validate the recipe, then run GRPO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from posttrain.cli.common import SET_HELP, console, run_or_exit
+
+
+def grpo(
+    recipe: Path = typer.Argument(..., help="YAML recipe (see recipes/tiny-math.yaml).", dir_okay=False),
+    set_: list[str] = typer.Option(None, "--set", help=SET_HELP),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in output.dir from its newest checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in output.dir."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the recipe, print it resolved, and exit."),
+) -> None:
+    """Run GRPO on a (MoE) model with rule-based rewards, as a recipe describes."""
+    from posttrain.config import GRPORecipe, load_recipe
+
+    out = console()
+    cfg = run_or_exit(lambda: load_recipe(recipe, GRPORecipe, set_))
+    run_or_exit(lambda: _check_rewards(cfg, recipe.parent))
+    if dry_run:
+        import yaml
+
+        out.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        out.print(f"[green]{recipe}: recipe is valid[/green]")
+        return
+    from posttrain.grpo.run import run
+
+    summary = run_or_exit(lambda: run(cfg, out, resume=resume, overwrite=overwrite, base_dir=Path.cwd()))
+    _print_result(out, summary, cfg.output.dir)
+
+
+def _check_rewards(cfg, recipe_dir: Path) -> None:
+    from posttrain.errors import ConfigError
+    from posttrain.rewards.registry import validate
+
+    problems = validate(cfg.rewards, base_dir=Path.cwd())
+    if problems:
+        lines = "\n".join(f"  - rewards: {p}" for p in problems)
+        raise ConfigError(f"recipe is not valid, found {len(problems)} problem(s):\n{lines}")
+
+
+def _print_result(out, summary: dict, out_dir: str) -> None:
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    out.print(
+        f"[bold green]done[/bold green] in {summary['wall_seconds']:.0f}s, {summary['steps']} steps. "
+        f"held-out pass@1 {pct(summary['base_accuracy'])} -> {pct(summary['final_accuracy'])}, "
+        f"greedy {pct(summary['base_greedy_accuracy'])} -> {pct(summary['final_greedy_accuracy'])}"
+    )
+    out.print(f"outputs in {out_dir}: policy (from_pretrained), metrics.jsonl, summary.json, reward.png")

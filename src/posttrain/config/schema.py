@@ -1,0 +1,208 @@
+"""The recipe schema: every section a pydantic model with `extra="forbid"`, defaults a user can run.
+
+Field descriptions double as documentation: `posttrain grpo --help-recipe` prints them.
+Field names follow TRL's where a field maps onto one, so a recipe reads like TRL's or open-r1's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+BUILD_PREFIX = "build:"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(Section):
+    enabled: bool = Field(False, description="Train a LoRA adapter (peft) instead of all weights.")
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: int = Field(32, gt=0, description="LoRA scaling (lora_alpha).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear'."
+    )
+    merge_on_save: bool = Field(
+        True, description="Also save the merged model (a plain checkpoint) next to the adapter."
+    )
+
+
+class WarmstartConfig(Section):
+    """Supervised warm-start on the task's worked solutions: a random-init model gives GRPO no
+    signal, so tiny models first learn the format and some skill."""
+
+    steps: int = Field(0, ge=0, description="SFT steps before RL; 0 disables the warm-start.")
+    batch_size: int = Field(64, gt=0, description="Sequences per SFT step.")
+    learning_rate: float = Field(2e-3, gt=0, description="Peak SFT learning rate (cosine decay).")
+    warmup_steps: int = Field(20, ge=0, description="Linear warmup steps.")
+    num_examples: int = Field(20000, gt=0, description="Generated worked examples to train on.")
+    seed: int = Field(1234, description="Seed of the warm-start data (disjoint from RL and eval).")
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field(
+        ...,
+        description="Hub name (Qwen/Qwen3-30B-A3B), local checkpoint, or a builder: "
+        "'build:tiny-moe' / 'build:tiny-dense'.",
+    )
+    builder_args: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides for a 'build:' model (hidden_size, num_layers, ...)."
+    )
+    tokenizer: str | None = Field(None, description="Tokenizer to load; defaults to the model's.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype when loading."
+    )
+    trust_remote_code: bool = Field(False, description="Allow Hub models with custom code.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    warmstart: WarmstartConfig = Field(default_factory=WarmstartConfig)
+
+    @property
+    def builder(self) -> str | None:
+        return self.name_or_path[len(BUILD_PREFIX):] if self.name_or_path.startswith(BUILD_PREFIX) else None
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _known_builder(cls, value: str) -> str:
+        if value.startswith(BUILD_PREFIX):
+            from posttrain.models.builders import BUILDERS
+
+            kind = value[len(BUILD_PREFIX):]
+            if kind not in BUILDERS:
+                raise ValueError(f"unknown builder {kind!r}; available: {', '.join(BUILDERS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _builder_args_fit(self) -> ModelConfig:
+        if self.builder_args and not self.builder:
+            raise ValueError("builder_args only apply to 'build:' models")
+        if self.builder:
+            from posttrain.models.builders import spec_fields
+
+            unknown = sorted(set(self.builder_args) - set(spec_fields(self.builder)))
+            if unknown:
+                raise ValueError(
+                    f"builder_args: unknown {unknown} for {self.builder}; "
+                    f"known: {', '.join(spec_fields(self.builder))}"
+                )
+        return self
+
+
+class DataConfig(Section):
+    source: str = Field(
+        ...,
+        description="Built-in task name (arithmetic, countdown), a local .jsonl/.json/.parquet file, "
+        "or a Hub dataset name.",
+    )
+    config_name: str | None = Field(None, description="Hub dataset configuration (e.g. 'main' for gsm8k).")
+    split: str = Field("train", description="Split to train on (Hub datasets).")
+    preset: Literal["auto", "none", "gsm8k", "math500"] = Field(
+        "auto", description="Column conventions; 'auto' recognises GSM8K and MATH-500 columns."
+    )
+    prompt_column: str | None = Field(None, description="Column holding the problem text.")
+    answer_column: str | None = Field(None, description="Column holding the gold answer.")
+    system_prompt: str | None = Field(None, description="System message put before every problem.")
+    task_args: dict[str, Any] = Field(default_factory=dict, description="Arguments of a built-in task.")
+    num_train: int | None = Field(None, gt=0, description="Use at most this many training rows.")
+    seed: int = Field(0, description="Seed for generated tasks and shuffling.")
+    skip_bad_rows: bool = Field(False, description="Skip (and count) malformed rows instead of failing.")
+
+
+class EvalConfig(Section):
+    """Held-out evaluation the run does before and after training."""
+
+    enabled: bool = Field(True, description="Evaluate the base model and the trained policy.")
+    source: str | None = Field(
+        None, description="Held-out data; default: fresh problems of the built-in task, or the test split."
+    )
+    split: str = Field("test", description="Split of a Hub/file eval source.")
+    num_problems: int = Field(200, gt=0, description="Held-out problems (never seen in training).")
+    num_samples: int = Field(4, gt=0, description="Samples per problem for pass@1 (the mean).")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature for pass@1.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling for pass@1.")
+    max_new_tokens: int = Field(64, gt=0, description="Generation budget per completion.")
+    batch_size: int = Field(256, gt=0, description="Sequences generated together (KV cache, padded).")
+    seed: int = Field(7, description="Seed for held-out problem generation and sampling.")
+    correctness_reward: str = Field(
+        "accuracy", description="Reward that decides whether a sample is correct (1.0 = correct)."
+    )
+
+
+class RewardConfig(Section):
+    name: str = Field(..., description="Built-in reward name, 'rewards/x.py:fn' or 'package.module:fn'.")
+    weight: float = Field(1.0, description="Weight in the summed reward.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the reward.")
+
+
+class GRPOConfig(Section):
+    max_steps: int = Field(100, gt=0, description="Optimizer steps.")
+    learning_rate: float = Field(1e-6, gt=0, description="Peak learning rate.")
+    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warmup."
+    )
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps spent warming up.")
+    warmup_steps: int = Field(0, ge=0, description="Warmup steps (overrides warmup_ratio when > 0).")
+    per_device_train_batch_size: int = Field(
+        8, gt=0, description="Completions per device per micro-step (prompts x num_generations)."
+    )
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-steps per optimizer step.")
+    num_generations: int = Field(8, ge=2, description="Completions sampled per prompt (the group).")
+    max_completion_length: int = Field(256, gt=0, description="Tokens generated per completion.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature during rollouts.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling during rollouts.")
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo"] = Field(
+        "dapo", description="TRL loss aggregation ('dr_grpo' = Dr. GRPO, 'dapo' = token-level)."
+    )
+    beta: float = Field(0.0, ge=0, description="KL coefficient to the reference model (0 = no ref model).")
+    epsilon: float = Field(0.2, gt=0, description="Lower clipping range.")
+    epsilon_high: float | None = Field(None, gt=0, description="Upper clipping range (DAPO clip-higher).")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="Advantage scaling: by group std, batch std, or none (Dr. GRPO)."
+    )
+    num_iterations: int = Field(1, gt=0, description="Optimisation passes per generated batch (mu).")
+    mask_truncated_completions: bool = Field(False, description="Drop truncated completions from the loss.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    seed: int = Field(0, description="Seed for sampling and initialisation.")
+    logging_steps: int = Field(1, gt=0, description="Log metrics every N steps.")
+    trl: dict[str, Any] = Field(
+        default_factory=dict, description="Any other trl.GRPOConfig field, passed through after a check."
+    )
+
+    @field_validator("trl")
+    @classmethod
+    def _known_trl_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from posttrain.config.trl_fields import check_passthrough
+
+        check_passthrough(value, "GRPOConfig", owned=set(cls.model_fields))
+        return value
+
+    @model_validator(mode="after")
+    def _batch_fits_groups(self) -> GRPOConfig:
+        total = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if total % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size x gradient_accumulation_steps ({total}) must be a "
+                f"multiple of num_generations ({self.num_generations})"
+            )
+        return self
+
+
+class OutputConfig(Section):
+    dir: str = Field("outputs/run", description="Where the run writes (checkpoints, metrics, summary).")
+    save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
+    save_total_limit: int = Field(2, gt=0, description="Keep the newest N checkpoints.")
+    plots: bool = Field(True, description="Write reward.png.")
+
+
+class GRPORecipe(Section):
+    """A GRPO recipe: model -> data -> rewards -> trainer -> outputs."""
+
+    model: ModelConfig
+    data: DataConfig
+    rewards: list[RewardConfig] = Field(..., min_length=1)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)

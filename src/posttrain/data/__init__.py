@@ -1,0 +1,1 @@
+"""Datasets: Hub names, local JSONL/Parquet files, and built-in generated tasks with verifiable answers."""

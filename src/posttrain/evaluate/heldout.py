@@ -1,0 +1,56 @@
+"""Held-out evaluation of an in-memory policy: sample, score, summarise.
+
+GRPO and distillation call this for their before/after figures, and `posttrain eval` calls it
+for a checkpoint, so all three report the same numbers for the same model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from rich.console import Console
+
+from posttrain.evaluate.metrics import summarize
+from posttrain.evaluate.sampling import SamplingSettings, generate
+from posttrain.evaluate.scoring import score_rows
+from posttrain.telemetry.progress import progress_task
+
+
+def sample_and_score(model, tokenizer, rows, prompts, settings: SamplingSettings, reward_funcs, correctness, console: Console, label: str) -> list[dict]:
+    from posttrain.rewards.math import extract_answer
+
+    with progress_task(console, label, total=len(prompts)) as advance:
+        samples = generate(model, tokenizer, prompts, settings, on_batch=advance)
+    return score_rows(rows, samples, reward_funcs, correctness, extract_answer, prompts=prompts)
+
+
+def heldout_accuracy(
+    model,
+    tokenizer,
+    rows: Sequence[dict],
+    prompts: Sequence,
+    settings: SamplingSettings,
+    reward_funcs,
+    correctness,
+    console: Console,
+    label: str,
+) -> dict:
+    """pass@1 (mean over `settings.n` samples) and greedy accuracy on the held-out rows."""
+    from posttrain.rewards.math import answers_equivalent
+
+    sampled = sample_and_score(model, tokenizer, rows, prompts, settings, reward_funcs, correctness, console, f"{label}: sampling")
+    greedy = sample_and_score(model, tokenizer, rows, prompts, replace(settings, temperature=0.0), reward_funcs, correctness, console, f"{label}: greedy")
+    metrics = summarize(sampled, [1], answers_equivalent)
+    greedy_metrics = summarize(greedy, [1], answers_equivalent)
+    return {
+        "accuracy": metrics["pass@1"],
+        "accuracy_ci95": metrics["pass@1_ci95"],
+        "greedy_accuracy": greedy_metrics["pass@1"],
+        "format_rate": metrics.get("format_rate"),
+        "mean_length": metrics["length"]["mean"],
+        "truncation_rate": metrics["truncation_rate"],
+        "num_problems": metrics["n_problems"],
+        "num_samples": settings.n,
+        "records": sampled,
+    }

@@ -1,0 +1,108 @@
+"""Batched sampling with the KV cache: the one way grpo, distill and eval generate completions.
+
+Prompts are sorted by length so each padded batch wastes little, expanded `n` times inside
+`generate` (`num_return_sequences`), and seeded per batch so results do not depend on what
+ran before. Outputs come back in the caller's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    n: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    batch_size: int = 256  # sequences (prompts x n) per generate call
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass(frozen=True)
+class Sample:
+    text: str
+    num_tokens: int
+    truncated: bool
+
+
+def render_prompt(tokenizer, prompt: str | list[dict]) -> str:
+    """Chat messages go through the tokenizer's template; plain strings pass unchanged."""
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str | list[dict]],
+    settings: SamplingSettings,
+    on_batch: Callable[[int], Any] | None = None,
+) -> list[list[Sample]]:
+    """`settings.n` samples per prompt (1 when greedy); `on_batch(k)` reports k prompts done."""
+    import torch
+
+    n = 1 if settings.greedy else settings.n
+    texts = [render_prompt(tokenizer, p) for p in prompts]
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    per_batch = max(1, settings.batch_size // n)
+    results: list[list[Sample] | None] = [None] * len(texts)
+    was_training = model.training
+    model.eval()
+    try:
+        for b, start in enumerate(range(0, len(order), per_batch)):
+            idx = order[start : start + per_batch]
+            batch = _generate_batch(model, tokenizer, [encoded[i] for i in idx], settings, n, seed=settings.seed + b)
+            for j, i in enumerate(idx):
+                results[i] = batch[j * n : (j + 1) * n]
+            if on_batch:
+                on_batch(len(idx))
+    finally:
+        model.train(was_training)
+    return results  # type: ignore[return-value]
+
+
+def _generate_batch(model, tokenizer, ids: list[list[int]], settings: SamplingSettings, n: int, seed: int) -> list[Sample]:
+    import torch
+
+    pad = tokenizer.pad_token_id
+    width = max(len(x) for x in ids)
+    device = next(model.parameters()).device
+    # Left padding: every prompt ends at the same column, where generation starts.
+    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
+    attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+    kwargs: dict[str, Any] = {"do_sample": False}
+    if not settings.greedy:
+        kwargs = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0, "num_return_sequences": n}
+    torch.manual_seed(seed)
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            max_new_tokens=settings.max_new_tokens,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+            use_cache=True,
+            **kwargs,
+        )
+    return [_to_sample(tokenizer, row) for row in out[:, width:].tolist()]
+
+
+def _to_sample(tokenizer, tokens: list[int]) -> Sample:
+    eos = tokenizer.eos_token_id
+    if eos in tokens:
+        cut = tokens.index(eos)
+        return Sample(tokenizer.decode(tokens[:cut], skip_special_tokens=True), cut + 1, False)
+    pad = tokenizer.pad_token_id
+    while tokens and tokens[-1] == pad and pad != eos:
+        tokens = tokens[:-1]
+    return Sample(tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), True)

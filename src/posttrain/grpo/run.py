@@ -1,0 +1,198 @@
+"""`posttrain grpo`: the run as a list of named steps.
+
+prepare outputs -> load model and tokenizer -> data splits -> (warm-start) -> rewards ->
+held-out eval of the base -> GRPO (TRL) -> save the policy -> held-out eval of the policy ->
+summary.json + reward.png.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from posttrain.config.schema import GRPORecipe
+from posttrain.data.load import to_prompt
+from posttrain.data.splits import make_splits
+from posttrain.evaluate.heldout import heldout_accuracy
+from posttrain.evaluate.sampling import SamplingSettings
+from posttrain.io import atomic_write_json, atomic_write_jsonl
+from posttrain.models.loading import count_parameters, load_model, load_tokenizer, resolve_model_path, save_pretrained
+from posttrain.outputs import latest_checkpoint, prepare_output_dir, write_recipe
+
+log = logging.getLogger(__name__)
+
+
+def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite: bool = False, base_dir: Path | None = None) -> dict:
+    started = time.time()
+    timings: dict[str, float] = {}
+    out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
+    write_recipe(out, recipe)
+    _seed_everything(recipe.grpo.seed)
+
+    t = time.time()
+    model_path = resolve_model_path(recipe.model, out, seed=recipe.grpo.seed)
+    tokenizer = load_tokenizer(recipe.model.tokenizer or model_path, recipe.model.revision, recipe.model.trust_remote_code)
+    _warn_think_prefill(tokenizer)
+    chat = tokenizer.chat_template is not None
+    splits = make_splits(recipe.data, recipe.eval, recipe.model.warmstart)
+    prompt = lambda row: to_prompt(row["question"], recipe.data.system_prompt, chat)  # noqa: E731
+    console.print(f"data: {len(splits.train)} training problems, {len(splits.heldout)} held-out, source {recipe.data.source}")
+    rewards, correctness = _build_rewards(recipe, base_dir)
+    timings["setup"] = time.time() - t
+
+    t = time.time()
+    model = _base_model(recipe, model_path, tokenizer, splits, prompt, out, console)
+    timings["warmstart"] = time.time() - t
+    params = count_parameters(model)
+    console.print(f"model: {recipe.model.name_or_path} ({params['total']:,} parameters, {params['active']:,} active)")
+
+    settings = _eval_settings(recipe)
+    heldout_prompts = [prompt(r) for r in splits.heldout]
+    t = time.time()
+    base = _evaluate(model, tokenizer, splits.heldout, heldout_prompts, settings, rewards, correctness, console, "base", out)
+    timings["eval_base"] = time.time() - t
+
+    t = time.time()
+    trainer = _train(recipe, model, tokenizer, rewards, splits, prompt, out, console, resume)
+    timings["grpo"] = time.time() - t
+    policy = trainer.model
+    _save_policy(trainer, tokenizer, out, recipe)
+
+    t = time.time()
+    final = _evaluate(policy, tokenizer, splits.heldout, heldout_prompts, settings, rewards, correctness, console, "trained", out)
+    timings["eval_final"] = time.time() - t
+
+    summary = _summary(recipe, base, final, trainer, params, timings, time.time() - started)
+    atomic_write_json(out / "summary.json", summary)
+    if recipe.output.plots:
+        from posttrain.telemetry.plots import plot_rewards
+
+        plot_rewards(trainer.metrics_logger.rows, out / "reward.png", heldout=summary)
+    return summary
+
+
+def _seed_everything(seed: int) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def _warn_think_prefill(tokenizer) -> None:
+    from posttrain.rewards.format import warn_if_template_prefills_think
+
+    if tokenizer.chat_template:
+        warn_if_template_prefills_think(tokenizer.chat_template)
+
+
+def _build_rewards(recipe: GRPORecipe, base_dir: Path | None):
+    from posttrain.rewards.registry import build
+
+    rewards, _ = build(recipe.rewards, base_dir=base_dir)
+    by_name = {getattr(fn, "__name__", ""): fn for fn in rewards}
+    name = recipe.eval.correctness_reward
+    if name in by_name:
+        return rewards, by_name[name]
+    (correctness,), _ = build([{"name": name, "weight": 1.0, "kwargs": {}}], base_dir=base_dir)
+    return rewards, correctness
+
+
+def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, out: Path, console: Console):
+    """The model GRPO starts from: loaded as given, or warm-started once and cached in `out/base`."""
+    warm = recipe.model.warmstart
+    base_dir = out / "base"
+    if warm.steps and (base_dir / "config.json").is_file():
+        console.print(f"warm-start: reusing {base_dir}")
+        return load_model(str(base_dir), recipe.model.dtype)
+    model = load_model(model_path, recipe.model.dtype, recipe.model.revision, recipe.model.trust_remote_code)
+    if not warm.steps:
+        return model
+    from posttrain.models.warmstart import run_warmstart
+    from posttrain.telemetry.progress import RichProgressCallback
+
+    console.print(f"warm-start: {warm.steps} SFT steps on {len(splits.warmstart)} worked examples")
+    progress = RichProgressCallback(console, "warm-start SFT", accuracy_reward=None)
+    run_warmstart(
+        model, tokenizer, splits.warmstart, [prompt(r) for r in splits.warmstart], warm, out / "warmstart-tmp",
+        callbacks=[progress], bf16=recipe.model.dtype == "bfloat16",
+    )
+    save_pretrained(model, tokenizer, base_dir)
+    return model
+
+
+def _eval_settings(recipe: GRPORecipe) -> SamplingSettings:
+    e = recipe.eval
+    return SamplingSettings(
+        n=e.num_samples, temperature=e.temperature, top_p=e.top_p,
+        max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, seed=e.seed,
+    )
+
+
+def _evaluate(model, tokenizer, rows, prompts, settings, rewards, correctness, console, label, out: Path) -> dict | None:
+    if not rows:
+        return None
+    result = heldout_accuracy(model, tokenizer, rows, prompts, settings, rewards, correctness, console, label)
+    atomic_write_jsonl(out / f"heldout_{label}.jsonl", result.pop("records"))
+    console.print(
+        f"held-out ({label}): pass@1 {result['accuracy']:.3f} (n={settings.n}, T={settings.temperature}), "
+        f"greedy {result['greedy_accuracy']:.3f}, format {result['format_rate'] or 0:.3f}"
+    )
+    return result
+
+
+def _train(recipe: GRPORecipe, model, tokenizer, rewards, splits, prompt, out: Path, console: Console, resume: bool):
+    from posttrain.grpo.trainer import build_trainer
+    from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
+    from posttrain.telemetry.progress import RichProgressCallback
+
+    train_rows = [{**row, "prompt": prompt(row)} for row in splits.train]
+    timer = StepTimer()
+    logger = MetricsLogger(out / "metrics.jsonl", timer, stage="grpo")
+    accuracy = recipe.eval.correctness_reward
+    progress = RichProgressCallback(console, "GRPO", accuracy_reward=accuracy)
+    trainer = build_trainer(recipe, model, tokenizer, rewards, train_rows, out / "checkpoints", callbacks=[timer, logger, progress])
+    trainer.metrics_logger = logger
+    checkpoint = latest_checkpoint(out / "checkpoints") if resume else None
+    if checkpoint:
+        console.print(f"resuming from {checkpoint}")
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    return trainer
+
+
+def _save_policy(trainer, tokenizer, out: Path, recipe: GRPORecipe) -> None:
+    """The policy at the top of the run folder: `from_pretrained(out)` loads it (adapter or full)."""
+    model = trainer.model
+    if recipe.model.lora.enabled and recipe.model.lora.merge_on_save:
+        model.save_pretrained(out / "adapter")
+        tokenizer.save_pretrained(out / "adapter")
+        model = model.merge_and_unload()
+    save_pretrained(model, tokenizer, out / "policy.tmp-final")
+    for child in (out / "policy.tmp-final").iterdir():
+        child.replace(out / child.name)
+    (out / "policy.tmp-final").rmdir()
+
+
+def _summary(recipe, base, final, trainer, params, timings, wall) -> dict:
+    pick = lambda result, key: None if result is None else result[key]  # noqa: E731
+    return {
+        "base_accuracy": pick(base, "accuracy"),
+        "final_accuracy": pick(final, "accuracy"),
+        "base_greedy_accuracy": pick(base, "greedy_accuracy"),
+        "final_greedy_accuracy": pick(final, "greedy_accuracy"),
+        "steps": trainer.state.global_step,
+        "wall_seconds": round(wall, 1),
+        "stage_seconds": {k: round(v, 1) for k, v in timings.items()},
+        "model": recipe.model.name_or_path,
+        "params_total": params["total"],
+        "params_active": params["active"],
+        "data": recipe.data.source,
+        "eval": {
+            "num_problems": pick(base or final, "num_problems"),
+            "num_samples": recipe.eval.num_samples,
+            "temperature": recipe.eval.temperature,
+            "base": base,
+            "final": final,
+        },
+    }

@@ -1,0 +1,79 @@
+"""Files that survive a crash: atomic writes (temp file, fsync, rename) and JSONL helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from posttrain.errors import DataError
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` so a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
+
+
+def append_jsonl(path: str | os.PathLike, row: dict) -> None:
+    """Append one row and flush it to disk: a crash loses at most the row being written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def iter_jsonl(path: str | os.PathLike, *, skip_bad_rows: bool = False) -> Iterator[dict]:
+    """Yield the JSON objects of a JSONL file; a malformed line names the file and line number.
+
+    A torn last line (a crash mid-append) is skipped silently only when it is the final line,
+    since that is what an interrupted `append_jsonl` leaves behind.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if lineno == len(lines) and not line.endswith("\n"):
+                return
+            if skip_bad_rows:
+                continue
+            raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
+        if not isinstance(row, dict):
+            if skip_bad_rows:
+                continue
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        yield row
+
+
+def read_jsonl(path: str | os.PathLike, *, skip_bad_rows: bool = False) -> list[dict]:
+    return list(iter_jsonl(path, skip_bad_rows=skip_bad_rows))

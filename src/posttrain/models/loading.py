@@ -1,0 +1,103 @@
+"""Load a policy and tokenizer from a recipe: Hub name, local checkpoint, or a tiny builder.
+
+The same function takes `Qwen/Qwen3-30B-A3B` on a user's machine and `build:tiny-moe` here;
+a built model is saved and reloaded through `from_pretrained` so both paths are the same
+from then on.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from posttrain.config.schema import ModelConfig
+from posttrain.errors import PosttrainError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16", "auto": "auto"}
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            name_or_path, revision=revision, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        raise PosttrainError(f"could not load tokenizer {name_or_path!r}: {_first_line(e)}") from None
+    if tokenizer.pad_token is None:
+        # Batched generation and GRPO padding need a pad token; EOS is the usual stand-in.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name_or_path: str, dtype: str = "auto", revision: str | None = None, trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=DTYPES[dtype], revision=revision, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        raise PosttrainError(
+            f"could not load model {name_or_path!r}: {_first_line(e)} "
+            "(a Hub name needs network access; a local path needs config.json and weights)"
+        ) from None
+
+
+def build_and_save(kind: str, builder_args: dict, out_dir: Path, seed: int) -> Path:
+    """Random-init a tiny model + the char tokenizer and save both as a normal checkpoint."""
+    from posttrain.models.builders import build_model
+    from posttrain.models.tokenizer import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    model = build_model(kind, tokenizer, seed=seed, **builder_args)
+    save_pretrained(model, tokenizer, out_dir)
+    return out_dir
+
+
+def save_pretrained(model, tokenizer, out_dir: Path) -> None:
+    """Save to a temporary sibling then rename, so a crash never leaves half a checkpoint."""
+    import shutil
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+
+
+def resolve_model_path(cfg: ModelConfig, work_dir: Path, seed: int = 0) -> str:
+    """A path or Hub name `from_pretrained` can take; builders are materialised under `work_dir`."""
+    if not cfg.builder:
+        return cfg.name_or_path
+    target = work_dir / f"init-{cfg.builder}"
+    if not (target / "config.json").is_file():
+        build_and_save(cfg.builder, cfg.builder_args, target, seed)
+    return str(target)
+
+
+def count_parameters(model) -> dict[str, int]:
+    """Total parameters, and those active per token (MoE: shared + top-k routed experts)."""
+    total = sum(p.numel() for p in model.parameters())
+    config = model.config
+    n_routed = getattr(config, "n_routed_experts", None) or getattr(config, "num_experts", None) or getattr(config, "num_local_experts", None)
+    top_k = getattr(config, "num_experts_per_tok", None)
+    if not n_routed or not top_k:
+        return {"total": total, "active": total}
+    routed = 0
+    for name, p in model.named_parameters():
+        if ".experts." in name or name.endswith(".experts.gate_up_proj") or name.endswith(".experts.down_proj"):
+            routed += p.numel()
+    inactive = routed * (1 - top_k / n_routed)
+    return {"total": total, "active": int(total - inactive)}
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

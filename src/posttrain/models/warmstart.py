@@ -1,0 +1,72 @@
+"""Supervised warm-start: teach a (tiny) base model the task's worked solutions before RL.
+
+A random-init model never produces a correct answer, so GRPO's group advantages are all zero.
+A short SFT on generated worked examples (TRL's SFTTrainer, loss on the completion only)
+gives the policy the format and some skill; RL then sharpens it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from posttrain.config.schema import WarmstartConfig
+from posttrain.config.trl_fields import checkpointing_kwargs
+
+log = logging.getLogger(__name__)
+
+
+def sft_rows(rows: list[dict], prompts: list) -> list[dict]:
+    """Prompt/completion pairs in the form SFTTrainer masks to completion-only loss."""
+    return [
+        {"prompt": prompt, "completion": _completion(prompt, row["solution"])}
+        for row, prompt in zip(rows, prompts)
+    ]
+
+
+def _completion(prompt, solution: str):
+    return [{"role": "assistant", "content": solution}] if isinstance(prompt, list) else solution
+
+
+def run_warmstart(model, tokenizer, rows: list[dict], prompts: list, cfg: WarmstartConfig, out_dir: Path, callbacks=(), bf16: bool = False):
+    """Train `model` in place on the rows' solutions for `cfg.steps` steps; returns the trainer's metrics."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    missing = [r.get("id") for r in rows if not r.get("solution")]
+    if missing:
+        raise ValueError(f"warm-start needs worked solutions; {len(missing)} rows have none (e.g. {missing[0]})")
+    args = SFTConfig(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        max_steps=cfg.steps,
+        lr_scheduler_type="cosine",
+        warmup_steps=cfg.warmup_steps,
+        logging_steps=max(1, cfg.steps // 20),
+        save_strategy="no",
+        report_to=[],
+        dataloader_pin_memory=False,  # nothing to pin to on CPU; accelerators gain little at this size
+        disable_tqdm=True,
+        # TRL turns checkpointing on by default; on tiny models it only costs time.
+        **checkpointing_kwargs("SFTConfig", False),
+        # TRL defaults to bf16 autocast, which is several times slower on CPUs.
+        bf16=bf16,
+        completion_only_loss=True,
+        dataloader_num_workers=0,
+        seed=cfg.seed,
+        dataset_num_proc=None,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(sft_rows(rows, prompts)),
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    result = trainer.train()
+    return result.metrics

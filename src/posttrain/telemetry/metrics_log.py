@@ -1,0 +1,96 @@
+"""Training metrics as one JSON object per logged step (`metrics.jsonl`), written as they arrive.
+
+A Trainer callback, so it works for any TRL trainer (GRPO, SFT, GKD). It adds what TRL does
+not log: wall time per step and throughput (tokens/s). Steps already in the file (a resumed
+run) are not written twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from posttrain.io import append_jsonl
+
+# TRL's names -> the names our metrics.jsonl documents. Anything else is kept as TRL named it.
+RENAMES = {
+    "learning_rate": "lr",
+    "completions/mean_length": "completion_length",
+    "reward": "reward_mean",
+}
+
+
+def last_logged_step(path: Path) -> int:
+    """Highest step already in `path` (0 if none), tolerant of a torn final line."""
+    if not path.is_file():
+        return 0
+    last = 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            last = max(last, int(json.loads(line).get("step", 0)))
+        except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
+            continue
+    return last
+
+
+class StepTimer(TrainerCallback):
+    """Measures each optimizer step's wall time; other callbacks read `last_step_seconds`."""
+
+    def __init__(self) -> None:
+        self.last_step_seconds = 0.0
+        self._started = 0.0
+        self._since_log = 0.0
+        self.steps_since_log = 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.last_step_seconds = time.perf_counter() - self._started
+        self._since_log += self.last_step_seconds
+        self.steps_since_log += 1
+
+    def take_interval(self) -> tuple[float, int]:
+        """Seconds and steps since the previous log, then reset."""
+        out = (self._since_log, self.steps_since_log)
+        self._since_log, self.steps_since_log = 0.0, 0
+        return out
+
+
+class MetricsLogger(TrainerCallback):
+    """Append each training log (not the final summary) to `metrics.jsonl` with timing added."""
+
+    def __init__(self, path: Path, timer: StepTimer, stage: str = "grpo") -> None:
+        self.path = Path(path)
+        self.timer = timer
+        self.stage = stage
+        self.skip_through = last_logged_step(self.path)
+        self._last_tokens: float | None = None
+        self.rows: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "train_runtime" in logs:  # the end-of-training summary is not a step
+            return
+        seconds, steps = self.timer.take_interval()
+        row = to_row(logs, state.global_step, seconds / max(steps, 1), self.stage)
+        tokens = logs.get("num_tokens")
+        if tokens is not None and self._last_tokens is not None and seconds > 0:
+            row["tokens_per_second"] = (float(tokens) - self._last_tokens) / seconds
+        if tokens is not None:
+            self._last_tokens = float(tokens)
+        self.rows.append(row)
+        if state.global_step > self.skip_through and state.is_world_process_zero:
+            append_jsonl(self.path, row)
+
+
+def to_row(logs: dict, step: int, step_seconds: float, stage: str) -> dict:
+    row: dict = {"step": step, "stage": stage, "time": time.time(), "step_seconds": step_seconds}
+    for key, value in logs.items():
+        try:
+            row[RENAMES.get(key, key)] = float(value)
+        except (TypeError, ValueError):
+            row[RENAMES.get(key, key)] = value
+    return row

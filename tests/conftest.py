@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny models and tokenizers built locally (no network), once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small enough that a GRPO step takes well under a second on 2 CPU cores.
+TINY_MOE = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "n_routed_experts": 4, "num_experts_per_tok": 2,
+            "moe_intermediate_size": 16, "kv_lora_rank": 8, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 8}
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer():
+    from posttrain.models.tokenizer import build_char_tokenizer
+
+    return build_char_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_moe_dir(tmp_path_factory, char_tokenizer) -> Path:
+    """A saved random-init tiny MoE checkpoint + tokenizer."""
+    from posttrain.models.builders import build_model
+    from posttrain.models.loading import save_pretrained
+
+    out = tmp_path_factory.mktemp("tiny-moe") / "model"
+    save_pretrained(build_model("tiny-moe", char_tokenizer, seed=0, **TINY_MOE), char_tokenizer, out)
+    return out
+
+
+@pytest.fixture
+def quick_overrides(tmp_path) -> list[str]:
+    """--set overrides that shrink recipes/tiny-math.yaml to a seconds-long run (torchtune style)."""
+    import json
+
+    return [
+        f"output.dir={tmp_path / 'run'}",
+        f"model.builder_args={json.dumps(TINY_MOE)}",
+        "model.warmstart.steps=3",
+        "model.warmstart.batch_size=8",
+        "model.warmstart.num_examples=64",
+        "data.num_train=64",
+        "grpo.max_steps=2",
+        "grpo.per_device_train_batch_size=8",
+        "grpo.num_generations=4",
+        "grpo.max_completion_length=12",
+        "grpo.logging_steps=1",
+        "eval.num_problems=6",
+        "eval.num_samples=2",
+        "eval.max_new_tokens=12",
+    ]

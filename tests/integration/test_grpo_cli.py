@@ -1,0 +1,81 @@
+"""Drive `posttrain grpo` in-process on the real quickstart recipe, shrunk by overrides."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from posttrain.cli.app import app
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = str(REPO / "recipes/tiny-math.yaml")
+runner = CliRunner()
+
+
+def _sets(overrides):
+    return [arg for o in overrides for arg in ("--set", o)]
+
+
+@pytest.mark.slow
+def test_grpo_quick_run_writes_every_output(quick_overrides, tmp_path):
+    result = runner.invoke(app, ["grpo", RECIPE, *_sets(quick_overrides)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "run"
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert type(model).__name__ == "DeepseekV3ForCausalLM"
+    AutoTokenizer.from_pretrained(out)
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("loss", "lr", "reward_mean", "rewards/accuracy/mean", "rewards/accuracy/std",
+                "rewards/format/mean", "completion_length", "step_seconds"):
+        assert key in rows[-1], key
+    assert "tokens_per_second" in rows[-1]
+
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("base_accuracy", "final_accuracy", "base_greedy_accuracy", "final_greedy_accuracy"):
+        assert 0.0 <= summary[key] <= 1.0
+    assert summary["steps"] == 2 and summary["wall_seconds"] > 0
+    assert summary["eval"]["num_problems"] == 6 and summary["eval"]["num_samples"] == 2
+    assert (out / "reward.png").stat().st_size > 1000
+    assert (out / "base" / "config.json").is_file()  # the warm-started base is kept
+
+    again = runner.invoke(app, ["grpo", RECIPE, *_sets(quick_overrides)])
+    assert again.exit_code == 2 and "already holds a run" in again.output
+
+
+def test_bad_recipe_is_one_screen_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  name_or_path: build:tiny-moe\ndata:\n  source: arithmetic\nrewards:\n  - name: acuracy\ngrpo:\n  num_generation: 4\n")
+    result = runner.invoke(app, ["grpo", str(bad)])
+    assert result.exit_code == 2
+    assert "did you mean num_generations?" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_reward_lists_available(tmp_path):
+    result = runner.invoke(app, ["grpo", RECIPE, "--set", "rewards.0.name=acuracy", "--dry-run"])
+    assert result.exit_code == 2
+    assert "acuracy" in result.output and "accuracy" in result.output
+
+
+def test_dry_run_validates_and_prints(tmp_path):
+    result = runner.invoke(app, ["grpo", RECIPE, "--dry-run", "--set", "grpo.max_steps=3"])
+    assert result.exit_code == 0, result.output
+    assert "max_steps: 3" in result.output and "recipe is valid" in result.output
+
+
+def test_unbuilt_commands_say_so():
+    for args in (["distill", "--teacher", "a", "--student", "b"], ["eval", "--model", "m", "--data", "arithmetic"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 3 and "not built yet" in result.output
+
+
+def test_version_and_help():
+    assert runner.invoke(app, ["--version"]).output.startswith("posttrain ")
+    help_text = runner.invoke(app, ["grpo", "--help"]).output
+    assert "--set" in help_text and "--resume" in help_text
