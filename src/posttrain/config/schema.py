@@ -197,6 +197,18 @@ class OutputConfig(Section):
     plots: bool = Field(True, description="Write reward.png.")
 
 
+class MoEConfig(Section):
+    """Mixture-of-Experts routing during training (see posttrain.models.moe)."""
+
+    balancing: Literal["loss_free", "aux_loss", "none"] = Field(
+        "none", description="loss_free: DeepSeek-V3 bias update; aux_loss: Switch loss; none."
+    )
+    bias_update_speed: float = Field(1e-3, gt=0, description="gamma of the loss-free bias update.")
+    aux_loss_coef: float = Field(1e-3, ge=0, description="Weight of the auxiliary load-balancing loss.")
+    freeze_router: bool = Field(False, description="Keep router weights fixed during training.")
+    telemetry: bool = Field(True, description="Log per-layer expert load, MaxVio and routing entropy.")
+
+
 class GRPORecipe(Section):
     """A GRPO recipe: model -> data -> rewards -> trainer -> outputs."""
 
@@ -204,5 +216,6 @@ class GRPORecipe(Section):
     data: DataConfig
     rewards: list[RewardConfig] = Field(..., min_length=1)
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    moe: MoEConfig = Field(default_factory=MoEConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
