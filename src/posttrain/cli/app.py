@@ -28,10 +28,7 @@ def _mount_rewards() -> None:
     app.add_typer(rewards_app, name="rewards", help="List reward functions and score completions.")
 
 
-try:
-    _mount_rewards()
-except ModuleNotFoundError:  # TEMP-WHILE-HELPER
-    pass
+_mount_rewards()
 
 
 def _version(value: bool) -> None:
@@ -48,24 +45,13 @@ def root(
 
 
 def main() -> None:
-    """Console-script entry: a PosttrainError ends as `error: ...` on stderr, not a traceback."""
+    """Console-script entry: a PosttrainError ends as `error: ...` on stderr, not a traceback.
+
+    Commands already render their errors through `run_or_exit`; this catch is the safety net for
+    anything raised outside it. Click keeps handling usage errors and exit codes (standalone mode).
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except PosttrainError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise

@@ -1,23 +1,91 @@
-"""`posttrain distill`: not built yet — it says so and exits non-zero rather than pretend."""
+"""`posttrain distill [RECIPE.yaml] [--teacher T --student S --data D]`: validate, then distil.
+
+Flags fill or override recipe fields: --teacher -> teacher.name_or_path, --student ->
+student.name_or_path, --data -> data.source, --output-dir -> output.dir; --set reaches any key.
+Without a recipe the defaults apply (rewards accuracy + format, sequence-level KD only).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
-from posttrain.cli.common import run_or_exit
-from posttrain.errors import NotBuiltError
+from posttrain.cli.common import SET_HELP, console, run_or_exit
 
 
 def distill(
-    recipe: Path = typer.Argument(None, help="YAML recipe with a distill: section."),
-    teacher: str = typer.Option(None, "--teacher", help="Teacher checkpoint or Hub name."),
-    student: str = typer.Option(None, "--student", help="Student checkpoint, Hub name or builder (build:tiny-dense)."),
+    recipe: Path = typer.Argument(None, help="YAML recipe (see recipes/tiny-distill.yaml).", dir_okay=False),
+    recipe_opt: Path = typer.Option(None, "--recipe", help="The recipe, as an option instead of the argument.", dir_okay=False),
+    teacher: str = typer.Option(None, "--teacher", help="Teacher: checkpoint, Hub name, or build:tiny-moe."),
+    student: str = typer.Option(
+        None, "--student",
+        help="Student: checkpoint, Hub name, or a fresh model, build:tiny-dense (arguments inline: build:tiny-dense?hidden_size=64&num_layers=2).",
+    ),
+    data: str = typer.Option(None, "--data", help="Built-in task (arithmetic, countdown), JSONL/JSON/Parquet file, or Hub dataset."),
+    output_dir: str = typer.Option(None, "--output-dir", help="Where the run writes (output.dir)."),
+    set_: list[str] = typer.Option(None, "--set", help=SET_HELP.replace("grpo.learning_rate", "distill.max_steps=200 or distill.learning_rate")),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in the output folder; finished stages are reused."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in the output folder."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the recipe, print it resolved, and exit."),
 ) -> None:
-    """Distil a teacher's reasoning into a smaller student (traces, rejection sampling, KD)."""
+    """Distil a teacher's reasoning into a smaller student: traces filtered by rewards, sequence KD, logit KD."""
+    out = console()
+    path = recipe or recipe_opt
+    cfg = run_or_exit(lambda: load(path, recipe_opt if recipe else None, teacher, student, data, output_dir, set_ or []))
+    run_or_exit(lambda: _check_rewards(cfg))
+    if dry_run:
+        import yaml
 
-    def refuse():
-        raise NotBuiltError("`posttrain distill` is not built yet in this version; see the project's issues")
+        out.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        out.print(f"[green]{path or 'flags'}: recipe is valid[/green]")
+        return
+    from posttrain.distill.run import run
 
-    run_or_exit(refuse)
+    summary = run_or_exit(lambda: run(cfg, out, resume=resume, overwrite=overwrite, base_dir=Path.cwd()))
+    _print_result(out, summary, cfg.output.dir)
+
+
+def load(path: Path | None, second: Path | None, teacher, student, data, output_dir, sets: list[str]):
+    """The validated recipe: the file (if any), then the flags, then --set, all checked together."""
+    from posttrain.config.distill_schema import DistillRecipe
+    from posttrain.config.loader import load_recipe, read_yaml
+    from posttrain.errors import ConfigError
+
+    if second is not None:
+        raise ConfigError("give the recipe once: as the argument or as --recipe, not both")
+    base = read_yaml(path)[0] if path is not None else {}
+    flags = {"teacher.name_or_path": teacher, "student.name_or_path": student, "data.source": data, "output.dir": output_dir}
+    given = {key: value for key, value in flags.items() if value is not None}
+    missing = [f"--{key.split('.')[0]}" for key in ("teacher.name_or_path", "student.name_or_path", "data.source")
+               if key not in given and key.split(".")[0] not in base]
+    if missing:
+        raise ConfigError(f"no {', '.join(missing)}: pass {' and '.join(missing)}, or a recipe that sets them")
+    # Flags are overrides like --set (the same validation), applied before --set; quoted, so a name
+    # such as "null" or "1e3" stays a string.
+    overrides = [f"{key}={json.dumps(value)}" for key, value in given.items()] + sets
+    return load_recipe(path, DistillRecipe, overrides, data=base if path is None else None)
+
+
+def _check_rewards(cfg) -> None:
+    from posttrain.errors import ConfigError
+    from posttrain.rewards.registry import validate
+
+    problems = validate(cfg.rewards, base_dir=Path.cwd())
+    if problems:
+        lines = "\n".join(f"  - rewards: {p}" for p in problems)
+        raise ConfigError(f"recipe is not valid, found {len(problems)} problem(s):\n{lines}")
+
+
+def _print_result(out, summary: dict, out_dir: str) -> None:
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    t, s, tr = summary["teacher"], summary["student"], summary["traces"]
+    out.print(
+        f"[bold green]done[/bold green] in {summary['wall_seconds']:.0f}s. held-out pass@1: teacher {pct(t['accuracy'])} "
+        f"({t['params_total']:,} params), student {pct(summary['student_before_accuracy'])} -> {pct(s['accuracy'])} "
+        f"({s['params_total']:,} params); traces kept {tr['kept']} of {tr['samples']} (acceptance {pct(tr['acceptance_rate'])})"
+    )
+    out.print(f"outputs in {out_dir}: student (from_pretrained), traces.jsonl, metrics.jsonl, summary.json")

@@ -1,20 +1,101 @@
-"""`posttrain eval`: not built yet — it says so and exits non-zero rather than pretend."""
+"""`posttrain eval`: score a model, or completions made elsewhere, with the recipe's rewards."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from posttrain.cli.common import run_or_exit
-from posttrain.errors import NotBuiltError
+from posttrain.cli.common import SET_HELP, console, run_or_exit
 
 
 def eval_command(
-    model: str = typer.Option(None, "--model", help="Checkpoint or Hub name to evaluate."),
-    data: str = typer.Option(None, "--data", help="Built-in task, JSONL/Parquet file, or Hub dataset."),
+    model: str = typer.Option(None, "--model", help="Checkpoint or Hub name to sample from."),
+    data: str = typer.Option(None, "--data", help="Built-in task, local JSONL/Parquet file, or Hub dataset (default: the recipe's)."),
+    completions: Path = typer.Option(None, "--completions", help="Score these completions (JSONL) instead of sampling a model.", dir_okay=False),
+    recipe: Path = typer.Option(None, "--recipe", help="Take rewards, task arguments, system prompt and sampling from this recipe.", dir_okay=False),
+    reward: list[str] = typer.Option(None, "--reward", help="Reward to score with (repeatable); default: accuracy and format."),
+    n: int = typer.Option(None, "--n", min=1, help="Samples per problem (default 8, or the recipe's eval.num_samples)."),
+    k: str = typer.Option("1", "--k", help="Comma-separated k for pass@k and maj@k, each <= n (e.g. 1,4,8)."),
+    temperature: float = typer.Option(None, "--temperature", min=0.0, help="Sampling temperature; 0 is greedy."),
+    top_p: float = typer.Option(None, "--top-p", min=0.0, max=1.0, help="Nucleus sampling."),
+    max_new_tokens: int = typer.Option(None, "--max-new-tokens", min=1, help="Generation budget per completion."),
+    num_problems: int = typer.Option(None, "--num-problems", min=1, help="Evaluate at most this many problems."),
+    split: str = typer.Option("test", "--split", help="Split of a Hub dataset."),
+    config_name: str = typer.Option(None, "--config-name", help="Hub dataset configuration (gsm8k: main)."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Sequences generated together."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    output_dir: Path = typer.Option(Path("outputs/eval"), "--output-dir", help="Where report.json, report.md and samples.jsonl go."),
+    min_: list[str] = typer.Option(None, "--min", help="Gate: METRIC=VALUE; exit 1 when the metric falls short (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Keep problems already in samples.jsonl and sample the rest."),
+    set_: list[str] = typer.Option(None, "--set", help=SET_HELP + " Applies to --recipe."),
 ) -> None:
-    """Score a model or pre-generated completions: pass@k, maj@k, format rate, lengths."""
+    """Score a model or pre-generated completions: pass@k, maj@k, format rate, rewards, lengths."""
+    from posttrain.evaluate.run import EvalRequest, run
 
-    def refuse():
-        raise NotBuiltError("`posttrain eval` is not built yet in this version; see the project's issues")
+    out = console()
 
-    run_or_exit(refuse)
+    def build_request() -> EvalRequest:
+        from posttrain.errors import PosttrainError
+
+        req = _from_recipe(recipe, set_) if recipe else EvalRequest(data=data or "")
+        req.data = data or req.data
+        if not req.data:
+            raise PosttrainError("--data is required (a built-in task, a JSONL/Parquet file or a Hub dataset) unless --recipe gives one")
+        req.model, req.split, req.config_name = model, split, config_name
+        req.completions = str(completions) if completions else None
+        req.ks = _parse_ks(k)
+        req.gates = list(min_ or [])
+        req.output_dir, req.resume = str(output_dir), resume
+        req.num_problems = num_problems or req.num_problems
+        if reward:
+            req.rewards = [{"name": r} for r in reward]
+        s = req.sampling
+        req.sampling = type(s)(
+            n=n or (s.n if recipe else 8),
+            temperature=s.temperature if temperature is None else temperature,
+            top_p=s.top_p if top_p is None else top_p,
+            max_new_tokens=max_new_tokens or s.max_new_tokens,
+            batch_size=batch_size,
+            seed=seed,
+        )
+        return req
+
+    request = run_or_exit(build_request)
+    result = run_or_exit(lambda: run(request, out, base_dir=Path.cwd()))
+    out.print(f"report: {output_dir}/report.json, {output_dir}/report.md, {output_dir}/samples.jsonl")
+    if result.failures:
+        for failure in result.failures:
+            typer.echo(f"gate failed: {failure}", err=True)
+        raise typer.Exit(1)
+
+
+def _parse_ks(text: str) -> list[int]:
+    from posttrain.errors import PosttrainError
+
+    try:
+        ks = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise PosttrainError(f"--k {text!r}: expected comma-separated integers, e.g. 1,4,8") from None
+    if not ks or ks[0] < 1:
+        raise PosttrainError(f"--k {text!r}: every k must be at least 1")
+    return ks
+
+
+def _from_recipe(path: Path, overrides):
+    """Rewards, task arguments, system prompt and eval sampling of a GRPO recipe."""
+    from posttrain.config import GRPORecipe, load_recipe
+    from posttrain.evaluate.run import EvalRequest
+    from posttrain.evaluate.sampling import SamplingSettings
+
+    cfg = load_recipe(path, GRPORecipe, overrides)
+    e = cfg.eval
+    return EvalRequest(
+        data=cfg.data.source,
+        task_args=dict(cfg.data.task_args),
+        system_prompt=cfg.data.system_prompt,
+        rewards=[r.model_dump() for r in cfg.rewards],
+        correctness_reward=e.correctness_reward,
+        num_problems=e.num_problems,
+        sampling=SamplingSettings(n=e.num_samples, temperature=e.temperature, top_p=e.top_p, max_new_tokens=e.max_new_tokens),
+    )

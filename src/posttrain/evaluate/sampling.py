@@ -48,7 +48,6 @@ def generate(
     on_batch: Callable[[int], Any] | None = None,
 ) -> list[list[Sample]]:
     """`settings.n` samples per prompt (1 when greedy); `on_batch(k)` reports k prompts done."""
-    import torch
 
     n = 1 if settings.greedy else settings.n
     texts = [render_prompt(tokenizer, p) for p in prompts]

@@ -110,7 +110,7 @@ def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, 
     if not warm.steps:
         return model
     from posttrain.models.warmstart import run_warmstart
-    from posttrain.telemetry.progress import RichProgressCallback
+    from posttrain.telemetry.trainer_progress import RichProgressCallback
 
     console.print(f"warm-start: {warm.steps} SFT steps on {len(splits.warmstart)} worked examples")
     progress = RichProgressCallback(console, "warm-start SFT", accuracy_reward=None)
@@ -145,7 +145,7 @@ def _evaluate(model, tokenizer, rows, prompts, settings, rewards, correctness, c
 def _train(recipe: GRPORecipe, model, tokenizer, rewards, splits, prompt, out: Path, console: Console, resume: bool):
     from posttrain.grpo.trainer import build_trainer
     from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
-    from posttrain.telemetry.progress import RichProgressCallback
+    from posttrain.telemetry.trainer_progress import RichProgressCallback
 
     train_rows = [{**row, "prompt": prompt(row)} for row in splits.train]
     timer = StepTimer()

@@ -7,7 +7,7 @@ loaded through the normal `from_pretrained` path, like any Hub model.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,20 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16", "auto": "auto"}
 
 
+def check_local(name_or_path: str) -> None:
+    """Fail fast on a path that is clearly local but missing, instead of asking the Hub for it."""
+    path = Path(name_or_path).expanduser()
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_local and not path.exists():
+        raise PosttrainError(f"{name_or_path}: no such model directory")
+    if path.is_dir() and not (path / "config.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        raise PosttrainError(f"{name_or_path}: not a model checkpoint (no config.json); expected a save_pretrained folder")
+
+
 def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    check_local(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             name_or_path, revision=revision, trust_remote_code=trust_remote_code
@@ -36,6 +47,7 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_
 def load_model(name_or_path: str, dtype: str = "auto", revision: str | None = None, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM
 
+    check_local(name_or_path)
     try:
         return AutoModelForCausalLM.from_pretrained(
             name_or_path, dtype=DTYPES[dtype], revision=revision, trust_remote_code=trust_remote_code

@@ -1,0 +1,160 @@
+"""`posttrain eval`: sample (or read) completions, score them, summarise, report, gate.
+
+load rows -> rewards -> (model: sample in resumable chunks | file: join completions) ->
+score -> summarize -> report.json / report.md / samples.jsonl -> --min gates.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from rich.console import Console
+
+from posttrain.data.load import load_rows, source_kind, to_prompt
+from posttrain.data.splits import EVAL_SEED_OFFSET
+from posttrain.errors import PosttrainError
+from posttrain.evaluate.metrics import summarize
+from posttrain.evaluate.report import Report, check_gates, gate_names, parse_gates, render_table, write_report
+from posttrain.evaluate.sampling import SamplingSettings, generate
+from posttrain.evaluate.scoring import reward_name, score_rows
+from posttrain.io import append_jsonl, read_jsonl
+from posttrain.telemetry.progress import progress_task
+
+CHUNK_PROBLEMS = 64  # problems per resumable unit: a crash loses at most one chunk
+
+
+@dataclass
+class EvalRequest:
+    data: str
+    model: str | None = None
+    completions: str | None = None
+    split: str = "test"
+    config_name: str | None = None
+    num_problems: int | None = None
+    task_args: dict = field(default_factory=dict)
+    system_prompt: str | None = None
+    rewards: list = field(default_factory=lambda: [{"name": "accuracy"}, {"name": "format"}])
+    correctness_reward: str = "accuracy"
+    ks: list[int] = field(default_factory=lambda: [1])
+    gates: list[str] = field(default_factory=list)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    output_dir: str = "outputs/eval"
+    resume: bool = False
+
+
+@dataclass
+class EvalResult:
+    report: Report
+    failures: list[str]
+
+
+def run(req: EvalRequest, console: Console, base_dir: Path | None = None) -> EvalResult:
+    started = time.time()
+    if bool(req.model) == bool(req.completions):
+        raise PosttrainError("give exactly one of --model (sample completions) or --completions FILE.jsonl")
+    rewards, correctness = _rewards(req, base_dir)
+    gates = parse_gates(req.gates, known=gate_names(req.ks, [reward_name(f) for f in rewards]))
+    rows = _rows(req)
+    out = Path(req.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if req.completions:
+        records, routing = _score_file(req, rows, rewards, correctness), None
+    else:
+        records, routing = _sample_model(req, rows, rewards, correctness, out, console)
+    from posttrain.rewards.math import answers_equivalent
+
+    metrics = summarize(records, req.ks, answers_equivalent)
+    s = req.sampling
+    report = Report(
+        model=req.model or "(completions file)",
+        data=req.completions or req.data,
+        sampling={"n": s.n if not req.completions else None, "temperature": None if req.completions else s.temperature,
+                  "top_p": None if req.completions else s.top_p, "max_new_tokens": None if req.completions else s.max_new_tokens,
+                  "seed": None if req.completions else s.seed},
+        metrics=metrics,
+        routing=routing,
+        wall_seconds=round(time.time() - started, 2),
+    )
+    if req.completions:
+        from posttrain.evaluate.report import write_samples
+
+        write_samples(records, out)
+    write_report(report, out)
+    render_table(report, console)
+    return EvalResult(report=report, failures=check_gates(report.metrics, gates))
+
+
+def _rewards(req: EvalRequest, base_dir: Path | None):
+    from posttrain.rewards.registry import build
+
+    rewards, _ = build(req.rewards, base_dir=base_dir)
+    by_name = {reward_name(f): f for f in rewards}
+    if req.correctness_reward in by_name:
+        return rewards, by_name[req.correctness_reward]
+    (correctness,), _ = build([{"name": req.correctness_reward}], base_dir=base_dir)
+    return rewards, correctness
+
+
+def _rows(req: EvalRequest) -> list[dict]:
+    if source_kind(req.data) == "task":
+        # The same seed as a GRPO run's held-out split, so `eval` reproduces its figures.
+        from posttrain.config.schema import EvalConfig
+
+        seed = EvalConfig().seed + EVAL_SEED_OFFSET
+        return load_rows(req.data, n=req.num_problems or 200, seed=seed, task_args=req.task_args)
+    return load_rows(req.data, split=req.split, config_name=req.config_name, n=req.num_problems)
+
+
+def _score_file(req: EvalRequest, rows, rewards, correctness) -> list[dict]:
+    from posttrain.evaluate.completions import join_completions
+    from posttrain.rewards.math import extract_answer
+
+    matched, samples = join_completions(req.completions, rows)
+    return score_rows(matched, samples, rewards, correctness, extract_answer)
+
+
+def _sample_model(req: EvalRequest, rows, rewards, correctness, out: Path, console: Console):
+    from posttrain.models.loading import load_model, load_tokenizer
+    from posttrain.rewards.math import extract_answer
+
+    samples_path = out / "samples.jsonl"
+    done = _already_done(samples_path, req.resume)
+    tokenizer = load_tokenizer(req.model)
+    model = load_model(req.model)
+    chat = tokenizer.chat_template is not None
+    todo = [r for r in rows if str(r["id"]) not in done]
+    if done:
+        console.print(f"resuming: {len(done)} problems already in {samples_path}, {len(todo)} to go")
+    counter = _routing_counter(model)
+    with progress_task(console, "eval: sampling", total=len(rows)) as advance:
+        advance(len(rows) - len(todo))
+        for c, start in enumerate(range(0, len(todo), CHUNK_PROBLEMS)):
+            chunk = todo[start : start + CHUNK_PROBLEMS]
+            prompts = [to_prompt(r["question"], req.system_prompt, chat) for r in chunk]
+            # Seed by chunk position in the full list so a resumed run draws the same samples.
+            settings = replace(req.sampling, seed=req.sampling.seed + 1000 * (rows.index(chunk[0]) // CHUNK_PROBLEMS))
+            with counter:
+                samples = generate(model, tokenizer, prompts, settings, on_batch=advance)
+            for record in score_rows(chunk, samples, rewards, correctness, extract_answer, prompts=prompts):
+                append_jsonl(samples_path, record)
+    wanted = {str(r["id"]) for r in rows}
+    records = [r for r in read_jsonl(samples_path) if str(r["id"]) in wanted]
+    return records, counter.summary()
+
+
+def _already_done(path: Path, resume: bool) -> set[str]:
+    if not path.exists():
+        return set()
+    if not resume:
+        path.unlink()  # a fresh eval replaces the previous samples
+        return set()
+    return {str(r["id"]) for r in read_jsonl(path)}
+
+
+def _routing_counter(model):
+    """Expert-load counting while sampling, for MoE models; a no-op for dense ones."""
+    from posttrain.telemetry.routing_counter import RoutingCounter
+
+    return RoutingCounter(model)

@@ -1,0 +1,72 @@
+"""`expert_load.png`: each expert's load by layer over logged steps, and MaxVio per layer.
+
+Input is metrics rows (`metrics.jsonl` or the balancing callback's history) holding
+`moe/layer{i}/load` (load shares) and `moe/layer{i}/max_vio`. The heat-map stacks every layer's
+experts as rows and logged steps as columns; colour is load / mean load, so 1 (white) is balanced,
+red is overloaded (clipped at 2x) and blue starved. Renders with matplotlib's Agg (no display).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+_LOAD = re.compile(r"^moe/layer(\d+)/load$")
+
+
+def load_matrix(rows: list[dict]) -> tuple[list[int], list[int], list[list[float]]]:
+    """(steps, layer indices, matrix) with one row per (layer, expert) and one column per step,
+    values load / mean; a step that lacks a layer gets NaN there."""
+    rows = [r for r in rows if "step" in r and any(_LOAD.match(k) for k in r)]
+    layers = sorted({int(m.group(1)) for r in rows for k in r if (m := _LOAD.match(k))})
+    widths = {i: max(len(r[f"moe/layer{i}/load"]) for r in rows if f"moe/layer{i}/load" in r) for i in layers}
+    matrix = []
+    for i in layers:
+        for expert in range(widths[i]):
+            line = []
+            for r in rows:
+                share = r.get(f"moe/layer{i}/load")
+                line.append(float(share[expert]) * len(share) if share and expert < len(share) else float("nan"))
+            matrix.append(line)
+    return [int(r["step"]) for r in rows], layers, matrix
+
+
+def plot_expert_load(rows: list[dict], out_path: Path) -> Path | None:
+    """Write the heat-map; returns the path, or None when no row carries per-layer loads."""
+    steps, layers, matrix = load_matrix(rows)
+    if not matrix:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    data = np.asarray(matrix, dtype=float)
+    experts_per_layer = len(matrix) // len(layers)
+    fig, (ax_map, ax_vio) = plt.subplots(
+        1, 2, figsize=(12, max(3.5, min(14, 0.5 + 0.06 * len(matrix)))), gridspec_kw={"width_ratios": [3, 2]}
+    )
+    image = ax_map.imshow(data, aspect="auto", interpolation="nearest", cmap="RdBu_r", vmin=0, vmax=2,
+                          extent=(-0.5, len(steps) - 0.5, len(matrix) - 0.5, -0.5))
+    for boundary in range(1, len(layers)):
+        ax_map.axhline(boundary * experts_per_layer - 0.5, color="black", lw=0.6)
+    ax_map.set_yticks([(k + 0.5) * experts_per_layer - 0.5 for k in range(len(layers))], [f"layer {i}" for i in layers])
+    ticks = np.linspace(0, len(steps) - 1, num=min(len(steps), 8), dtype=int)
+    ax_map.set_xticks(ticks, [str(steps[t]) for t in ticks])
+    ax_map.set(xlabel="step", title="expert load / mean (rows: experts, grouped by layer)")
+    fig.colorbar(image, ax=ax_map, fraction=0.04, extend="max")
+    for i in layers:
+        points = [(r["step"], r[f"moe/layer{i}/max_vio"]) for r in rows if f"moe/layer{i}/max_vio" in r]
+        if points:
+            ax_vio.plot(*zip(*points), label=f"layer {i}", lw=1)
+    ax_vio.set(xlabel="step", ylabel="MaxVio (max / mean load - 1)", title="imbalance per layer")
+    if len(layers) <= 12:
+        ax_vio.legend(fontsize=7)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    tmp = out_path.with_name(f".{out_path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(out_path)
+    return out_path

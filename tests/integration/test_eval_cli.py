@@ -1,0 +1,77 @@
+"""`posttrain eval` end to end: completions files with hand-computed metrics, gates, resume."""
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from posttrain.cli.app import app
+
+runner = CliRunner()
+
+GOOD = "<think>1+2=3</think><answer>{}</answer>"
+
+
+def _data(tmp_path: Path) -> Path:
+    rows = [{"id": "a", "prompt": "1+2", "answer": "3"},
+            {"id": "b", "prompt": "half of 1", "answer": "\\frac{1}{2}"},
+            {"id": "c", "prompt": "2+2", "answer": "4"}]
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _completions(tmp_path: Path) -> Path:
+    lines = [
+        # a: 2 of 4 correct -> pass@1 0.5, pass@2 = 1 - C(2,2)/C(4,2) = 5/6; first two vote 3 -> maj@2 ok
+        {"id": "a", "completions": [GOOD.format(3), GOOD.format(3), GOOD.format(5), "no tags 7"]},
+        # b: joined by prompt text; 0.5 and 1/2 are the same answer -> 4 of 4 correct
+        {"prompt": "half of 1", "completions": [GOOD.format("0.5"), GOOD.format("1/2"), GOOD.format("\\frac12"), GOOD.format("0.50")]},
+        # c: 0 of 4 correct
+        {"id": "c", "completions": [GOOD.format(5)] * 4},
+    ]
+    path = tmp_path / "completions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return path
+
+
+def test_completions_metrics_are_exact(tmp_path):
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["eval", "--completions", str(_completions(tmp_path)), "--data", str(_data(tmp_path)),
+                                 "--k", "1,2,4", "--output-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    m = report["metrics"]
+    assert m["n_problems"] == 3 and m["n_samples"] == 12
+    assert abs(m["pass@1"] - (0.5 + 1.0 + 0.0) / 3) < 1e-9
+    assert abs(m["pass@2"] - (5 / 6 + 1 + 0) / 3) < 1e-9
+    assert abs(m["pass@4"] - (1 + 1 + 0) / 3) < 1e-9
+    assert abs(m["maj@2"] - 2 / 3) < 1e-9  # a: 3 wins, b: all equal, c: wrong
+    assert abs(m["format_rate"] - 11 / 12) < 1e-9
+    assert report["sampling"]["n"] is None  # nothing was sampled
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert samples[1]["samples"][2]["extracted"] in ("\\frac12", "1/2", "\\frac{1}{2}")
+    assert (out / "report.md").read_text().count("|") > 10
+
+
+def test_gate_failure_exits_1_and_names_metric(tmp_path):
+    args = ["eval", "--completions", str(_completions(tmp_path)), "--data", str(_data(tmp_path)), "--output-dir", str(tmp_path / "e")]
+    assert runner.invoke(app, [*args, "--min", "pass@1=0.4"]).exit_code == 0
+    result = runner.invoke(app, [*args, "--min", "pass@1=0.6"])
+    assert result.exit_code == 1
+    assert "pass@1 = 0.500 is below the bar 0.6" in result.output
+
+
+def test_bad_gate_and_unmatched_rows(tmp_path):
+    data = _data(tmp_path)
+    result = runner.invoke(app, ["eval", "--completions", str(_completions(tmp_path)), "--data", str(data), "--min", "pass@16=0.1"])
+    assert result.exit_code == 2 and "pass@16" in result.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "zzz", "completion": "x"}) + "\n")
+    result = runner.invoke(app, ["eval", "--completions", str(bad), "--data", str(data), "--output-dir", str(tmp_path / "e2")])
+    assert result.exit_code == 2 and "bad.jsonl:1" in result.output and "'zzz'" in result.output
+
+
+def test_needs_model_or_completions(tmp_path):
+    result = runner.invoke(app, ["eval", "--data", str(_data(tmp_path))])
+    assert result.exit_code == 2 and "--model" in result.output
