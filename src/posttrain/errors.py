@@ -21,3 +21,9 @@ class NotBuiltError(PosttrainError):
     """A command exists in the CLI but its feature has not been built yet."""
 
     exit_code = 3
+
+
+class Interrupted(PosttrainError):
+    """A run stopped on SIGINT/SIGTERM after saving a checkpoint."""
+
+    exit_code = 130

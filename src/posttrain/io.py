@@ -46,6 +46,19 @@ def append_jsonl(path: str | os.PathLike, row: dict) -> None:
         os.fsync(f.fileno())
 
 
+def repair_torn_tail(path: str | os.PathLike) -> bool:
+    """Cut a partial last line (left by a crash mid-append) so new rows start on a fresh line."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return False
+        f.truncate(data.rfind(b"\n") + 1)
+    return True
+
+
 def iter_jsonl(path: str | os.PathLike, *, skip_bad_rows: bool = False) -> Iterator[dict]:
     """Yield the JSON objects of a JSONL file; a malformed line names the file and line number.
 

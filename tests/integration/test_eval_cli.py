@@ -75,3 +75,25 @@ def test_bad_gate_and_unmatched_rows(tmp_path):
 def test_needs_model_or_completions(tmp_path):
     result = runner.invoke(app, ["eval", "--data", str(_data(tmp_path))])
     assert result.exit_code == 2 and "--model" in result.output
+
+
+def test_model_eval_reports_routing_and_resumes(tiny_moe_dir, tmp_path):
+    out = tmp_path / "eval"
+    args = ["eval", "--model", str(tiny_moe_dir), "--data", "arithmetic", "--num-problems", "5", "--n", "2",
+            "--k", "1,2", "--max-new-tokens", "6", "--output-dir", str(out), "--seed", "3"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["sampling"] == {"n": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 6, "seed": 3}
+    assert report["metrics"]["n_problems"] == 5 and report["metrics"]["truncation_rate"] is not None
+    layers = report["routing"]["layers"]
+    assert len(layers) == 2 and all(len(layer["load_share"]) == 4 for layer in layers.values())
+    lines = (out / "samples.jsonl").read_text().splitlines()
+    assert len(lines) == 5
+
+    # An interrupted eval keeps what it wrote: drop two rows, resume, get the same samples back.
+    (out / "samples.jsonl").write_text("\n".join(lines[:3]) + "\n")
+    again = runner.invoke(app, [*args, "--resume"])
+    assert again.exit_code == 0, again.output
+    assert "resuming: 3 problems" in again.output
+    assert sorted((out / "samples.jsonl").read_text().splitlines()) == sorted(lines)

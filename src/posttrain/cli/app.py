@@ -7,7 +7,7 @@ import sys
 import typer
 
 from posttrain import __version__
-from posttrain.cli import distill, evaluate, grpo
+from posttrain.cli import cost, distill, evaluate, grpo
 from posttrain.errors import PosttrainError
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.command("grpo")(grpo.grpo)
 app.command("distill")(distill.distill)
 app.command("eval")(evaluate.eval_command)
+app.command("cost")(cost.cost)
 
 
 def _mount_rewards() -> None:

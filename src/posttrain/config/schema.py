@@ -176,7 +176,8 @@ class GRPOConfig(Section):
     def _known_trl_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
         from posttrain.config.trl_fields import check_passthrough
 
-        check_passthrough(value, "GRPOConfig", owned=set(cls.model_fields))
+        # router_aux_loss_coef is the recipe's moe.aux_loss_coef.
+        check_passthrough(value, "GRPOConfig", owned=set(cls.model_fields) | {"router_aux_loss_coef"})
         return value
 
     @model_validator(mode="after")
@@ -209,6 +210,12 @@ class MoEConfig(Section):
     telemetry: bool = Field(True, description="Log per-layer expert load, MaxVio and routing entropy.")
 
 
+class CostConfig(Section):
+    usd_per_gpu_hour: float = Field(
+        2.0, ge=0, description="Price of one device-hour; summary.json reports dollars per stage (DeepSeek used $2)."
+    )
+
+
 class GRPORecipe(Section):
     """A GRPO recipe: model -> data -> rewards -> trainer -> outputs."""
 
@@ -219,3 +226,4 @@ class GRPORecipe(Section):
     moe: MoEConfig = Field(default_factory=MoEConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)

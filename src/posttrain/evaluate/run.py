@@ -19,7 +19,7 @@ from posttrain.evaluate.metrics import summarize
 from posttrain.evaluate.report import Report, check_gates, gate_names, parse_gates, render_table, write_report
 from posttrain.evaluate.sampling import SamplingSettings, generate
 from posttrain.evaluate.scoring import reward_name, score_rows
-from posttrain.io import append_jsonl, read_jsonl
+from posttrain.io import append_jsonl, read_jsonl, repair_torn_tail
 from posttrain.telemetry.progress import progress_task
 
 CHUNK_PROBLEMS = 64  # problems per resumable unit: a crash loses at most one chunk
@@ -124,24 +124,27 @@ def _sample_model(req: EvalRequest, rows, rewards, correctness, out: Path, conso
     tokenizer = load_tokenizer(req.model)
     model = load_model(req.model)
     chat = tokenizer.chat_template is not None
-    todo = [r for r in rows if str(r["id"]) not in done]
+    # Chunks are a fixed partition of the rows with a seed each, so a resumed eval regenerates an
+    # unfinished chunk exactly as the interrupted run would have, and appends only what is missing.
+    chunks = [rows[i : i + CHUNK_PROBLEMS] for i in range(0, len(rows), CHUNK_PROBLEMS)]
     if done:
-        console.print(f"resuming: {len(done)} problems already in {samples_path}, {len(todo)} to go")
-    counter = _routing_counter(model)
-    with progress_task(console, "eval: sampling", total=len(rows)) as advance:
-        advance(len(rows) - len(todo))
-        for c, start in enumerate(range(0, len(todo), CHUNK_PROBLEMS)):
-            chunk = todo[start : start + CHUNK_PROBLEMS]
+        console.print(f"resuming: {len(done)} problems already in {samples_path}, {len(rows) - len(done)} to go")
+    from posttrain.models.moe import count_routing
+
+    with count_routing(model) as routing, progress_task(console, "eval: sampling", total=len(rows)) as advance:
+        for c, chunk in enumerate(chunks):
+            if all(str(r["id"]) in done for r in chunk):
+                advance(len(chunk))
+                continue
             prompts = [to_prompt(r["question"], req.system_prompt, chat) for r in chunk]
-            # Seed by chunk position in the full list so a resumed run draws the same samples.
-            settings = replace(req.sampling, seed=req.sampling.seed + 1000 * (rows.index(chunk[0]) // CHUNK_PROBLEMS))
-            with counter:
-                samples = generate(model, tokenizer, prompts, settings, on_batch=advance)
+            settings = replace(req.sampling, seed=req.sampling.seed + 1000 * c)
+            samples = generate(model, tokenizer, prompts, settings, on_batch=advance)
             for record in score_rows(chunk, samples, rewards, correctness, extract_answer, prompts=prompts):
-                append_jsonl(samples_path, record)
+                if str(record["id"]) not in done:
+                    append_jsonl(samples_path, record)
     wanted = {str(r["id"]) for r in rows}
     records = [r for r in read_jsonl(samples_path) if str(r["id"]) in wanted]
-    return records, counter.summary()
+    return records, _routing_report(routing.counts())
 
 
 def _already_done(path: Path, resume: bool) -> set[str]:
@@ -150,11 +153,14 @@ def _already_done(path: Path, resume: bool) -> set[str]:
     if not resume:
         path.unlink()  # a fresh eval replaces the previous samples
         return set()
+    repair_torn_tail(path)
     return {str(r["id"]) for r in read_jsonl(path)}
 
 
-def _routing_counter(model):
-    """Expert-load counting while sampling, for MoE models; a no-op for dense ones."""
-    from posttrain.telemetry.routing_counter import RoutingCounter
+def _routing_report(counts: dict) -> dict | None:
+    """Expert load of this eval's sampling (resumed chunks excluded); None for dense models."""
+    if not counts or not any(sum(row) for row in counts.values()):
+        return None
+    from posttrain.telemetry.routing_stats import routing_summary
 
-    return RoutingCounter(model)
+    return routing_summary(counts)

@@ -143,7 +143,9 @@ def _evaluate(model, tokenizer, rows, prompts, settings, rewards, correctness, c
 
 
 def _train(recipe: GRPORecipe, model, tokenizer, rewards, splits, prompt, out: Path, console: Console, resume: bool):
+    from posttrain.errors import Interrupted
     from posttrain.grpo.trainer import build_trainer
+    from posttrain.safety import GracefulStop, NonFiniteGuard
     from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
     from posttrain.telemetry.trainer_progress import RichProgressCallback
 
@@ -152,12 +154,24 @@ def _train(recipe: GRPORecipe, model, tokenizer, rewards, splits, prompt, out: P
     logger = MetricsLogger(out / "metrics.jsonl", timer, stage="grpo")
     accuracy = recipe.eval.correctness_reward
     progress = RichProgressCallback(console, "GRPO", accuracy_reward=accuracy)
-    trainer = build_trainer(recipe, model, tokenizer, rewards, train_rows, out / "checkpoints", callbacks=[timer, logger, progress])
+    from posttrain.models.balancing import moe_callbacks
+
+    stop = GracefulStop()
+    # MoE callbacks add their telemetry to `logs`, so they must run before the logger and progress.
+    moe = moe_callbacks(recipe.moe, model, out)
+    callbacks = [timer, *moe, logger, progress, stop, NonFiniteGuard(model)]
+    trainer = build_trainer(recipe, model, tokenizer, rewards, train_rows, out / "checkpoints", callbacks=callbacks)
     trainer.metrics_logger = logger
     checkpoint = latest_checkpoint(out / "checkpoints") if resume else None
     if checkpoint:
         console.print(f"resuming from {checkpoint}")
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with stop.installed():
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if stop.stopped_at is not None:
+        raise Interrupted(
+            f"{stop.signal_name} at step {stop.stopped_at}: checkpoint saved in {out / 'checkpoints'}; "
+            "run the same command with --resume to continue"
+        )
     return trainer
 
 
@@ -174,6 +188,18 @@ def _save_policy(trainer, tokenizer, out: Path, recipe: GRPORecipe) -> None:
     (out / "policy.tmp-final").rmdir()
 
 
+def _cost(timings: dict[str, float], usd_per_gpu_hour: float) -> dict:
+    """Device-hours and dollars per stage: wall time times the devices this run held."""
+    import torch
+
+    from posttrain.telemetry.cost import price
+
+    devices = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+    report = price(timings, devices, usd_per_gpu_hour)
+    report["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return report
+
+
 def _summary(recipe, base, final, trainer, params, timings, wall) -> dict:
     pick = lambda result, key: None if result is None else result[key]  # noqa: E731
     return {
@@ -188,6 +214,7 @@ def _summary(recipe, base, final, trainer, params, timings, wall) -> dict:
         "params_total": params["total"],
         "params_active": params["active"],
         "data": recipe.data.source,
+        "cost": _cost(timings, recipe.cost.usd_per_gpu_hour),
         "eval": {
             "num_problems": pick(base or final, "num_problems"),
             "num_samples": recipe.eval.num_samples,

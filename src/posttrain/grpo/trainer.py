@@ -7,6 +7,7 @@ from pathlib import Path
 
 from posttrain.config.schema import GRPORecipe, LoraConfig
 from posttrain.config.trl_fields import checkpointing_kwargs, warmup_kwargs
+from posttrain.models.balancing import aux_loss_coef
 
 
 def grpo_args(recipe: GRPORecipe, output_dir: Path, resume_dir: Path | None = None):
@@ -35,6 +36,7 @@ def grpo_args(recipe: GRPORecipe, output_dir: Path, resume_dir: Path | None = No
         **checkpointing_kwargs("GRPOConfig", g.gradient_checkpointing),
         **warmup_kwargs(g.warmup_steps, g.warmup_ratio),
         reward_weights=[r.weight for r in recipe.rewards],
+        router_aux_loss_coef=aux_loss_coef(recipe.moe),
         seed=g.seed,
         logging_steps=g.logging_steps,
         save_strategy="steps",

@@ -105,9 +105,16 @@ def check_aux_loss(model) -> None:
         )
 
 
+BIAS_FILE = "moe_router_bias.safetensors"
+
+
 class MoEBalancingCallback(TrainerCallback):
     """Counts routing in each step's training forwards; applies the loss-free update when `gamma` is
-    set; adds `moe/*` telemetry to each log; writes `expert_load.png` to `out_dir` at the end."""
+    set; adds `moe/*` telemetry to each log; writes `expert_load.png` to `out_dir` at the end.
+
+    The biases live in the model (so full checkpoints carry them); each checkpoint also gets them in
+    `moe_router_bias.safetensors`, read back on resume, because LoRA checkpoints hold only the adapter.
+    """
 
     def __init__(self, model, layers: list[MoELayer], gamma: float | None = None, telemetry: bool = True,
                  out_dir: Path | None = None) -> None:
@@ -115,12 +122,16 @@ class MoEBalancingCallback(TrainerCallback):
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.counter = RoutingCounter(model, layers, training_only=True)
         self._interval = None  # counts since the last log, (layers, experts)
+        self._restore_checked = False
         self.history: list[dict] = []  # the logged moe/* rows, for the heat-map
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.counter.attach()
 
     def on_step_begin(self, args, state, control, **kwargs):
+        if not self._restore_checked:  # the Trainer restores global_step only after on_train_begin
+            self._restore_checked = True
+            self._restore(Path(args.output_dir) / f"checkpoint-{state.global_step}" / BIAS_FILE)
         self.counter.reset()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -136,6 +147,27 @@ class MoEBalancingCallback(TrainerCallback):
         with torch.no_grad():
             for layer, row in zip(self.layers, counts):
                 layer.bias.copy_(update_bias(layer.bias, row, self.gamma))
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.gamma is None or not state.is_world_process_zero:
+            return
+        from safetensors.torch import save_file
+
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            save_file({layer.key: layer.bias.detach().cpu().contiguous() for layer in self.layers}, str(folder / BIAS_FILE))
+
+    def _restore(self, path: Path) -> None:
+        if self.gamma is None or not path.is_file():
+            return
+        import torch
+        from safetensors.torch import load_file
+
+        saved = load_file(str(path))
+        with torch.no_grad():
+            for layer in self.layers:
+                if layer.key in saved:
+                    layer.bias.copy_(saved[layer.key])
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or "train_runtime" in logs or self._interval is None or not self.telemetry:

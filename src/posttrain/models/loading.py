@@ -21,7 +21,11 @@ DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16", "a
 def check_local(name_or_path: str) -> None:
     """Fail fast on a path that is clearly local but missing, instead of asking the Hub for it."""
     path = Path(name_or_path).expanduser()
-    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    # "org/name" is a Hub id, unless "org" is a folder here (outputs/run): then it is a path.
+    first = Path(name_or_path.split("/", 1)[0])
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or (
+        "/" in name_or_path and first.is_dir()
+    )
     if looks_local and not path.exists():
         raise PosttrainError(f"{name_or_path}: no such model directory")
     if path.is_dir() and not (path / "config.json").is_file() and not (path / "tokenizer_config.json").is_file():

@@ -21,11 +21,14 @@ Any other MoE family raises `UnsupportedMoEError` naming the supported ones.
 
 from __future__ import annotations
 
+import logging
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from posttrain.errors import PosttrainError
+
+log = logging.getLogger(__name__)
 
 SELECTION_BIAS = "selection_bias"
 NATIVE_BIAS = "e_score_correction_bias"
@@ -151,7 +154,7 @@ def restore_selection_bias(layers: list[MoELayer], checkpoint_dir) -> int:
     loaded = 0
     for file in sorted(Path(checkpoint_dir).glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():
+            for key in f.keys():  # noqa: SIM118 - safe_open handles are not iterable
                 match = re.search(r"layers\.(\d+)\..*\." + SELECTION_BIAS + "$", key)
                 if match and int(match.group(1)) in by_index:
                     by_index[int(match.group(1))].bias.copy_(f.get_tensor(key))
@@ -259,16 +262,23 @@ def _in_backward() -> bool:
 
 
 @contextmanager
-def count_routing(model):
+def count_routing(model, strict: bool = False):
     """Count expert selections of every forward inside the block (generation, eval).
 
     >>> with count_routing(model) as routing:      # doctest: +SKIP
     ...     model.generate(**batch)
     >>> routing_summary(routing.counts())          # doctest: +SKIP
 
-    Yields a `RoutingCounter`; a dense model yields one with no layers (`counts()` == {}).
+    Yields a `RoutingCounter`. A dense model, or (unless `strict`) an MoE family this module does
+    not know, yields one with no layers: `counts()` == {}.
     """
-    layers = find_moe_layers(model)
+    try:
+        layers = find_moe_layers(model)
+    except UnsupportedMoEError as e:
+        if strict:
+            raise
+        log.warning("routing counts skipped: %s", e)
+        layers = []
     counter = RoutingCounter(model, layers)
     if layers:
         counter.attach()

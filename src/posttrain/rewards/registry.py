@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from posttrain.errors import PosttrainError
-from posttrain.rewards import cot, format as fmt, math as math_rewards, shaping
+from posttrain.rewards import cot, countdown, format as fmt, math as math_rewards, shaping
 from posttrain.rewards.extract import check_order
 
 _SPEC_KEYS = ("name", "weight", "kwargs")
@@ -41,6 +41,7 @@ BUILTINS: dict[str, Callable] = {
     "cosine": shaping.cosine_scaled,
     "repetition_penalty": shaping.repetition_penalty,
     "overlong": shaping.soft_overlong,
+    "countdown": countdown.countdown,
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from posttrain.io import append_jsonl
+from posttrain.io import append_jsonl, repair_torn_tail
 
 # TRL's names -> the names our metrics.jsonl documents. Anything else is kept as TRL named it.
 RENAMES = {
@@ -67,6 +67,7 @@ class MetricsLogger(TrainerCallback):
         self.path = Path(path)
         self.timer = timer
         self.stage = stage
+        repair_torn_tail(self.path)
         self.skip_through = last_logged_step(self.path)
         self._last_tokens: float | None = None
         self.rows: list[dict] = []

@@ -1,0 +1,1 @@
+"""Reasoning distillation: teacher traces filtered by rewards, then sequence- and logit-level KD."""

@@ -1,0 +1,84 @@
+"""What a distillation run remembers between resumes: seconds per stage, parameter counts, evals.
+
+`stages.json` keeps the time each stage took when it actually ran, so a resumed run still reports
+the real cost of a reused stage; held-out evals are cached as `eval_<label>.json` (metrics) next to
+`heldout_<label>.jsonl` (every sample), so they are not sampled twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+
+from posttrain.io import atomic_write_json, atomic_write_jsonl
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        self.seconds: dict[str, float] = data.get("seconds", {})
+        self.reused: dict[str, bool] = data.get("reused", {})
+        self.info: dict = data.get("info", {})
+
+    def save(self) -> None:
+        atomic_write_json(self.path, {"seconds": self.seconds, "reused": self.reused, "info": self.info})
+
+    @contextmanager
+    def stage(self, name: str, reused: bool):
+        """Time a stage; a reused stage keeps the seconds it took when it ran."""
+        started = time.time()
+        yield
+        if not reused or name not in self.seconds:
+            self.seconds[name] = round(time.time() - started, 1)
+        self.reused[name] = reused
+        self.save()
+
+    def params_once(self, role: str, count: Callable[[], dict]) -> dict:
+        """Parameter counts of a role, computed (which may load the model) only the first time."""
+        key = f"{role}_params"
+        if key not in self.info:
+            self.info[key] = count()
+            self.save()
+        return self.info[key]
+
+
+def evaluate_cached(model_fn, tokenizer, rows, prompts, settings, rewards, correctness, console: Console, label: str, out: Path, ledger: Ledger) -> dict | None:
+    """Held-out accuracy of `model_fn()` (`posttrain.evaluate.heldout`), or its cached result."""
+    if not rows:
+        return None
+    path = out / f"eval_{label}.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    from posttrain.evaluate.heldout import heldout_accuracy
+
+    with ledger.stage(f"eval_{label}", reused=False):
+        result = heldout_accuracy(model_fn(), tokenizer, rows, prompts, settings, rewards, correctness, console, label)
+        atomic_write_jsonl(out / f"heldout_{label}.jsonl", result.pop("records"))
+        atomic_write_json(path, result)
+    console.print(
+        f"held-out ({label}): pass@1 {result['accuracy']:.3f} (n={settings.n}, T={settings.temperature}), "
+        f"greedy {result['greedy_accuracy']:.3f}, format {result['format_rate'] or 0:.3f}"
+    )
+    return result
+
+
+def last_step(metrics_path: Path, stage: str) -> int:
+    """Highest step `stage` already logged, so a resumed stage does not write its rows twice
+    (MetricsLogger alone looks at every stage's rows in the shared metrics.jsonl)."""
+    if not metrics_path.is_file():
+        return 0
+    last = 0
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and row.get("stage") == stage:
+            last = max(last, int(row.get("step", 0)))
+    return last

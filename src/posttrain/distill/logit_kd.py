@@ -1,0 +1,120 @@
+"""Stage 3, logit-level KD: the student matches the teacher's next-token distributions on the traces.
+
+online: the teacher runs beside the student (TRL's GKDTrainer): full vocabulary, and a fraction
+lambda of batches is sampled by the student itself (on-policy, GKD). offline: the teacher's top-k
+log-probs stored by the traces stage stand in for it, so a teacher that does not fit beside the
+student never has to. Divergence: forward KL, reverse KL or generalised JSD(beta), TRL's loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from posttrain.config.distill_schema import LogitKDConfig
+from posttrain.config.trl_fields import checkpointing_kwargs, warmup_kwargs
+from posttrain.distill.topk import TopKTargets, encode_trace
+from posttrain.errors import PosttrainError
+
+
+class TokenizerMismatch(PosttrainError):
+    """Logit KD compares distributions token by token: teacher and student must share a vocabulary."""
+
+
+def check_shared_tokenizer(teacher_tok, student_tok, teacher_name: str, student_name: str) -> None:
+    """Raise, naming both sides and the way out, unless the two tokenizers map text to the same ids."""
+    t_vocab, s_vocab = teacher_tok.get_vocab(), student_tok.get_vocab()
+    if t_vocab == s_vocab:
+        return
+    differs = sorted(set(t_vocab.items()) ^ set(s_vocab.items()))[:3]
+    example = ", ".join(f"{tok!r}->{i}" for tok, i in differs)
+    raise TokenizerMismatch(
+        f"logit-level KD needs one tokenizer for teacher and student, but {teacher_name} has "
+        f"{len(t_vocab)} tokens and {student_name} has {len(s_vocab)} (they differ at e.g. {example}). "
+        "Use a student with the teacher's tokenizer (a build: student gets it automatically), or "
+        "distil at the sequence level only: --set distill.logit_kd.enabled=false"
+    )
+
+
+def encode_rows(tokenizer, traces: list[dict], max_length: int) -> list[dict]:
+    """Training rows for the collator; a trace longer than `max_length` is cut, one whose prompt
+    alone fills it is skipped (nothing left to learn from)."""
+    rows = []
+    for i, trace in enumerate(traces):
+        ids, prompt_len = encode_trace(tokenizer, trace["prompt"], trace["completion"])
+        if prompt_len < max_length:
+            rows.append({"input_ids": ids[:max_length], "prompt_len": prompt_len, "index": i, "completion_len": len(ids) - prompt_len})
+    if not rows:
+        raise PosttrainError(f"logit KD: every trace's prompt is longer than distill.max_length ({max_length})")
+    return rows
+
+
+def check_targets(rows: list[dict], traces: list[dict], targets: TopKTargets, path: Path) -> None:
+    """Stored targets must line up with today's tokenisation of the same traces."""
+    if len(targets.offsets) - 1 != len(traces):
+        raise PosttrainError(f"{path} holds targets for {len(targets.offsets) - 1} traces, traces.jsonl has {len(traces)}; rerun with --overwrite")
+    for row in rows:
+        i = row["index"]
+        stored = int(targets.offsets[i + 1] - targets.offsets[i])
+        if stored != row["completion_len"]:
+            raise PosttrainError(
+                f"{path}: trace {i} has {stored} stored targets but tokenises to {row['completion_len']} "
+                "completion tokens; the tokenizer changed since the traces were written -- rerun with --overwrite"
+            )
+
+
+def kd_args(cfg: LogitKDConfig, out_dir: Path, *, max_new_tokens: int, max_length: int, bf16: bool, seed: int,
+            logging_steps: int, save_steps: int, save_total_limit: int):
+    from posttrain.distill.topk import gkd_classes
+
+    GKDConfig, _ = gkd_classes()
+    return GKDConfig(
+        output_dir=str(out_dir),
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        **warmup_kwargs(cfg.warmup_steps, 0.0),
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        logging_steps=logging_steps,
+        save_strategy="steps",
+        save_steps=save_steps or cfg.max_steps,
+        save_total_limit=save_total_limit,
+        report_to=[],
+        dataloader_pin_memory=False,
+        disable_tqdm=True,
+        **checkpointing_kwargs("SFTConfig", False),
+        bf16=bf16,
+        max_length=max_length,
+        seed=seed,
+        dataset_num_proc=None,
+        remove_unused_columns=False,  # the collator needs prompt_len and index
+        dataset_kwargs={"skip_prepare_dataset": True},  # rows are tokenised here, once, for both modes
+        beta=cfg.jsd_beta,
+        lmbda=cfg.lmbda,
+        temperature=cfg.temperature,
+        max_new_tokens=max_new_tokens,
+    )
+
+
+def build_trainer(model, tokenizer, rows: list[dict], cfg: LogitKDConfig, args, *, teacher=None,
+                  targets: TopKTargets | None = None, callbacks=(), peft_config=None):
+    """The online (teacher given) or offline (targets given) trainer over the same batches."""
+    from datasets import Dataset
+
+    from posttrain.distill.kd_trainers import OnlineKDTrainer, TopKDistillTrainer, TraceCollator
+    from posttrain.distill.sequence_kd import quiet
+
+    common = dict(
+        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+        data_collator=TraceCollator(tokenizer.pad_token_id, targets), callbacks=list(callbacks), peft_config=peft_config,
+    )
+    if cfg.teacher == "online":
+        if teacher is None:
+            raise ValueError("online logit KD needs the teacher model")
+        trainer = OnlineKDTrainer(teacher_model=teacher, **common)
+    else:
+        if targets is None:
+            raise ValueError("offline logit KD needs the stored top-k targets")
+        trainer = TopKDistillTrainer(beta=cfg.jsd_beta, **common)
+    quiet(trainer)
+    return trainer

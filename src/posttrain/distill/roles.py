@@ -1,0 +1,103 @@
+"""Teacher and student: where each comes from, what is built or warm-started once and cached in the
+run folder, and how a trained student is saved and reloaded between stages.
+
+A `build:` student is built with the *teacher's* tokenizer, so logit-level KD (which compares the
+two next-token distributions id by id) works without further setup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from posttrain.config.schema import LoraConfig, ModelConfig
+from posttrain.models.loading import load_model, load_tokenizer, resolve_model_path, save_pretrained
+
+TEACHER_DIR = "teacher"  # the warm-started teacher, reused by later runs with --resume
+STUDENT_INIT_DIR = "build/student"
+
+
+def teacher_source(cfg: ModelConfig, out: Path, seed: int) -> str:
+    """A path or Hub name for the teacher; a builder is materialised (random init) under out/build."""
+    return resolve_model_path(cfg, out / "build" / "teacher", seed=seed)
+
+
+def warm_teacher(cfg: ModelConfig, source: str, tokenizer, warm_rows: list[dict], prompts: list, out: Path, console: Console):
+    """(path, in-memory model or None): the teacher warm-started on worked solutions, once.
+
+    A random `build:` teacher knows nothing to distil; its warm-start is the same SFT GRPO uses
+    (`posttrain.models.warmstart`), cached in out/teacher so a resumed run does not repeat it.
+    """
+    target = out / TEACHER_DIR
+    if not cfg.warmstart.steps:
+        return source, None
+    if (target / "config.json").is_file():
+        console.print(f"teacher: reusing the warm-started teacher in {target}")
+        return str(target), None
+    from posttrain.models.warmstart import run_warmstart
+    from posttrain.telemetry.trainer_progress import RichProgressCallback
+
+    model = load_model(source, cfg.dtype, cfg.revision, cfg.trust_remote_code)
+    console.print(f"teacher: warm-start, {cfg.warmstart.steps} SFT steps on {len(warm_rows)} worked examples")
+    run_warmstart(
+        model, tokenizer, warm_rows, prompts, cfg.warmstart, out / "build" / "warmstart-tmp",
+        callbacks=[RichProgressCallback(console, "teacher warm-start", accuracy_reward=None)],
+        bf16=cfg.dtype == "bfloat16",
+    )
+    save_pretrained(model, tokenizer, target)
+    return str(target), model
+
+
+def student_source(cfg: ModelConfig, out: Path, teacher_tokenizer, seed: int) -> str:
+    """A path or Hub name for the student; a builder is built once with the teacher's tokenizer."""
+    if not cfg.builder:
+        return cfg.name_or_path
+    target = (out / STUDENT_INIT_DIR).resolve()
+    if not (target / "config.json").is_file():
+        from posttrain.models.builders import build_model
+
+        tokenizer = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else teacher_tokenizer
+        save_pretrained(build_model(cfg.builder, tokenizer, seed=seed, **cfg.builder_args), tokenizer, target)
+    return str(target)
+
+
+def load(cfg: ModelConfig, path: str):
+    return load_model(path, cfg.dtype, cfg.revision, cfg.trust_remote_code)
+
+
+def save_stage(model, tokenizer, stage_dir: Path) -> None:
+    """What the stage trained -- full weights, or only the LoRA adapter -- under stage_dir/model."""
+    save_pretrained(model, tokenizer, stage_dir / "model")
+
+
+def stage_done(stage_dir: Path) -> bool:
+    return (stage_dir / "model").is_dir()  # save_pretrained renames into place: present means complete
+
+
+def load_stage(cfg: ModelConfig, base_path: str, stage_dir: Path):
+    """The student a finished stage left: full weights, or the base with its adapter (trainable)."""
+    saved = stage_dir / "model"
+    if not (saved / "adapter_config.json").is_file():
+        return load(cfg, str(saved))
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(load(cfg, base_path), str(saved), is_trainable=True)
+
+
+def export_student(model, tokenizer, out: Path, lora: LoraConfig):
+    """The student at the top of the run folder (`from_pretrained(out)`), plus out/adapter with LoRA.
+
+    Returns the model to evaluate (merged when LoRA is merged on save).
+    """
+    if lora.enabled and hasattr(model, "merge_and_unload"):
+        save_pretrained(model, tokenizer, out / "adapter")
+        if not lora.merge_on_save:
+            return model
+        model = model.merge_and_unload()
+    staging = out / "student.tmp-final"
+    save_pretrained(model, tokenizer, staging)
+    for child in staging.iterdir():
+        child.replace(out / child.name)
+    staging.rmdir()
+    return model

@@ -1,0 +1,304 @@
+"""`posttrain distill`: the run as a list of named steps.
+
+prepare outputs -> rewards and trace filter -> data splits -> teacher and student sources (tokenizer
+check) -> teacher warm-start (build: teachers) -> held-out eval of the teacher -> traces (sample,
+score, filter, dedupe; offline top-k targets) -> held-out eval of the student before -> sequence KD
+-> logit KD (optional) -> save the student -> held-out eval of the student after -> summary.json.
+
+Every stage leaves its output in the run folder and is skipped when that output exists, so
+`--resume` continues where a run stopped; `stages.json` keeps the seconds each stage took.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from posttrain.config.distill_schema import DistillRecipe
+from posttrain.data.load import to_prompt
+from posttrain.data.splits import make_splits
+from posttrain.distill import roles
+from posttrain.distill.ledger import Ledger, evaluate_cached, last_step
+from posttrain.distill.traces import generate_traces, make_filter, select
+from posttrain.errors import PosttrainError
+from posttrain.evaluate.sampling import SamplingSettings
+from posttrain.evaluate.scoring import reward_name
+from posttrain.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+from posttrain.models.loading import count_parameters, load_tokenizer
+from posttrain.outputs import latest_checkpoint, prepare_output_dir, write_recipe
+
+class LazyModel:
+    """Load a model on first use and drop it on `release()`: an offline teacher leaves memory
+    before the student trains, and a fully resumed run never loads it."""
+
+    def __init__(self, load) -> None:
+        self._load, self._model = load, None
+
+    def get(self):
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+    def set(self, model) -> None:
+        self._model = model
+
+    def release(self) -> None:
+        self._model = None
+        gc.collect()
+
+
+def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwrite: bool = False, base_dir: Path | None = None) -> dict:
+    started = time.time()
+    _quiet_libraries()
+    out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
+    write_recipe(out, recipe)
+    _seed_everything(recipe.distill.seed)
+    ledger = Ledger(out / "stages.json")
+    kd = recipe.distill.logit_kd
+
+    rewards, correctness = _build_rewards(recipe, base_dir)
+    trace_filter = make_filter(recipe.distill.traces, [reward_name(f) for f in rewards], recipe.eval.correctness_reward)
+    splits = make_splits(recipe.data, recipe.eval, recipe.teacher.warmstart)
+    console.print(f"data: {len(splits.train)} prompts for traces, {len(splits.heldout)} held-out, source {recipe.data.source}")
+
+    teacher_src = roles.teacher_source(recipe.teacher, out, seed=recipe.distill.seed)
+    tokenizer = load_tokenizer(recipe.teacher.tokenizer or teacher_src, recipe.teacher.revision, recipe.teacher.trust_remote_code)
+    chat = tokenizer.chat_template is not None
+    prompt = lambda row: to_prompt(row["question"], recipe.data.system_prompt, chat)  # noqa: E731
+    student_src = roles.student_source(recipe.student, out, tokenizer, seed=recipe.distill.seed)
+    student_tok = load_tokenizer(recipe.student.tokenizer or student_src, recipe.student.revision, recipe.student.trust_remote_code)
+    if kd.enabled:  # before any slow work: a mismatch would only surface at stage 3
+        from posttrain.distill.logit_kd import check_shared_tokenizer
+
+        check_shared_tokenizer(tokenizer, student_tok, f"teacher {recipe.teacher.name_or_path}", f"student {recipe.student.name_or_path}")
+
+    with ledger.stage("teacher", reused=not recipe.teacher.warmstart.steps or (out / roles.TEACHER_DIR / "config.json").is_file()):
+        teacher_path, warmed = roles.warm_teacher(
+            recipe.teacher, teacher_src, tokenizer, splits.warmstart, [prompt(r) for r in splits.warmstart], out, console
+        )
+    teacher = LazyModel(lambda: roles.load(recipe.teacher, teacher_path))
+    if warmed is not None:
+        teacher.set(warmed)
+    ledger.params_once("teacher", lambda: count_parameters(teacher.get()))
+
+    settings = _eval_settings(recipe)
+
+    def evaluate(model_fn, tok, label):
+        prompts = [to_prompt(r["question"], recipe.data.system_prompt, tok.chat_template is not None) for r in splits.heldout]
+        return evaluate_cached(model_fn, tok, splits.heldout, prompts, settings, rewards, correctness, console, label, out, ledger)
+
+    teacher_eval = evaluate(teacher.get, tokenizer, "teacher")
+
+    with ledger.stage("traces", reused=(out / "traces.jsonl").is_file()):
+        traces, trace_stats = _traces(recipe, teacher, tokenizer, splits.train, prompt, rewards, correctness, trace_filter, out, console)
+    if _offline(recipe) and not (out / "topk.safetensors").is_file():
+        with ledger.stage("topk", reused=False):
+            ledger.info["topk"] = _capture_topk(recipe, teacher.get(), tokenizer, traces, out, console)
+    if not (kd.enabled and kd.teacher == "online"):
+        teacher.release()  # the student trains without it
+
+    student = LazyModel(lambda: roles.load(recipe.student, student_src))
+    ledger.params_once("student", lambda: count_parameters(student.get()))
+    before = evaluate(student.get, student_tok, "student_before")
+
+    with ledger.stage("sequence_kd", reused=roles.stage_done(out / "sequence_kd")):
+        student.set(_sequence_kd(recipe, student, student_tok, student_src, traces, out, console, resume))
+    if kd.enabled:
+        with ledger.stage("logit_kd", reused=roles.stage_done(out / "logit_kd")):
+            student.set(_logit_kd(recipe, student, student_tok, student_src, teacher, traces, out, console, resume))
+    teacher.release()
+    final = roles.export_student(student.get(), student_tok, out, recipe.student.lora)
+    after = evaluate(lambda: final, student_tok, "student")
+
+    summary = _summary(recipe, ledger, teacher_eval, before, after, trace_stats, time.time() - started)
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def _quiet_libraries() -> None:
+    """Our rich bars report each stage; the libraries' own per-dataset and per-shard bars only bury them."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+
+
+def _seed_everything(seed: int) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def _offline(recipe: DistillRecipe) -> bool:
+    return recipe.distill.logit_kd.enabled and recipe.distill.logit_kd.teacher == "offline"
+
+
+def _build_rewards(recipe: DistillRecipe, base_dir: Path | None):
+    """The recipe's rewards and the one that decides correctness (built separately if not listed)."""
+    from posttrain.rewards.registry import build
+
+    rewards, _ = build(recipe.rewards, base_dir=base_dir)
+    by_name = {reward_name(fn): fn for fn in rewards}
+    name = recipe.eval.correctness_reward
+    if name in by_name:
+        return rewards, by_name[name]
+    (correctness,), _ = build([{"name": name, "weight": 1.0, "kwargs": {}}], base_dir=base_dir)
+    return rewards, correctness
+
+
+def _eval_settings(recipe: DistillRecipe) -> SamplingSettings:
+    e = recipe.eval
+    return SamplingSettings(
+        n=e.num_samples, temperature=e.temperature, top_p=e.top_p,
+        max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, seed=e.seed,
+    )
+
+
+def _traces(recipe, teacher: LazyModel, tokenizer, rows, prompt, rewards, correctness, trace_filter, out: Path, console: Console):
+    """traces.jsonl (kept) and its statistics, from traces_raw.jsonl (every scored sample)."""
+    kept_path, stats_path = out / "traces.jsonl", out / "traces_stats.json"
+    if kept_path.is_file() and stats_path.is_file():
+        console.print(f"traces: reusing {kept_path}")
+        return read_jsonl(kept_path), json.loads(stats_path.read_text(encoding="utf-8"))
+    records = generate_traces(
+        teacher.get(), tokenizer, rows, [prompt(r) for r in rows], recipe.distill.traces, rewards, correctness,
+        out / "traces_raw.jsonl", console,
+    )
+    kept, stats = select(records, trace_filter)
+    if not kept:
+        raise PosttrainError(
+            f"the filter kept no trace out of {stats['samples']} samples (rejected by: {stats['rejected_by']}); "
+            "the teacher needs more training, or distill.traces.require a lower bar"
+        )
+    atomic_write_jsonl(kept_path, kept)
+    atomic_write_json(stats_path, stats)
+    console.print(
+        f"traces: kept {stats['kept']} of {stats['samples']} samples (acceptance {stats['acceptance_rate']:.1%}, "
+        f"{stats['duplicates']} duplicates dropped), {stats['prompts_with_trace']}/{stats['prompts']} prompts "
+        f"covered, {stats['tokens_kept']} tokens"
+    )
+    return kept, stats
+
+
+def _capture_topk(recipe: DistillRecipe, teacher, tokenizer, traces: list[dict], out: Path, console: Console) -> dict:
+    """topk.safetensors: the teacher's top-k log-probs on every kept trace, for offline logit KD."""
+    from posttrain.distill.topk import capture, encode_trace
+    from posttrain.telemetry.progress import progress_task
+
+    k = recipe.distill.logit_kd.topk
+    encoded = [encode_trace(tokenizer, t["prompt"], t["completion"]) for t in traces]
+    with progress_task(console, f"teacher top-{k} log-probs", total=len(encoded)) as advance:
+        targets, gap = capture(teacher, encoded, k, tokenizer.pad_token_id, on_batch=advance)
+    targets.save(out / "topk.safetensors")
+    console.print(
+        f"top-{k} targets: {gap.get('teacher_mass', 0):.4f} of the teacher's mass kept, KL gap to full "
+        f"vocabulary {gap.get('kl_gap_nats', 0):.5f} nats/token ({gap['tokens']} tokens)"
+    )
+    return gap
+
+
+def _trainer_callbacks(out: Path, stage: str, console: Console, title: str) -> list:
+    from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
+    from posttrain.telemetry.trainer_progress import RichProgressCallback
+
+    timer = StepTimer()
+    logger = MetricsLogger(out / "metrics.jsonl", timer, stage=stage)
+    logger.skip_through = last_step(out / "metrics.jsonl", stage)
+    return [timer, logger, RichProgressCallback(console, title, accuracy_reward=None)]
+
+
+def _checkpoint(stage_dir: Path, resume: bool) -> Path | None:
+    return latest_checkpoint(stage_dir / "checkpoints") if resume else None
+
+
+def _sequence_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src: str, traces, out: Path, console: Console, resume: bool):
+    """Stage 2: SFT on the kept traces (or the student a finished stage 2 saved)."""
+    from posttrain.distill import sequence_kd
+
+    stage_dir = out / "sequence_kd"
+    if roles.stage_done(stage_dir):
+        console.print(f"sequence KD: reusing {stage_dir / 'model'}")
+        return roles.load_stage(recipe.student, student_src, stage_dir)
+    cfg = recipe.distill
+    console.print(f"sequence KD: {cfg.max_steps} SFT steps on {len(traces)} traces")
+    trainer = sequence_kd.train(
+        student.get(), tokenizer, traces, cfg, recipe.student.lora, stage_dir / "checkpoints",
+        callbacks=_trainer_callbacks(out, "sequence_kd", console, "sequence KD"),
+        resume_from=_checkpoint(stage_dir, resume), bf16=recipe.student.dtype == "bfloat16",
+        save_steps=recipe.output.save_steps, save_total_limit=recipe.output.save_total_limit,
+    )
+    roles.save_stage(trainer.model, tokenizer, stage_dir)
+    return trainer.model
+
+
+def _logit_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src: str, teacher: LazyModel, traces, out: Path, console: Console, resume: bool):
+    """Stage 3: match the teacher's distributions, online (teacher in memory) or offline (top-k)."""
+    from posttrain.distill import logit_kd
+    from posttrain.distill.sequence_kd import peft_config
+    from posttrain.distill.topk import TopKTargets
+
+    stage_dir = out / "logit_kd"
+    if roles.stage_done(stage_dir):
+        console.print(f"logit KD: reusing {stage_dir / 'model'}")
+        return roles.load_stage(recipe.student, student_src, stage_dir)
+    cfg, d = recipe.distill.logit_kd, recipe.distill
+    rows = logit_kd.encode_rows(tokenizer, traces, d.max_length)
+    targets = None
+    if cfg.teacher == "offline":
+        targets = TopKTargets.load(out / "topk.safetensors")
+        logit_kd.check_targets(rows, traces, targets, out / "topk.safetensors")
+    args = logit_kd.kd_args(
+        cfg, stage_dir / "checkpoints", max_new_tokens=cfg.max_new_tokens or d.traces.max_new_tokens,
+        max_length=d.max_length, bf16=recipe.student.dtype == "bfloat16", seed=d.seed, logging_steps=d.logging_steps,
+        save_steps=recipe.output.save_steps, save_total_limit=recipe.output.save_total_limit,
+    )
+    model = student.get()
+    already_adapted = hasattr(model, "peft_config")  # stage 2's adapter keeps training
+    trainer = logit_kd.build_trainer(
+        model, tokenizer, rows, cfg, args, teacher=teacher.get() if cfg.teacher == "online" else None, targets=targets,
+        callbacks=_trainer_callbacks(out, "logit_kd", console, f"logit KD ({cfg.teacher}, {cfg.divergence})"),
+        peft_config=None if already_adapted else peft_config(recipe.student.lora),
+    )
+    console.print(f"logit KD: {cfg.max_steps} steps, {cfg.divergence}, teacher {cfg.teacher}, on-policy fraction {cfg.lmbda}")
+    checkpoint = _checkpoint(stage_dir, resume)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    roles.save_stage(trainer.model, tokenizer, stage_dir)
+    return trainer.model
+
+
+def _summary(recipe: DistillRecipe, ledger: Ledger, teacher_eval, before, after, trace_stats: dict, wall: float) -> dict:
+    pick = lambda result, key: None if result is None else result[key]  # noqa: E731
+    t_params, s_params = ledger.info["teacher_params"], ledger.info["student_params"]
+    role = lambda cfg, params, result: {  # noqa: E731
+        "name_or_path": cfg.name_or_path,
+        "params_total": params["total"],
+        "params_active": params["active"],
+        "accuracy": pick(result, "accuracy"),
+        "greedy_accuracy": pick(result, "greedy_accuracy"),
+        "format_rate": pick(result, "format_rate"),
+    }
+    teacher_acc, student_acc = pick(teacher_eval, "accuracy"), pick(after, "accuracy")
+    kd = recipe.distill.logit_kd
+    return {
+        "teacher": role(recipe.teacher, t_params, teacher_eval),
+        "student": role(recipe.student, s_params, after),
+        "student_before_accuracy": pick(before, "accuracy"),
+        "student_before_greedy_accuracy": pick(before, "greedy_accuracy"),
+        "accuracy_ratio": student_acc / teacher_acc if teacher_acc and student_acc is not None else None,
+        "params_ratio": s_params["total"] / t_params["total"],
+        "traces": trace_stats,
+        "logit_kd": {"enabled": kd.enabled, "teacher": kd.teacher, "divergence": kd.divergence,
+                     "beta": kd.jsd_beta, "lmbda": kd.lmbda} if kd.enabled else {"enabled": False},
+        "topk": ledger.info.get("topk"),
+        "stage_seconds": ledger.seconds,
+        "stages_reused": [name for name, reused in ledger.reused.items() if reused],
+        "wall_seconds": round(wall, 1),
+        "data": recipe.data.source,
+        "eval": {"num_problems": pick(teacher_eval or after, "num_problems"), "num_samples": recipe.eval.num_samples,
+                 "temperature": recipe.eval.temperature, "teacher": teacher_eval, "student_before": before, "student": after},
+    }

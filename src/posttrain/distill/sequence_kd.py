@@ -1,0 +1,95 @@
+"""Stage 2, sequence-level KD: the student is fine-tuned on the kept traces with TRL's SFTTrainer.
+
+Loss on the assistant part only (prompt/completion rows, `completion_only_loss`), as the teacher's
+warm-start is trained (`posttrain.models.warmstart`). Packing is TRL's padding-free BFD packing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from posttrain.config.distill_schema import DistillConfig
+from posttrain.config.schema import LoraConfig
+from posttrain.config.trl_fields import checkpointing_kwargs, warmup_kwargs
+
+
+def use_packing(setting: str, model) -> bool:
+    """Whether packing helps: with varlen (flash) attention kernels it removes padding for free; with
+    SDPA/eager attention (every CPU) transformers builds a block-diagonal mask over the whole packed
+    row, which costs more than the little padding similar-length traces carry."""
+    if setting != "auto":
+        return setting == "on"
+    impl = getattr(model.config, "_attn_implementation", None) or ""
+    return impl.startswith(("flash", "kernels-community/flash"))
+
+
+def sft_args(cfg: DistillConfig, out_dir: Path, *, packing: bool, bf16: bool, save_steps: int, save_total_limit: int):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(out_dir),
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        **warmup_kwargs(cfg.warmup_steps, 0.0),
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=save_steps or cfg.max_steps,
+        save_total_limit=save_total_limit,
+        report_to=[],
+        dataloader_pin_memory=False,  # nothing to pin to on CPU; accelerators gain little at this size
+        disable_tqdm=True,  # our rich progress replaces tqdm
+        # TRL turns checkpointing on by default; on small students it only costs time.
+        **checkpointing_kwargs("SFTConfig", False),
+        bf16=bf16,  # TRL defaults to bf16 autocast, several times slower on CPUs
+        completion_only_loss=True,
+        packing=packing,
+        max_length=cfg.max_length,
+        seed=cfg.seed,
+        dataset_num_proc=None,
+        **cfg.trl,
+    )
+
+
+def peft_config(lora: LoraConfig):
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=lora.target_modules, task_type="CAUSAL_LM",
+    )
+
+
+def train(model, tokenizer, traces: list[dict], cfg: DistillConfig, lora: LoraConfig, out_dir: Path, *,
+          callbacks=(), resume_from: Path | None = None, bf16: bool = False, save_steps: int = 0, save_total_limit: int = 2):
+    """Fine-tune `model` on the traces; returns the trainer (its `.model` may be a PeftModel)."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from posttrain.models.warmstart import sft_rows
+
+    rows = sft_rows([{"solution": t["completion"]} for t in traces], [t["prompt"] for t in traces])
+    args = sft_args(cfg, out_dir, packing=use_packing(cfg.packing, model), bf16=bf16, save_steps=save_steps, save_total_limit=save_total_limit)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+        peft_config=peft_config(lora),
+    )
+    quiet(trainer)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    return trainer
+
+
+def quiet(trainer) -> None:
+    """Our rich progress and metrics.jsonl replace the Trainer's printed dicts and tqdm bar."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)

@@ -1,0 +1,42 @@
+import os
+import signal
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from posttrain.safety import GracefulStop, NonFiniteError, NonFiniteGuard
+
+
+def test_sigterm_requests_save_and_stop_then_restores_handler():
+    stop = GracefulStop()
+    before = signal.getsignal(signal.SIGTERM)
+    control = SimpleNamespace(should_save=False, should_training_stop=False)
+    with stop.installed():
+        os.kill(os.getpid(), signal.SIGTERM)
+        stop.on_step_end(None, SimpleNamespace(global_step=7), control)
+    assert control.should_save and control.should_training_stop
+    assert stop.stopped_at == 7 and stop.signal_name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_no_signal_no_stop():
+    stop = GracefulStop()
+    control = SimpleNamespace(should_save=False, should_training_stop=False)
+    with stop.installed():
+        stop.on_step_end(None, SimpleNamespace(global_step=1), control)
+    assert not control.should_training_stop and stop.stopped_at is None
+
+
+def test_nan_gradient_names_step_and_parameter():
+    model = torch.nn.Linear(2, 1)
+    model.weight.grad = torch.tensor([[float("nan"), 0.0]])
+    with pytest.raises(NonFiniteError, match=r"step 4: non-finite gradient in weight"):
+        NonFiniteGuard(model).on_pre_optimizer_step(None, SimpleNamespace(global_step=3), None)
+
+
+def test_nan_loss_in_logs():
+    guard = NonFiniteGuard(torch.nn.Linear(1, 1))
+    guard.on_log(None, SimpleNamespace(global_step=2), None, logs={"loss": 0.5})
+    with pytest.raises(NonFiniteError, match="step 2: reward is nan"):
+        guard.on_log(None, SimpleNamespace(global_step=2), None, logs={"reward": float("nan")})
