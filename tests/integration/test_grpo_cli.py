@@ -79,3 +79,35 @@ def test_version_and_help():
     assert runner.invoke(app, ["--version"]).output.startswith("posttrain ")
     help_text = runner.invoke(app, ["grpo", "--help"]).output
     assert "--set" in help_text and "--resume" in help_text
+
+
+@pytest.mark.slow
+def test_resume_continues_from_checkpoint_without_duplicate_metrics(quick_overrides, tmp_path):
+    base = [*_sets(quick_overrides), "--set", "output.save_steps=1", "--set", "eval.enabled=false"]
+    first = runner.invoke(app, ["grpo", RECIPE, *base])
+    assert first.exit_code == 0, first.output
+    out = tmp_path / "run"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-1", "checkpoint-2"]
+
+    more = runner.invoke(app, ["grpo", RECIPE, *base, "--set", "grpo.max_steps=3", "--resume"])
+    assert more.exit_code == 0, more.output
+    assert "resuming from" in more.output and "checkpoint-2" in more.output
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    assert json.loads((out / "summary.json").read_text())["steps"] == 3
+
+
+@pytest.mark.slow
+def test_lora_run_saves_adapter_and_merged_policy(quick_overrides, tmp_path):
+    sets = [*_sets(quick_overrides), "--set", "model.lora.enabled=true", "--set", "model.lora.r=4",
+            "--set", "eval.enabled=false", "--set", "grpo.gradient_checkpointing=true",
+            "--set", "grpo.lr_scheduler_type=cosine", "--set", "grpo.warmup_ratio=0.5", "--set", "grpo.gradient_accumulation_steps=2"]
+    result = runner.invoke(app, ["grpo", RECIPE, *sets])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "run"
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]

@@ -96,6 +96,7 @@ def _from_recipe(path: Path, overrides):
         system_prompt=cfg.data.system_prompt,
         rewards=[r.model_dump() for r in cfg.rewards],
         correctness_reward=e.correctness_reward,
+        problem_seed=e.seed,
         num_problems=e.num_problems,
         sampling=SamplingSettings(n=e.num_samples, temperature=e.temperature, top_p=e.top_p, max_new_tokens=e.max_new_tokens),
     )

@@ -34,6 +34,7 @@ class EvalRequest:
     config_name: str | None = None
     num_problems: int | None = None
     task_args: dict = field(default_factory=dict)
+    problem_seed: int = 7  # a GRPO recipe's eval.seed: built-in tasks then draw its held-out problems
     system_prompt: str | None = None
     rewards: list = field(default_factory=lambda: [{"name": "accuracy"}, {"name": "format"}])
     correctness_reward: str = "accuracy"
@@ -51,7 +52,10 @@ class EvalResult:
 
 
 def run(req: EvalRequest, console: Console, base_dir: Path | None = None) -> EvalResult:
+    from posttrain.telemetry.progress import quiet_libraries
+
     started = time.time()
+    quiet_libraries()
     if bool(req.model) == bool(req.completions):
         raise PosttrainError("give exactly one of --model (sample completions) or --completions FILE.jsonl")
     rewards, correctness = _rewards(req, base_dir)
@@ -100,9 +104,7 @@ def _rewards(req: EvalRequest, base_dir: Path | None):
 def _rows(req: EvalRequest) -> list[dict]:
     if source_kind(req.data) == "task":
         # The same seed as a GRPO run's held-out split, so `eval` reproduces its figures.
-        from posttrain.config.schema import EvalConfig
-
-        seed = EvalConfig().seed + EVAL_SEED_OFFSET
+        seed = req.problem_seed + EVAL_SEED_OFFSET
         return load_rows(req.data, n=req.num_problems or 200, seed=seed, task_args=req.task_args)
     return load_rows(req.data, split=req.split, config_name=req.config_name, n=req.num_problems)
 

@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 
 
 def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite: bool = False, base_dir: Path | None = None) -> dict:
+    from posttrain.telemetry.progress import quiet_libraries
+
     started = time.time()
+    quiet_libraries()
     timings: dict[str, float] = {}
     out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
     write_recipe(out, recipe)

@@ -39,3 +39,14 @@ def format_stats(logs: dict, accuracy_key: str | None) -> str:
     if "loss" in logs:
         parts.append(f"loss {float(logs['loss']):.4f}")
     return "  ".join(parts)
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' own tqdm bars (dataset maps, shard writes): ours say what matters."""
+    import datasets
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    disable_progress_bars()
+    hf_logging.disable_progress_bar()

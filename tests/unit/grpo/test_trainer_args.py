@@ -1,0 +1,34 @@
+from pathlib import Path
+
+from posttrain.config import GRPORecipe, load_recipe
+from posttrain.grpo.trainer import grpo_args, peft_config
+
+RECIPE = Path(__file__).resolve().parents[3] / "recipes/tiny-math.yaml"
+
+
+def _args(*overrides):
+    return grpo_args(load_recipe(RECIPE, GRPORecipe, list(overrides)), Path("/tmp/unused"))
+
+
+def test_recipe_maps_onto_trl_names():
+    args = _args("grpo.learning_rate=2e-5", "grpo.lr_scheduler_type=cosine", "grpo.warmup_ratio=0.1",
+                 "grpo.gradient_accumulation_steps=4", "grpo.loss_type=dapo", "grpo.epsilon_high=0.28",
+                 "grpo.scale_rewards=group", "grpo.beta=0.04", "grpo.seed=11", "grpo.gradient_checkpointing=true")
+    assert args.learning_rate == 2e-5 and args.lr_scheduler_type == "cosine"
+    assert args.get_warmup_steps(100) == 10  # the ratio, as transformers 5 reads warmup_steps < 1
+    assert args.gradient_accumulation_steps == 4 and args.loss_type == "dapo" and args.epsilon_high == 0.28
+    assert args.scale_rewards == "group" and args.beta == 0.04 and args.seed == 11
+    assert args.gradient_checkpointing is True
+    assert args.reward_weights == [1.0, 0.2]
+    assert args.bf16 is False  # TRL's default bf16 autocast is several times slower on CPUs
+
+
+def test_warmup_steps_win_over_ratio_and_trl_passthrough():
+    args = _args("grpo.warmup_steps=7", "grpo.warmup_ratio=0.5", "grpo.trl={log_completions: true}")
+    assert args.get_warmup_steps(100) == 7 and args.log_completions is True
+
+
+def test_lora_config():
+    assert peft_config(load_recipe(RECIPE, GRPORecipe).model.lora) is None
+    cfg = peft_config(load_recipe(RECIPE, GRPORecipe, ["model.lora.enabled=true", "model.lora.r=8"]).model.lora)
+    assert cfg.r == 8 and cfg.lora_alpha == 32
