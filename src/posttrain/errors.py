@@ -17,12 +17,6 @@ class DataError(PosttrainError):
     """A dataset is missing, malformed or lacks a needed column."""
 
 
-class NotBuiltError(PosttrainError):
-    """A command exists in the CLI but its feature has not been built yet."""
-
-    exit_code = 3
-
-
 class Interrupted(PosttrainError):
     """A run stopped on SIGINT/SIGTERM after saving a checkpoint."""
 

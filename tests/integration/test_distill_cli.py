@@ -137,3 +137,10 @@ def test_dry_run_with_flags_overriding_the_recipe():
     result = runner.invoke(app, ["distill", RECIPE, "--dry-run", "--student", "build:tiny-dense?hidden_size=64", "--set", "distill.max_steps=7"])
     assert result.exit_code == 0, result.output
     assert "hidden_size: 64" in result.output and "max_steps: 7" in result.output and "recipe is valid" in result.output
+
+
+def test_recipe_as_option_and_not_twice():
+    result = runner.invoke(app, ["distill", "--recipe", RECIPE, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["distill", RECIPE, "--recipe", RECIPE, "--dry-run"])
+    assert result.exit_code == 2 and "give the recipe once" in result.output

@@ -69,12 +69,6 @@ def test_dry_run_validates_and_prints(tmp_path):
     assert "max_steps: 3" in result.output and "recipe is valid" in result.output
 
 
-def test_unbuilt_commands_say_so():
-    for args in (["eval", "--model", "m", "--data", "arithmetic"],):
-        result = runner.invoke(app, args)
-        assert result.exit_code == 3 and "not built yet" in result.output
-
-
 def test_version_and_help():
     assert runner.invoke(app, ["--version"]).output.startswith("posttrain ")
     help_text = runner.invoke(app, ["grpo", "--help"]).output
@@ -87,11 +81,13 @@ def test_resume_continues_from_checkpoint_without_duplicate_metrics(quick_overri
     first = runner.invoke(app, ["grpo", RECIPE, *base])
     assert first.exit_code == 0, first.output
     out = tmp_path / "run"
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-1", "checkpoint-2"]
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
 
     more = runner.invoke(app, ["grpo", RECIPE, *base, "--set", "grpo.max_steps=3", "--resume"])
     assert more.exit_code == 0, more.output
-    assert "resuming from" in more.output and "checkpoint-2" in more.output
+    said = " ".join(more.output.split())  # rich wraps long lines at the terminal width
+    assert "resuming from" in said and "checkpoint-2" in said
+    assert "unexpected keys" not in said  # fused MoE experts restored, not dropped
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
     assert json.loads((out / "summary.json").read_text())["steps"] == 3

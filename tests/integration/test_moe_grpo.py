@@ -55,7 +55,8 @@ def make_trainer(recipe: GRPORecipe, tokenizer, out: Path, extra=()):
 @pytest.mark.slow
 def test_loss_free_biases_train_save_and_resume(quick_overrides, char_tokenizer, tmp_path):
     sets = [*quick_overrides, "moe.balancing=loss_free", f"moe.bias_update_speed={GAMMA}", "output.save_steps=1",
-            "eval.enabled=false", "data.num_train=32"]
+            "eval.enabled=false", "data.num_train=32",
+            "grpo.beta=0.0"]  # a model built in memory has no path for TRL's reference model
     recipe = load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, sets)
     out = tmp_path / "run"
 

@@ -16,7 +16,8 @@ SET_HELP = "Override a recipe value, e.g. --set grpo.learning_rate=1e-5 (repeata
 
 
 def console() -> Console:
-    return Console(stderr=False, highlight=False)
+    # soft_wrap: paths and commands in messages stay on one line, so they can be copied.
+    return Console(stderr=False, highlight=False, soft_wrap=True)
 
 
 def run_or_exit(step: Callable[[], T]) -> T:
@@ -30,3 +31,24 @@ def run_or_exit(step: Callable[[], T]) -> T:
     except PosttrainError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
+
+
+def check_rewards(rewards) -> None:
+    """Recipe reward entries must resolve (names, plug-ins, kwargs) before any model loads."""
+    from pathlib import Path
+
+    from posttrain.errors import ConfigError
+    from posttrain.rewards.registry import validate
+
+    problems = validate(rewards, base_dir=Path.cwd())
+    if problems:
+        lines = "\n".join(f"  - rewards: {p}" for p in problems)
+        raise ConfigError(f"recipe is not valid, found {len(problems)} problem(s):\n{lines}")
+
+
+def show_resolved(out: Console, cfg, label: str) -> None:
+    """`--dry-run`: the recipe as it will run, overrides applied."""
+    import yaml
+
+    out.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    out.print(f"[green]{label}: recipe is valid[/green]")

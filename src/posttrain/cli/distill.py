@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from posttrain.cli.common import SET_HELP, console, run_or_exit
+from posttrain.cli.common import check_rewards, show_resolved, SET_HELP, console, run_or_exit
 
 
 def distill(
@@ -34,12 +34,9 @@ def distill(
     out = console()
     path = recipe or recipe_opt
     cfg = run_or_exit(lambda: load(path, recipe_opt if recipe else None, teacher, student, data, output_dir, set_ or []))
-    run_or_exit(lambda: _check_rewards(cfg))
+    run_or_exit(lambda: check_rewards(cfg.rewards))
     if dry_run:
-        import yaml
-
-        out.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-        out.print(f"[green]{path or 'flags'}: recipe is valid[/green]")
+        show_resolved(out, cfg, str(path or 'flags'))
         return
     from posttrain.distill.run import run
 
@@ -68,14 +65,6 @@ def load(path: Path | None, second: Path | None, teacher, student, data, output_
     return load_recipe(path, DistillRecipe, overrides, data=base if path is None else None)
 
 
-def _check_rewards(cfg) -> None:
-    from posttrain.errors import ConfigError
-    from posttrain.rewards.registry import validate
-
-    problems = validate(cfg.rewards, base_dir=Path.cwd())
-    if problems:
-        lines = "\n".join(f"  - rewards: {p}" for p in problems)
-        raise ConfigError(f"recipe is not valid, found {len(problems)} problem(s):\n{lines}")
 
 
 def _print_result(out, summary: dict, out_dir: str) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from posttrain.cli.common import SET_HELP, console, run_or_exit
+from posttrain.cli.common import check_rewards, show_resolved, SET_HELP, console, run_or_exit
 
 
 def grpo(
@@ -21,12 +21,9 @@ def grpo(
 
     out = console()
     cfg = run_or_exit(lambda: load_recipe(recipe, GRPORecipe, set_))
-    run_or_exit(lambda: _check_rewards(cfg, recipe.parent))
+    run_or_exit(lambda: check_rewards(cfg.rewards))
     if dry_run:
-        import yaml
-
-        out.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-        out.print(f"[green]{recipe}: recipe is valid[/green]")
+        show_resolved(out, cfg, str(recipe))
         return
     from posttrain.grpo.run import run
 
@@ -34,14 +31,6 @@ def grpo(
     _print_result(out, summary, cfg.output.dir)
 
 
-def _check_rewards(cfg, recipe_dir: Path) -> None:
-    from posttrain.errors import ConfigError
-    from posttrain.rewards.registry import validate
-
-    problems = validate(cfg.rewards, base_dir=Path.cwd())
-    if problems:
-        lines = "\n".join(f"  - rewards: {p}" for p in problems)
-        raise ConfigError(f"recipe is not valid, found {len(problems)} problem(s):\n{lines}")
 
 
 def _print_result(out, summary: dict, out_dir: str) -> None:

@@ -21,7 +21,9 @@ class LoraConfig(Section):
     enabled: bool = Field(False, description="Train a LoRA adapter (peft) instead of all weights.")
     r: int = Field(16, gt=0, description="LoRA rank.")
     alpha: int = Field(32, gt=0, description="LoRA scaling (lora_alpha).")
-    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="LoRA dropout (must be 0 when adapting MoE expert tensors, e.g. all-linear)."
+    )
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt, or 'all-linear'."
     )

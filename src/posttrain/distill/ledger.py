@@ -82,3 +82,20 @@ def last_step(metrics_path: Path, stage: str) -> int:
         if isinstance(row, dict) and row.get("stage") == stage:
             last = max(last, int(row.get("step", 0)))
     return last
+
+
+def recipe_changes(old_path: Path, new: dict, prefix: str = "") -> list[str]:
+    """Keys whose value differs from the recipe a run started with (dotted paths), for a resume warning."""
+    import yaml
+
+    if not old_path.is_file():
+        return []
+    old = yaml.safe_load(old_path.read_text(encoding="utf-8")) or {}
+    return _diff(old, new, prefix)
+
+
+def _diff(old, new, prefix: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new), key=str)
+        return [d for k in keys for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]

@@ -22,7 +22,7 @@ from posttrain.config.distill_schema import DistillRecipe
 from posttrain.data.load import to_prompt
 from posttrain.data.splits import make_splits
 from posttrain.distill import roles
-from posttrain.distill.ledger import Ledger, evaluate_cached, last_step
+from posttrain.distill.ledger import Ledger, evaluate_cached, last_step, recipe_changes
 from posttrain.distill.traces import generate_traces, make_filter, select
 from posttrain.errors import PosttrainError
 from posttrain.evaluate.sampling import SamplingSettings
@@ -55,6 +55,7 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
     started = time.time()
     _quiet_libraries()
     out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
+    _warn_if_recipe_changed(out, recipe, console)
     write_recipe(out, recipe)
     _seed_everything(recipe.distill.seed)
     ledger = Ledger(out / "stages.json")
@@ -117,6 +118,16 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
     summary = _summary(recipe, ledger, teacher_eval, before, after, trace_stats, time.time() - started)
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _warn_if_recipe_changed(out: Path, recipe: DistillRecipe, console: Console) -> None:
+    """Stages are reused by their outputs, not by the settings that made them: say what changed."""
+    changed = recipe_changes(out / "recipe.yaml", recipe.model_dump(mode="json"))
+    if changed:
+        console.print(
+            f"[yellow]warning:[/yellow] the recipe differs from the one this run started with ({', '.join(changed[:8])}); "
+            "finished stages are reused as they are -- use --overwrite to redo them"
+        )
 
 
 def _quiet_libraries() -> None:

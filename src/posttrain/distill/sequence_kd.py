@@ -16,7 +16,8 @@ from posttrain.config.trl_fields import checkpointing_kwargs, warmup_kwargs
 def use_packing(setting: str, model) -> bool:
     """Whether packing helps: with varlen (flash) attention kernels it removes padding for free; with
     SDPA/eager attention (every CPU) transformers builds a block-diagonal mask over the whole packed
-    row, which costs more than the little padding similar-length traces carry."""
+    row, which costs more than the little padding similar-length traces carry (tiny-dense student,
+    arithmetic traces, 1 CPU thread: 11,000 tokens/s unpacked, 2,000 packed)."""
     if setting != "auto":
         return setting == "on"
     impl = getattr(model.config, "_attn_implementation", None) or ""

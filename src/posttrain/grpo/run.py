@@ -122,6 +122,9 @@ def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, 
         callbacks=[progress], bf16=recipe.model.dtype == "bfloat16",
     )
     save_pretrained(model, tokenizer, base_dir)
+    # TRL builds the KL reference model from `config._name_or_path`: point it at the warm-started
+    # weights, not the random init this model was loaded from.
+    model.config._name_or_path = str(base_dir)
     return model
 
 
@@ -168,6 +171,7 @@ def _train(recipe: GRPORecipe, model, tokenizer, rewards, splits, prompt, out: P
     checkpoint = latest_checkpoint(out / "checkpoints") if resume else None
     if checkpoint:
         console.print(f"resuming from {checkpoint}")
+        _restore_weights(trainer, checkpoint, recipe.model.lora.enabled)
     with stop.installed():
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if stop.stopped_at is not None:
@@ -176,6 +180,22 @@ def _train(recipe: GRPORecipe, model, tokenizer, rewards, splits, prompt, out: P
             "run the same command with --resume to continue"
         )
     return trainer
+
+
+def _restore_weights(trainer, checkpoint: Path, is_adapter: bool) -> None:
+    """Load a full checkpoint's weights through `from_pretrained`, then skip the Trainer's own load.
+
+    transformers saves fused MoE expert tensors in the per-expert layout and converts them back
+    only in `from_pretrained`; the Trainer's raw state-dict load would drop the experts silently
+    (optimizer, scheduler and RNG states still come from the Trainer). Adapters load as usual.
+    """
+    if is_adapter:
+        return
+    from transformers import AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=next(trainer.model.parameters()).dtype)
+    trainer.model.load_state_dict(loaded.state_dict())
+    trainer._load_from_checkpoint = lambda *args, **kwargs: None  # weights are already in place
 
 
 def _save_policy(trainer, tokenizer, out: Path, recipe: GRPORecipe) -> None:

@@ -63,10 +63,6 @@ def plot_expert_load(rows: list[dict], out_path: Path) -> Path | None:
     ax_vio.set(xlabel="step", ylabel="MaxVio (max / mean load - 1)", title="imbalance per layer")
     if len(layers) <= 12:
         ax_vio.legend(fontsize=7)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    tmp = out_path.with_name(f".{out_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out_path)
-    return out_path
+    from posttrain.telemetry.plots import save_figure
+
+    return save_figure(fig, out_path)

@@ -32,6 +32,13 @@ def plot_rewards(rows: list[dict], out_path: Path, heldout: dict | None = None, 
         ax_acc.axhline(value, ls=style, lw=1, color="gray" if "base" in label else "green", label=label)
     ax_acc.set(xlabel="step", ylabel="accuracy", title=f"{title}: accuracy", ylim=(0, 1))
     ax_acc.legend(fontsize=8)
+    return save_figure(fig, out_path)
+
+
+def save_figure(fig, out_path: Path) -> Path:
+    """Write a PNG through a temporary file, so a crash never leaves half an image."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out_path = Path(out_path)
     tmp = out_path.with_name(f".{out_path.name}.tmp.png")

@@ -25,3 +25,15 @@ def test_last_step_is_per_stage(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"torn')
     assert last_step(path, "logit_kd") == 20 and last_step(path, "sequence_kd") == 400
     assert last_step(path, "other") == 0 and last_step(tmp_path / "none.jsonl", "x") == 0
+
+
+def test_recipe_changes_name_the_changed_keys(tmp_path):
+    import yaml
+
+    from posttrain.distill.ledger import recipe_changes
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"distill": {"max_steps": 400, "traces": {"num_samples": 2}}, "data": {"source": "arithmetic"}}))
+    new = {"distill": {"max_steps": 300, "traces": {"num_samples": 2}}, "data": {"source": "arithmetic"}}
+    assert recipe_changes(path, new) == ["distill.max_steps"]
+    assert recipe_changes(tmp_path / "none.yaml", new) == []
