@@ -76,11 +76,13 @@ def test_distill_quick_run_writes_every_output_and_resumes(distill_overrides, tm
     again = runner.invoke(app, ["distill", RECIPE, *_sets(distill_overrides)])
     assert again.exit_code == 2 and "already holds a run" in again.output
 
-    resumed = runner.invoke(app, ["distill", RECIPE, *_sets(distill_overrides), "--resume"])
+    changed = [*distill_overrides, "distill.logit_kd.max_steps=3"]
+    resumed = runner.invoke(app, ["distill", RECIPE, *_sets(changed), "--resume"])
     assert resumed.exit_code == 0, resumed.output
     summary = json.loads((out / "summary.json").read_text())
     assert {"teacher", "traces", "sequence_kd", "logit_kd"} <= set(summary["stages_reused"])
     assert "reusing" in resumed.output
+    assert "recipe differs" in resumed.output and "distill.logit_kd.max_steps" in resumed.output
 
 
 @pytest.mark.slow

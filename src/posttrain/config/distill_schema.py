@@ -3,6 +3,8 @@
 Sections `teacher`, `student`, `data`, `rewards`, `eval` and `output` are the GRPO recipe's own
 classes; `distill` holds the three stages. A builder student may carry its arguments in the name,
 `build:tiny-dense?hidden_size=64&num_layers=2`, the same as `student.builder_args`.
+`teacher.warmstart` applies to `build:` teachers only (a checkpoint teacher is used as it is);
+the student never warm-starts -- it learns from the teacher.
 """
 
 from __future__ import annotations

@@ -24,13 +24,17 @@ def teacher_source(cfg: ModelConfig, out: Path, seed: int) -> str:
 
 
 def warm_teacher(cfg: ModelConfig, source: str, tokenizer, warm_rows: list[dict], prompts: list, out: Path, console: Console):
-    """(path, in-memory model or None): the teacher warm-started on worked solutions, once.
+    """(path, in-memory model or None): a `build:` teacher warm-started on worked solutions, once.
 
     A random `build:` teacher knows nothing to distil; its warm-start is the same SFT GRPO uses
-    (`posttrain.models.warmstart`), cached in out/teacher so a resumed run does not repeat it.
+    (`posttrain.models.warmstart`), cached in out/teacher so a resumed run does not repeat it. A
+    checkpoint teacher is used as it is, so `--teacher outputs/tiny-math` works with a recipe whose
+    teacher section warm-starts a builder.
     """
     target = out / TEACHER_DIR
-    if not cfg.warmstart.steps:
+    if not needs_warmstart(cfg):
+        if cfg.warmstart.steps:
+            console.print(f"teacher: {cfg.name_or_path} is used as it is (teacher.warmstart applies to build: teachers)")
         return source, None
     if (target / "config.json").is_file():
         console.print(f"teacher: reusing the warm-started teacher in {target}")
@@ -47,6 +51,10 @@ def warm_teacher(cfg: ModelConfig, source: str, tokenizer, warm_rows: list[dict]
     )
     save_pretrained(model, tokenizer, target)
     return str(target), model
+
+
+def needs_warmstart(cfg: ModelConfig) -> bool:
+    return bool(cfg.builder and cfg.warmstart.steps)
 
 
 def student_source(cfg: ModelConfig, out: Path, teacher_tokenizer, seed: int) -> str:

@@ -30,6 +30,7 @@ from posttrain.evaluate.scoring import reward_name
 from posttrain.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from posttrain.models.loading import count_parameters, load_tokenizer
 from posttrain.outputs import latest_checkpoint, prepare_output_dir, write_recipe
+from posttrain.telemetry.progress import quiet_libraries
 
 class LazyModel:
     """Load a model on first use and drop it on `release()`: an offline teacher leaves memory
@@ -53,7 +54,7 @@ class LazyModel:
 
 def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwrite: bool = False, base_dir: Path | None = None) -> dict:
     started = time.time()
-    _quiet_libraries()
+    quiet_libraries()
     out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
     _warn_if_recipe_changed(out, recipe, console)
     write_recipe(out, recipe)
@@ -63,7 +64,7 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
 
     rewards, correctness = _build_rewards(recipe, base_dir)
     trace_filter = make_filter(recipe.distill.traces, [reward_name(f) for f in rewards], recipe.eval.correctness_reward)
-    splits = make_splits(recipe.data, recipe.eval, recipe.teacher.warmstart)
+    splits = make_splits(recipe.data, recipe.eval, recipe.teacher.warmstart if roles.needs_warmstart(recipe.teacher) else None)
     console.print(f"data: {len(splits.train)} prompts for traces, {len(splits.heldout)} held-out, source {recipe.data.source}")
 
     teacher_src = roles.teacher_source(recipe.teacher, out, seed=recipe.distill.seed)
@@ -77,7 +78,7 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
 
         check_shared_tokenizer(tokenizer, student_tok, f"teacher {recipe.teacher.name_or_path}", f"student {recipe.student.name_or_path}")
 
-    with ledger.stage("teacher", reused=not recipe.teacher.warmstart.steps or (out / roles.TEACHER_DIR / "config.json").is_file()):
+    with ledger.stage("teacher", reused=not roles.needs_warmstart(recipe.teacher) or (out / roles.TEACHER_DIR / "config.json").is_file()):
         teacher_path, warmed = roles.warm_teacher(
             recipe.teacher, teacher_src, tokenizer, splits.warmstart, [prompt(r) for r in splits.warmstart], out, console
         )
@@ -128,15 +129,6 @@ def _warn_if_recipe_changed(out: Path, recipe: DistillRecipe, console: Console) 
             f"[yellow]warning:[/yellow] the recipe differs from the one this run started with ({', '.join(changed[:8])}); "
             "finished stages are reused as they are -- use --overwrite to redo them"
         )
-
-
-def _quiet_libraries() -> None:
-    """Our rich bars report each stage; the libraries' own per-dataset and per-shard bars only bury them."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
 
 
 def _seed_everything(seed: int) -> None:

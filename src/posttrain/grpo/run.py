@@ -8,6 +8,7 @@ summary.json + reward.png.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -122,6 +123,7 @@ def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, 
         callbacks=[progress], bf16=recipe.model.dtype == "bfloat16",
     )
     save_pretrained(model, tokenizer, base_dir)
+    shutil.rmtree(out / "warmstart-tmp", ignore_errors=True)  # SFTTrainer's scratch folder
     # TRL builds the KL reference model from `config._name_or_path`: point it at the warm-started
     # weights, not the random init this model was loaded from.
     model.config._name_or_path = str(base_dir)

@@ -71,12 +71,3 @@ def test_raw_traces_of_other_prompts_refuse_to_resume(tmp_path):
     with pytest.raises(PosttrainError, match="other prompts"):
         _check_resumable([{"id": "z"}], rows, tmp_path / "raw.jsonl")
 
-
-def test_packing_is_on_only_where_it_pays():
-    from types import SimpleNamespace
-
-    from posttrain.distill.sequence_kd import use_packing
-
-    model = lambda impl: SimpleNamespace(config=SimpleNamespace(_attn_implementation=impl))  # noqa: E731
-    assert not use_packing("auto", model("sdpa")) and use_packing("auto", model("flash_attention_2"))
-    assert use_packing("on", model("sdpa")) and not use_packing("off", model("flash_attention_2"))
