@@ -7,6 +7,7 @@ two next-token distributions id by id) works without further setup.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from rich.console import Console
@@ -50,6 +51,7 @@ def warm_teacher(cfg: ModelConfig, source: str, tokenizer, warm_rows: list[dict]
         bf16=cfg.dtype == "bfloat16",
     )
     save_pretrained(model, tokenizer, target)
+    shutil.rmtree(out / "build" / "warmstart-tmp", ignore_errors=True)  # SFTTrainer's scratch folder
     return str(target), model
 
 

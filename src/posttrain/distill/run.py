@@ -32,6 +32,7 @@ from posttrain.models.loading import count_parameters, load_tokenizer
 from posttrain.outputs import latest_checkpoint, prepare_output_dir, write_recipe
 from posttrain.telemetry.progress import quiet_libraries
 
+
 class LazyModel:
     """Load a model on first use and drop it on `release()`: an offline teacher leaves memory
     before the student trains, and a fully resumed run never loads it."""
