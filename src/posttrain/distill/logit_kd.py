@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from posttrain.config.distill_schema import LogitKDConfig
-from posttrain.config.trl_fields import checkpointing_kwargs, warmup_kwargs
 from posttrain.distill.topk import TopKTargets, encode_trace
 from posttrain.errors import PosttrainError
 
@@ -67,26 +66,13 @@ def kd_args(cfg: LogitKDConfig, out_dir: Path, *, max_new_tokens: int, max_lengt
     from posttrain.distill.topk import gkd_classes
 
     GKDConfig, _ = gkd_classes()
+    from posttrain.distill.sequence_kd import training_kwargs
+
     return GKDConfig(
-        output_dir=str(out_dir),
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        **warmup_kwargs(cfg.warmup_steps, 0.0),
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        logging_steps=logging_steps,
-        save_strategy="steps",
-        save_steps=save_steps or cfg.max_steps,
-        save_total_limit=save_total_limit,
-        report_to=[],
-        dataloader_pin_memory=False,
-        disable_tqdm=True,
-        **checkpointing_kwargs("SFTConfig", False),
-        bf16=bf16,
+        **training_kwargs(cfg, out_dir, logging_steps=logging_steps, bf16=bf16, save_steps=save_steps,
+                          save_total_limit=save_total_limit),
         max_length=max_length,
         seed=seed,
-        dataset_num_proc=None,
         remove_unused_columns=False,  # the collator needs prompt_len and index
         dataset_kwargs={"skip_prepare_dataset": True},  # rows are tokenised here, once, for both modes
         beta=cfg.jsd_beta,

@@ -25,8 +25,8 @@ from posttrain.distill import roles
 from posttrain.distill.ledger import Ledger, evaluate_cached, last_step, recipe_changes
 from posttrain.distill.traces import generate_traces, make_filter, select
 from posttrain.errors import PosttrainError
-from posttrain.evaluate.sampling import SamplingSettings
-from posttrain.evaluate.scoring import reward_name
+from posttrain.evaluate.heldout import eval_sampling
+from posttrain.evaluate.scoring import build_rewards, reward_name
 from posttrain.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from posttrain.models.loading import count_parameters, load_tokenizer
 from posttrain.outputs import latest_checkpoint, prepare_output_dir, write_recipe
@@ -54,16 +54,18 @@ class LazyModel:
 
 
 def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwrite: bool = False, base_dir: Path | None = None) -> dict:
+    from transformers import set_seed
+
     started = time.time()
     quiet_libraries()
     out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
     _warn_if_recipe_changed(out, recipe, console)
     write_recipe(out, recipe)
-    _seed_everything(recipe.distill.seed)
+    set_seed(recipe.distill.seed)
     ledger = Ledger(out / "stages.json")
     kd = recipe.distill.logit_kd
 
-    rewards, correctness = _build_rewards(recipe, base_dir)
+    rewards, correctness = build_rewards(recipe.rewards, recipe.eval.correctness_reward, base_dir)
     trace_filter = make_filter(recipe.distill.traces, [reward_name(f) for f in rewards], recipe.eval.correctness_reward)
     splits = make_splits(recipe.data, recipe.eval, recipe.teacher.warmstart if roles.needs_warmstart(recipe.teacher) else None)
     console.print(f"data: {len(splits.train)} prompts for traces, {len(splits.heldout)} held-out, source {recipe.data.source}")
@@ -88,7 +90,7 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
         teacher.set(warmed)
     ledger.params_once("teacher", lambda: count_parameters(teacher.get()))
 
-    settings = _eval_settings(recipe)
+    settings = eval_sampling(recipe.eval)
 
     def evaluate(model_fn, tok, label):
         prompts = [to_prompt(r["question"], recipe.data.system_prompt, tok.chat_template is not None) for r in splits.heldout]
@@ -132,35 +134,12 @@ def _warn_if_recipe_changed(out: Path, recipe: DistillRecipe, console: Console) 
         )
 
 
-def _seed_everything(seed: int) -> None:
-    from transformers import set_seed
-
-    set_seed(seed)
 
 
 def _offline(recipe: DistillRecipe) -> bool:
     return recipe.distill.logit_kd.enabled and recipe.distill.logit_kd.teacher == "offline"
 
 
-def _build_rewards(recipe: DistillRecipe, base_dir: Path | None):
-    """The recipe's rewards and the one that decides correctness (built separately if not listed)."""
-    from posttrain.rewards.registry import build
-
-    rewards, _ = build(recipe.rewards, base_dir=base_dir)
-    by_name = {reward_name(fn): fn for fn in rewards}
-    name = recipe.eval.correctness_reward
-    if name in by_name:
-        return rewards, by_name[name]
-    (correctness,), _ = build([{"name": name, "weight": 1.0, "kwargs": {}}], base_dir=base_dir)
-    return rewards, correctness
-
-
-def _eval_settings(recipe: DistillRecipe) -> SamplingSettings:
-    e = recipe.eval
-    return SamplingSettings(
-        n=e.num_samples, temperature=e.temperature, top_p=e.top_p,
-        max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, seed=e.seed,
-    )
 
 
 def _traces(recipe, teacher: LazyModel, tokenizer, rows, prompt, rewards, correctness, trace_filter, out: Path, console: Console):
@@ -243,7 +222,7 @@ def _sequence_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_s
 def _logit_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src: str, teacher: LazyModel, traces, out: Path, console: Console, resume: bool):
     """Stage 3: match the teacher's distributions, online (teacher in memory) or offline (top-k)."""
     from posttrain.distill import logit_kd
-    from posttrain.distill.sequence_kd import peft_config
+    from posttrain.models.lora import peft_config
     from posttrain.distill.topk import TopKTargets
 
     stage_dir = out / "logit_kd"

@@ -11,6 +11,7 @@ from pathlib import Path
 from posttrain.config.distill_schema import DistillConfig
 from posttrain.config.schema import LoraConfig
 from posttrain.config.trl_fields import checkpointing_kwargs, warmup_kwargs
+from posttrain.models.lora import peft_config
 
 
 def use_packing(setting: str, model) -> bool:
@@ -24,10 +25,9 @@ def use_packing(setting: str, model) -> bool:
     return impl.startswith(("flash", "kernels-community/flash"))
 
 
-def sft_args(cfg: DistillConfig, out_dir: Path, *, packing: bool, bf16: bool, save_steps: int, save_total_limit: int):
-    from trl import SFTConfig
-
-    return SFTConfig(
+def training_kwargs(cfg, out_dir: Path, *, logging_steps: int, bf16: bool, save_steps: int, save_total_limit: int) -> dict:
+    """The Trainer arguments both distillation stages share (SFT and logit KD)."""
+    return dict(
         output_dir=str(out_dir),
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
@@ -35,7 +35,7 @@ def sft_args(cfg: DistillConfig, out_dir: Path, *, packing: bool, bf16: bool, sa
         **warmup_kwargs(cfg.warmup_steps, 0.0),
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        logging_steps=cfg.logging_steps,
+        logging_steps=logging_steps,
         save_strategy="steps",
         save_steps=save_steps or cfg.max_steps,
         save_total_limit=save_total_limit,
@@ -45,24 +45,23 @@ def sft_args(cfg: DistillConfig, out_dir: Path, *, packing: bool, bf16: bool, sa
         # TRL turns checkpointing on by default; on small students it only costs time.
         **checkpointing_kwargs("SFTConfig", False),
         bf16=bf16,  # TRL defaults to bf16 autocast, several times slower on CPUs
+        dataset_num_proc=None,
+    )
+
+
+def sft_args(cfg: DistillConfig, out_dir: Path, *, packing: bool, bf16: bool, save_steps: int, save_total_limit: int):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        **training_kwargs(cfg, out_dir, logging_steps=cfg.logging_steps, bf16=bf16, save_steps=save_steps,
+                          save_total_limit=save_total_limit),
         completion_only_loss=True,
         packing=packing,
         max_length=cfg.max_length,
         seed=cfg.seed,
-        dataset_num_proc=None,
         **cfg.trl,
     )
 
-
-def peft_config(lora: LoraConfig):
-    if not lora.enabled:
-        return None
-    from peft import LoraConfig as PeftLoraConfig
-
-    return PeftLoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-        target_modules=lora.target_modules, task_type="CAUSAL_LM",
-    )
 
 
 def train(model, tokenizer, traces: list[dict], cfg: DistillConfig, lora: LoraConfig, out_dir: Path, *,

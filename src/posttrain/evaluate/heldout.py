@@ -17,6 +17,14 @@ from posttrain.evaluate.scoring import score_rows
 from posttrain.telemetry.progress import progress_task
 
 
+def eval_sampling(cfg) -> SamplingSettings:
+    """A recipe's `eval` section as sampling settings."""
+    return SamplingSettings(
+        n=cfg.num_samples, temperature=cfg.temperature, top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed,
+    )
+
+
 def sample_and_score(model, tokenizer, rows, prompts, settings: SamplingSettings, reward_funcs, correctness, console: Console, label: str) -> list[dict]:
     from posttrain.rewards.math import extract_answer
 

@@ -18,7 +18,7 @@ from posttrain.errors import PosttrainError
 from posttrain.evaluate.metrics import summarize
 from posttrain.evaluate.report import Report, check_gates, gate_names, parse_gates, render_table, write_report
 from posttrain.evaluate.sampling import SamplingSettings, generate
-from posttrain.evaluate.scoring import reward_name, score_rows
+from posttrain.evaluate.scoring import build_rewards, reward_name, score_rows
 from posttrain.io import append_jsonl, read_jsonl, repair_torn_tail
 from posttrain.telemetry.progress import progress_task
 
@@ -58,7 +58,7 @@ def run(req: EvalRequest, console: Console, base_dir: Path | None = None) -> Eva
     quiet_libraries()
     if bool(req.model) == bool(req.completions):
         raise PosttrainError("give exactly one of --model (sample completions) or --completions FILE.jsonl")
-    rewards, correctness = _rewards(req, base_dir)
+    rewards, correctness = build_rewards(req.rewards, req.correctness_reward, base_dir)
     gates = parse_gates(req.gates, known=gate_names(req.ks, [reward_name(f) for f in rewards]))
     rows = _rows(req)
     out = Path(req.output_dir)
@@ -89,16 +89,6 @@ def run(req: EvalRequest, console: Console, base_dir: Path | None = None) -> Eva
     render_table(report, console)
     return EvalResult(report=report, failures=check_gates(report.metrics, gates))
 
-
-def _rewards(req: EvalRequest, base_dir: Path | None):
-    from posttrain.rewards.registry import build
-
-    rewards, _ = build(req.rewards, base_dir=base_dir)
-    by_name = {reward_name(f): f for f in rewards}
-    if req.correctness_reward in by_name:
-        return rewards, by_name[req.correctness_reward]
-    (correctness,), _ = build([{"name": req.correctness_reward}], base_dir=base_dir)
-    return rewards, correctness
 
 
 def _rows(req: EvalRequest) -> list[dict]:

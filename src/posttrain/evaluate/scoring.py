@@ -18,6 +18,19 @@ def reward_name(fn: RewardFn) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
 
 
+def build_rewards(specs, correctness_reward: str, base_dir=None) -> tuple[list[RewardFn], RewardFn]:
+    """The recipe's reward functions, and the one that decides correctness (built on its own when
+    the recipe does not list it). grpo, distill and eval all score through this pair."""
+    from posttrain.rewards.registry import build
+
+    rewards, _ = build(specs, base_dir=base_dir)
+    by_name = {reward_name(fn): fn for fn in rewards}
+    if correctness_reward in by_name:
+        return rewards, by_name[correctness_reward]
+    (correctness,), _ = build([{"name": correctness_reward}], base_dir=base_dir)
+    return rewards, correctness
+
+
 def score_rows(
     rows: Sequence[dict],
     samples: Sequence[Sequence[Sample]],

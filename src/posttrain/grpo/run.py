@@ -17,8 +17,8 @@ from rich.console import Console
 from posttrain.config.schema import GRPORecipe
 from posttrain.data.load import to_prompt
 from posttrain.data.splits import make_splits
-from posttrain.evaluate.heldout import heldout_accuracy
-from posttrain.evaluate.sampling import SamplingSettings
+from posttrain.evaluate.heldout import eval_sampling, heldout_accuracy
+from posttrain.evaluate.scoring import build_rewards
 from posttrain.io import atomic_write_json, atomic_write_jsonl
 from posttrain.models.loading import count_parameters, load_model, load_tokenizer, resolve_model_path, save_pretrained
 from posttrain.outputs import latest_checkpoint, prepare_output_dir, write_recipe
@@ -29,12 +29,14 @@ log = logging.getLogger(__name__)
 def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite: bool = False, base_dir: Path | None = None) -> dict:
     from posttrain.telemetry.progress import quiet_libraries
 
+    from transformers import set_seed
+
     started = time.time()
     quiet_libraries()
     timings: dict[str, float] = {}
     out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
     write_recipe(out, recipe)
-    _seed_everything(recipe.grpo.seed)
+    set_seed(recipe.grpo.seed)
 
     t = time.time()
     model_path = resolve_model_path(recipe.model, out, seed=recipe.grpo.seed)
@@ -44,7 +46,7 @@ def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite
     splits = make_splits(recipe.data, recipe.eval, recipe.model.warmstart)
     prompt = lambda row: to_prompt(row["question"], recipe.data.system_prompt, chat)  # noqa: E731
     console.print(f"data: {len(splits.train)} training problems, {len(splits.heldout)} held-out, source {recipe.data.source}")
-    rewards, correctness = _build_rewards(recipe, base_dir)
+    rewards, correctness = build_rewards(recipe.rewards, recipe.eval.correctness_reward, base_dir)
     timings["setup"] = time.time() - t
 
     t = time.time()
@@ -53,7 +55,7 @@ def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite
     params = count_parameters(model)
     console.print(f"model: {recipe.model.name_or_path} ({params['total']:,} parameters, {params['active']:,} active)")
 
-    settings = _eval_settings(recipe)
+    settings = eval_sampling(recipe.eval)
     heldout_prompts = [prompt(r) for r in splits.heldout]
     t = time.time()
     base = _evaluate(model, tokenizer, splits.heldout, heldout_prompts, settings, rewards, correctness, console, "base", out)
@@ -78,10 +80,6 @@ def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite
     return summary
 
 
-def _seed_everything(seed: int) -> None:
-    from transformers import set_seed
-
-    set_seed(seed)
 
 
 def _warn_think_prefill(tokenizer) -> None:
@@ -90,17 +88,6 @@ def _warn_think_prefill(tokenizer) -> None:
     if tokenizer.chat_template:
         warn_if_template_prefills_think(tokenizer.chat_template)
 
-
-def _build_rewards(recipe: GRPORecipe, base_dir: Path | None):
-    from posttrain.rewards.registry import build
-
-    rewards, _ = build(recipe.rewards, base_dir=base_dir)
-    by_name = {getattr(fn, "__name__", ""): fn for fn in rewards}
-    name = recipe.eval.correctness_reward
-    if name in by_name:
-        return rewards, by_name[name]
-    (correctness,), _ = build([{"name": name, "weight": 1.0, "kwargs": {}}], base_dir=base_dir)
-    return rewards, correctness
 
 
 def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, out: Path, console: Console):
@@ -129,13 +116,6 @@ def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, 
     model.config._name_or_path = str(base_dir)
     return model
 
-
-def _eval_settings(recipe: GRPORecipe) -> SamplingSettings:
-    e = recipe.eval
-    return SamplingSettings(
-        n=e.num_samples, temperature=e.temperature, top_p=e.top_p,
-        max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, seed=e.seed,
-    )
 
 
 def _evaluate(model, tokenizer, rows, prompts, settings, rewards, correctness, console, label, out: Path) -> dict | None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from posttrain.config.schema import GRPORecipe, LoraConfig
+from posttrain.config.schema import GRPORecipe
 from posttrain.config.trl_fields import checkpointing_kwargs, warmup_kwargs
 from posttrain.models.balancing import aux_loss_coef
+from posttrain.models.lora import peft_config
 
 
 def grpo_args(recipe: GRPORecipe, output_dir: Path, resume_dir: Path | None = None):
@@ -51,19 +52,6 @@ def grpo_args(recipe: GRPORecipe, output_dir: Path, resume_dir: Path | None = No
         **g.trl,
     )
 
-
-def peft_config(lora: LoraConfig):
-    if not lora.enabled:
-        return None
-    from peft import LoraConfig as PeftLoraConfig
-
-    return PeftLoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
 
 
 def build_trainer(recipe: GRPORecipe, model, tokenizer, reward_funcs, train_rows: list[dict], output_dir: Path, callbacks=()):

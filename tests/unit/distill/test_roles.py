@@ -31,7 +31,7 @@ def test_built_student_shares_the_teachers_tokenizer(tmp_path: Path):
 def test_lora_stage_saves_the_adapter_and_reloads_it_trainable(tmp_path: Path, char_tokenizer):
     from peft import get_peft_model
 
-    from posttrain.distill.sequence_kd import peft_config
+    from posttrain.models.lora import peft_config
 
     base = roles.student_source(ModelConfig(name_or_path="build:tiny-dense", builder_args=DENSE), tmp_path, char_tokenizer, seed=0)
     cfg = ModelConfig(name_or_path=base)

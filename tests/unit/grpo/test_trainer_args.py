@@ -1,7 +1,8 @@
 from pathlib import Path
 
 from posttrain.config import GRPORecipe, load_recipe
-from posttrain.grpo.trainer import grpo_args, peft_config
+from posttrain.grpo.trainer import grpo_args
+from posttrain.models.lora import peft_config
 
 RECIPE = Path(__file__).resolve().parents[3] / "recipes/tiny-math.yaml"
 
