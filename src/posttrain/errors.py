@@ -17,6 +17,10 @@ class DataError(PosttrainError):
     """A dataset is missing, malformed or lacks a needed column."""
 
 
+class RewardError(PosttrainError):
+    """A reward function failed while scoring and the recipe sets `rewards.strict: true`."""
+
+
 class Interrupted(PosttrainError):
     """A run stopped on SIGINT/SIGTERM after saving a checkpoint."""
 

@@ -1,8 +1,7 @@
-"""The run directory: refuse to clobber a finished run, record the resolved recipe, find checkpoints."""
+"""The run directory: refuse to clobber a finished run, record the resolved recipe."""
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -36,18 +35,3 @@ def write_recipe(out: Path, recipe) -> None:
     """The validated recipe, overrides applied, so the run can be reproduced from its folder."""
     data = recipe.model_dump(mode="json")
     atomic_write_text(out / "recipe.yaml", yaml.safe_dump(data, sort_keys=False))
-
-
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """Newest complete `checkpoint-N` (Trainer layout); a folder without trainer_state.json is partial."""
-    if not checkpoints_dir.is_dir():
-        return None
-    found = []
-    for child in checkpoints_dir.iterdir():
-        match = _CHECKPOINT.match(child.name)
-        if match and (child / "trainer_state.json").is_file():
-            found.append((int(match.group(1)), child))
-    return max(found)[1] if found else None

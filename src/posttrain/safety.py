@@ -3,18 +3,23 @@
 Both are Trainer callbacks, so GRPO and distillation share them. A signal finishes the current
 step, asks the Trainer to save a checkpoint and stop; the run then tells the user how to resume.
 A non-finite loss or gradient raises `NonFiniteError` naming the step and the source before the
-optimizer applies it, so the last checkpoint on disk is the last good one.
+optimizer applies it, so the last checkpoint on disk is the last good one -- or, when the recipe
+says `on_nonfinite: skip`, that one update is dropped (the optimizer sees no gradient, so neither
+the weights nor Adam's moments move) and the run goes on, counting what it skipped.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import signal
 from contextlib import contextmanager
 
 from transformers import TrainerCallback
 
-from posttrain.errors import PosttrainError
+from posttrain.errors import Interrupted, PosttrainError
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteError(PosttrainError):
@@ -48,6 +53,17 @@ class GracefulStop(TrainerCallback):
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name
 
+    @contextmanager
+    def guarding(self, checkpoints_dir):
+        """Handlers installed around training; afterwards a caught signal becomes `Interrupted`."""
+        with self.installed():
+            yield self
+        if self.stopped_at is not None:
+            raise Interrupted(
+                f"{self.signal_name} at step {self.stopped_at}: checkpoint saved in {checkpoints_dir}; "
+                "run the same command with --resume to continue"
+            )
+
     def on_step_end(self, args, state, control, **kwargs):
         if self.signal_name is not None:
             self.stopped_at = state.global_step
@@ -57,23 +73,41 @@ class GracefulStop(TrainerCallback):
 
 
 class NonFiniteGuard(TrainerCallback):
-    """Checks gradients before each optimizer step and the loss at each log."""
+    """Checks gradients before each optimizer step and the logged loss, reward and gradient norm.
 
-    def __init__(self, model) -> None:
-        self.model = model
+    Place it before the metrics logger: with `skip=True` it adds `nonfinite_skipped` (updates
+    dropped so far) to each log.
+    """
 
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+    def __init__(self, skip: bool = False) -> None:
+        self.skip = skip
+        self.skipped = 0
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         import torch
 
-        for name, param in self.model.named_parameters():
+        for name, param in model.named_parameters():
             if param.grad is not None and not torch.isfinite(param.grad).all():
-                raise NonFiniteError(
-                    f"step {state.global_step + 1}: non-finite gradient in {name}; the optimizer step was not "
-                    "applied and the newest checkpoint is the last good one (lower the learning rate, or check rewards)"
-                )
+                step = state.global_step + 1
+                if not self.skip:
+                    raise NonFiniteError(
+                        f"step {step}: non-finite gradient in {name}; the optimizer step was not applied and "
+                        "the newest checkpoint is the last good one (lower the learning rate, check rewards, "
+                        "or set on_nonfinite: skip to drop such updates)"
+                    )
+                # Optimizers skip parameters without a gradient: no weight or moment update at all.
+                model.zero_grad(set_to_none=True)
+                self.skipped += 1
+                log.warning("step %d: non-finite gradient in %s; update skipped (%d so far)", step, name, self.skipped)
+                return
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None:
+            return
+        if self.skip:
+            logs["nonfinite_skipped"] = self.skipped
+            return
         for key in ("loss", "reward", "grad_norm"):
-            value = (logs or {}).get(key)
+            value = logs.get(key)
             if isinstance(value, int | float) and not math.isfinite(value):
                 raise NonFiniteError(f"step {state.global_step}: {key} is {value}; the newest checkpoint is the last good one")

@@ -97,3 +97,20 @@ def test_model_eval_reports_routing_and_resumes(tiny_moe_dir, tmp_path):
     assert again.exit_code == 0, again.output
     assert "resuming: 3 problems" in again.output
     assert sorted((out / "samples.jsonl").read_text().splitlines()) == sorted(lines)
+
+
+def test_failing_reward_plugin_is_reported_not_fatal(tmp_path, monkeypatch):
+    (tmp_path / "rewards").mkdir()
+    (tmp_path / "rewards" / "x.py").write_text(
+        "def fn(completions, **kwargs):\n"
+        "    return [1.0 / ('5' not in c) for c in completions]  # ZeroDivisionError on a 5\n")
+    monkeypatch.chdir(tmp_path)  # plug-ins named on the command line resolve from the working folder
+    out = tmp_path / "eval"
+    args = ["eval", "--completions", str(_completions(tmp_path)), "--data", str(_data(tmp_path)),
+            "--reward", "accuracy", "--reward", "rewards/x.py:fn", "--output-dir", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "report.json").read_text())["metrics"]
+    assert metrics["reward_errors"] == {"fn": 7}  # a: one '5', b: 0.5 and 0.50, c: four
+    assert metrics["rewards"]["fn"] == {"mean": 1.0, "n": 5, "n_none": 7}
+    assert "reward_errors" in (out / "report.md").read_text()

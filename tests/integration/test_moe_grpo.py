@@ -40,7 +40,7 @@ def make_trainer(recipe: GRPORecipe, tokenizer, out: Path, extra=()):
     from posttrain.rewards.registry import build
 
     model = build_model("tiny-moe", tokenizer, seed=0, **recipe.model.builder_args)
-    rewards, _ = build(recipe.rewards)
+    rewards, _ = build(recipe.rewards.functions)
     rows = [{**r, "prompt": to_prompt(r["question"], recipe.data.system_prompt, True)}
             for r in make_splits(recipe.data, recipe.eval).train]
     from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer

@@ -32,11 +32,38 @@ def test_nan_gradient_names_step_and_parameter():
     model = torch.nn.Linear(2, 1)
     model.weight.grad = torch.tensor([[float("nan"), 0.0]])
     with pytest.raises(NonFiniteError, match=r"step 4: non-finite gradient in weight"):
-        NonFiniteGuard(model).on_pre_optimizer_step(None, SimpleNamespace(global_step=3), None)
+        NonFiniteGuard().on_pre_optimizer_step(None, SimpleNamespace(global_step=3), None, model=model)
 
 
 def test_nan_loss_in_logs():
-    guard = NonFiniteGuard(torch.nn.Linear(1, 1))
+    guard = NonFiniteGuard()
     guard.on_log(None, SimpleNamespace(global_step=2), None, logs={"loss": 0.5})
     with pytest.raises(NonFiniteError, match="step 2: reward is nan"):
         guard.on_log(None, SimpleNamespace(global_step=2), None, logs={"reward": float("nan")})
+
+
+def test_skip_mode_drops_the_update_and_counts_it():
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    model.weight.grad = torch.tensor([[float("inf"), 1.0]])
+    model.bias.grad = torch.tensor([1.0])
+    guard = NonFiniteGuard(skip=True)
+    guard.on_pre_optimizer_step(None, SimpleNamespace(global_step=0), None, model=model)
+    optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert optimizer.state == {} or all(not s for s in optimizer.state.values())  # no Adam moments either
+    logs = {"loss": float("nan")}
+    guard.on_log(None, SimpleNamespace(global_step=1), None, logs=logs)  # skip mode does not stop
+    assert logs["nonfinite_skipped"] == 1
+
+
+def test_guarding_turns_a_caught_signal_into_interrupted(tmp_path):
+    from posttrain.errors import Interrupted
+
+    stop = GracefulStop()
+    control = SimpleNamespace(should_save=False, should_training_stop=False)
+    with pytest.raises(Interrupted, match="SIGINT at step 3.*--resume"):
+        with stop.guarding(tmp_path):
+            os.kill(os.getpid(), signal.SIGINT)
+            stop.on_step_end(None, SimpleNamespace(global_step=3), control)

@@ -46,6 +46,15 @@ def check_rewards(rewards) -> None:
         raise ConfigError(f"recipe is not valid, found {len(problems)} problem(s):\n{lines}")
 
 
+def show_reward_errors(out: Console, summary: dict) -> None:
+    """After a run: which rewards failed on how many rows (each reward's first error was logged)."""
+    errors = {name: n for name, n in (summary.get("reward_errors") or {}).items() if n}
+    if errors:
+        listed = ", ".join(f"{name} on {n} row(s)" for name, n in errors.items())
+        out.print(f"[yellow]warning:[/yellow] rewards failed and scored None: {listed} (each first error is logged "
+                  "above; `rewards.strict: true` makes them fatal)")
+
+
 def show_resolved(out: Console, cfg, label: str) -> None:
     """`--dry-run`: the recipe as it will run, overrides applied."""
     import yaml

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from posttrain.cli.common import check_rewards, show_resolved, SET_HELP, console, run_or_exit
+from posttrain.cli.common import check_rewards, show_resolved, show_reward_errors, SET_HELP, console, run_or_exit
 
 
 def distill(
@@ -34,7 +34,7 @@ def distill(
     out = console()
     path = recipe or recipe_opt
     cfg = run_or_exit(lambda: load(path, recipe_opt if recipe else None, teacher, student, data, output_dir, set_ or []))
-    run_or_exit(lambda: check_rewards(cfg.rewards))
+    run_or_exit(lambda: check_rewards(cfg.rewards.functions))
     if dry_run:
         show_resolved(out, cfg, str(path or 'flags'))
         return
@@ -42,6 +42,7 @@ def distill(
 
     summary = run_or_exit(lambda: run(cfg, out, resume=resume, overwrite=overwrite, base_dir=Path.cwd()))
     _print_result(out, summary, cfg.output.dir)
+    show_reward_errors(out, summary)
 
 
 def load(path: Path | None, second: Path | None, teacher, student, data, output_dir, sets: list[str]):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from posttrain.cli.common import check_rewards, show_resolved, SET_HELP, console, run_or_exit
+from posttrain.cli.common import check_rewards, show_resolved, show_reward_errors, SET_HELP, console, run_or_exit
 
 
 def grpo(
@@ -21,19 +21,20 @@ def grpo(
 
     out = console()
     cfg = run_or_exit(lambda: load_recipe(recipe, GRPORecipe, set_))
-    run_or_exit(lambda: check_rewards(cfg.rewards))
+    run_or_exit(lambda: check_rewards(cfg.rewards.functions))
     if dry_run:
         show_resolved(out, cfg, str(recipe))
         return
     from posttrain.grpo.run import run
 
     summary = run_or_exit(lambda: run(cfg, out, resume=resume, overwrite=overwrite, base_dir=Path.cwd()))
-    _print_result(out, summary, cfg.output.dir)
+    _print_result(out, summary, cfg.output.dir, cfg.output.plots)
+    show_reward_errors(out, summary)
 
 
 
 
-def _print_result(out, summary: dict, out_dir: str) -> None:
+def _print_result(out, summary: dict, out_dir: str, plots: bool) -> None:
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.1f}%"
 
@@ -42,4 +43,4 @@ def _print_result(out, summary: dict, out_dir: str) -> None:
         f"held-out pass@1 {pct(summary['base_accuracy'])} -> {pct(summary['final_accuracy'])}, "
         f"greedy {pct(summary['base_greedy_accuracy'])} -> {pct(summary['final_greedy_accuracy'])}"
     )
-    out.print(f"outputs in {out_dir}: policy (from_pretrained), metrics.jsonl, summary.json, reward.png")
+    out.print(f"outputs in {out_dir}: policy (from_pretrained), metrics.jsonl, summary.json" + (", reward.png" if plots else ""))

@@ -61,14 +61,14 @@ def score_command(
 def _score(file: Path, names: list[str], recipe: Path | None, answer_column: str, output: Path | None) -> None:
     from posttrain.rewards.registry import build
 
-    specs, base_dir = [], Path.cwd()
+    specs, base_dir, strict = [], Path.cwd(), False
     if recipe is not None:
-        specs = read_recipe_rewards(recipe)
+        specs, strict = _recipe_rewards(recipe)
         base_dir = recipe.resolve().parent
     specs += [{"name": n} for n in names]
     if not specs:
         specs = [{"name": n} for n in DEFAULT_REWARDS]
-    funcs, weights = build(specs, base_dir=base_dir)
+    funcs, weights = build(specs, base_dir=base_dir, strict=strict)
     rows = read_rows(file)
     scores = score_rows(rows, funcs, answer_column)
     if output is not None:
@@ -78,6 +78,11 @@ def _score(file: Path, names: list[str], recipe: Path | None, answer_column: str
 
 def read_recipe_rewards(path: Path) -> list[dict]:
     """The `rewards:` entries of a recipe YAML, read directly (tolerant of other keys)."""
+    return _recipe_rewards(path)[0]
+
+
+def _recipe_rewards(path: Path) -> tuple[list[dict], bool]:
+    """(entries, strict) of a recipe's `rewards:`, a list or a mapping `{functions: [...], strict: ...}`."""
     import yaml
 
     try:
@@ -85,6 +90,11 @@ def read_recipe_rewards(path: Path) -> list[dict]:
     except yaml.YAMLError as exc:
         raise PosttrainError(f"{path}: not valid YAML: {exc}") from exc
     entries = data.get("rewards") if isinstance(data, dict) else None
+    strict = False
+    if isinstance(entries, dict):  # the mapping form; a plain list is shorthand for its `functions`
+        entries, strict = entries.get("functions"), entries.get("strict", False)
+        if not isinstance(strict, bool):
+            raise PosttrainError(f"{path}: rewards.strict must be true or false, got {strict!r}")
     if not isinstance(entries, list) or not entries:
         raise PosttrainError(f"{path}: no `rewards:` list (entries look like `- {{name: accuracy, weight: 1.0}}`)")
     specs = []
@@ -94,7 +104,7 @@ def read_recipe_rewards(path: Path) -> list[dict]:
         if not isinstance(entry, dict):
             raise PosttrainError(f"{path}: rewards[{i}] must be a mapping with name, weight, kwargs")
         specs.append(entry)
-    return specs
+    return specs, strict
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -155,13 +165,17 @@ def _print_summary(file, funcs, weights, scores, output) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from posttrain.rewards.guard import error_counts
+
+    errors = error_counts(funcs)
     table = Table(title=escape(f"{file} ({len(scores[0]) if scores else 0} rows)"))
-    for column in ("reward", "weight", "mean", "n scored", "n None"):
+    for column in ("reward", "weight", "mean", "n scored", "n None", "n errors"):
         table.add_column(column, justify="left" if column == "reward" else "right")
     for func, weight, values in zip(funcs, weights, scores):
         scored = [v for v in values if v is not None]
         mean = f"{sum(scored) / len(scored):.4f}" if scored else "-"
-        table.add_row(escape(func.__name__), f"{weight:g}", mean, str(len(scored)), str(len(values) - len(scored)))
+        table.add_row(escape(func.__name__), f"{weight:g}", mean, str(len(scored)), str(len(values) - len(scored)),
+                      str(errors.get(func.__name__, 0)))
     out = console()
     out.print(table)
     if output is not None:

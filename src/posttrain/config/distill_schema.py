@@ -20,10 +20,20 @@ from posttrain.config.schema import (
     ModelConfig,
     OutputConfig,
     RewardConfig,
+    RewardsConfig,
     Section,
 )
 
 DEFAULT_REWARDS = ({"name": "accuracy", "weight": 1.0}, {"name": "format", "weight": 1.0})
+
+
+class DistillRewardsConfig(RewardsConfig):
+    """The GRPO recipe's `rewards`, with accuracy + format when the recipe lists none."""
+
+    functions: list[RewardConfig] = Field(
+        default_factory=lambda: [RewardConfig(**r) for r in DEFAULT_REWARDS], min_length=1,
+        description="Entries {name, weight, kwargs}; default accuracy and format.",
+    )
 
 
 class TracesConfig(Section):
@@ -106,6 +116,9 @@ class DistillConfig(Section):
         "off on CPU/SDPA, where the block-diagonal mask costs more than the padding it saves.",
     )
     max_length: int = Field(512, gt=0, description="Longest training sequence (prompt + trace) in tokens.")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="NaN/inf loss or gradient: stop naming the step (stop) or drop that update (skip)."
+    )
     seed: int = Field(0, description="Seed of student initialisation and data order.")
     logging_steps: int = Field(10, gt=0, description="Log metrics every N steps.")
     trl: dict[str, Any] = Field(
@@ -129,9 +142,7 @@ class DistillRecipe(Section):
     teacher: ModelConfig
     student: ModelConfig
     data: DataConfig
-    rewards: list[RewardConfig] = Field(
-        default_factory=lambda: [RewardConfig(**r) for r in DEFAULT_REWARDS], min_length=1
-    )
+    rewards: DistillRewardsConfig = Field(default_factory=DistillRewardsConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=lambda: OutputConfig(dir="outputs/distill"))

@@ -128,20 +128,59 @@ def load_recipe(
         data, text = read_yaml(path)
     if section is not None:
         data = data.get(section, {}) if isinstance(data.get(section), dict) else data
+    shorthands = list_shorthands(schema)
     for key_path, value in parse_overrides(overrides):
-        apply_override(data, key_path, value)
+        apply_override(data, _through_shorthand(data, key_path, shorthands), value)
     try:
         return schema.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(format_errors(e, schema, str(path or "recipe"), _key_lines(text))) from None
+        raise ConfigError(format_errors(e, schema, str(path or "recipe"), _key_lines(text), data)) from None
 
 
-def format_errors(error: ValidationError, schema: type[BaseModel], source: str, lines: dict) -> str:
+def list_shorthands(schema: type[BaseModel]) -> dict[str, str]:
+    """Sections that also take a plain list, and the field it stands for: `{"rewards": "functions"}`."""
+    out = {}
+    for name, field in schema.model_fields.items():
+        shorthand = getattr(_inner_model(field.annotation), "list_shorthand", None)
+        if shorthand:
+            out[name] = shorthand
+    return out
+
+
+def _through_shorthand(data: dict, path: list[str], shorthands: dict[str, str]) -> list[str]:
+    """An override path that works on both forms of a shorthand section: `rewards.0.weight` reaches
+    the list in either form, and any other key (`rewards.strict`) turns a list into the mapping."""
+    field = shorthands.get(path[0])
+    if field is None or len(path) < 2:
+        return path
+    value = data.get(path[0])
+    if path[1].isdigit():
+        return [path[0], field, *path[1:]] if isinstance(value, dict) else path
+    if isinstance(value, list):
+        data[path[0]] = {field: value}
+    return path
+
+
+def _as_written(loc: tuple, data: Any, lines: dict, shorthands: dict[str, str]) -> tuple[tuple, tuple]:
+    """(loc as the recipe wrote it, loc in mapping form): `rewards.functions.0.weight` reads
+    `rewards.0.weight` for a recipe that gives `rewards` as a list."""
+    if len(loc) < 2 or shorthands.get(loc[0]) != loc[1]:
+        return loc, loc
+    short = (loc[0], *loc[2:])
+    written_as_list = isinstance(data, dict) and isinstance(data.get(loc[0]), list)
+    return (short if written_as_list or (loc[0], 0) in lines else loc), short
+
+
+def format_errors(
+    error: ValidationError, schema: type[BaseModel], source: str, lines: dict, data: Any = None
+) -> str:
     problems = []
+    shorthands = list_shorthands(schema)
     for err in error.errors():
         loc = tuple(err["loc"])
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
-        line = lines.get(loc) or lines.get(loc[:-1])
+        shown, short = _as_written(loc, data, lines, shorthands)
+        dotted = ".".join(str(p) for p in shown) or "(top level)"
+        line = _line(lines, loc, short)
         where = f" (line {line})" if line else ""
         if err["type"] == "extra_forbidden":
             hint = _suggest(schema, loc)
@@ -153,6 +192,14 @@ def format_errors(error: ValidationError, schema: type[BaseModel], source: str, 
             problems.append(f"{dotted}{where}: {msg} (got {_short(err.get('input'))})")
     header = f"{source}: recipe is not valid, found {len(problems)} problem(s):"
     return "\n".join([header, *(f"  - {p}" for p in problems)])
+
+
+def _line(lines: dict, *locs: tuple) -> int | None:
+    """The line of the first key path the file has, else of its parent (an override adds keys)."""
+    for loc in (*locs, *(loc[:-1] for loc in locs)):
+        if loc in lines:
+            return lines[loc]
+    return None
 
 
 def _short(value: Any) -> str:

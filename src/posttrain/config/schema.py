@@ -6,7 +6,7 @@ Field names follow TRL's where a field maps onto one, so a recipe reads like TRL
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -139,6 +139,32 @@ class RewardConfig(Section):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the reward.")
 
 
+class RewardsConfig(Section):
+    """The reward functions, and what a reward that fails does. A plain list is shorthand for
+    `functions:` with `strict: false`, so `rewards: [{name: accuracy}]` stays valid."""
+
+    list_shorthand: ClassVar[str] = "functions"  # the loader maps `rewards.0` <-> `rewards.functions.0`
+
+    functions: list[RewardConfig] = Field(..., min_length=1, description="Entries {name, weight, kwargs}.")
+    strict: bool = Field(
+        False,
+        description="A reward that raises, or returns NaN or the wrong number of scores, stops the run; "
+        "by default the failing rows score None and the errors are counted (reward_errors).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_functions(cls, data: Any) -> Any:
+        if isinstance(data, list):
+            return {cls.list_shorthand: data}
+        if not isinstance(data, dict | BaseModel):
+            # ValueError, not TypeError: pydantic reports only the former as a validation error.
+            raise ValueError(  # noqa: TRY004
+                "expected a list of {name, weight, kwargs} entries, or a mapping {functions: [...], strict: true|false}"
+            )
+        return data
+
+
 class GRPOConfig(Section):
     max_steps: int = Field(100, gt=0, description="Optimizer steps.")
     learning_rate: float = Field(1e-6, gt=0, description="Peak learning rate.")
@@ -167,6 +193,9 @@ class GRPOConfig(Section):
     num_iterations: int = Field(1, gt=0, description="Optimisation passes per generated batch (mu).")
     mask_truncated_completions: bool = Field(False, description="Drop truncated completions from the loss.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="NaN/inf loss or gradient: stop naming the step (stop) or drop that update (skip)."
+    )
     seed: int = Field(0, description="Seed for sampling and initialisation.")
     logging_steps: int = Field(1, gt=0, description="Log metrics every N steps.")
     trl: dict[str, Any] = Field(
@@ -223,7 +252,7 @@ class GRPORecipe(Section):
 
     model: ModelConfig
     data: DataConfig
-    rewards: list[RewardConfig] = Field(..., min_length=1)
+    rewards: RewardsConfig
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     moe: MoEConfig = Field(default_factory=MoEConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from trl import SFTTrainer
 
+from posttrain.checkpoints import AtomicCheckpoints
 from posttrain.distill.topk import TopKTargets, gkd_trainer_class, topk_divergence
 
 GKDTrainer = gkd_trainer_class()
@@ -62,7 +63,7 @@ def _count_tokens(trainer, inputs: dict) -> None:
     trainer._metrics[mode]["num_tokens"] = [trainer._total_train_tokens]
 
 
-class TopKDistillTrainer(SFTTrainer):
+class TopKDistillTrainer(AtomicCheckpoints, SFTTrainer):
     """Logit KD against stored teacher top-k log-probs: no teacher model anywhere."""
 
     def __init__(self, *args, beta: float = 0.0, **kwargs):
@@ -79,7 +80,7 @@ class TopKDistillTrainer(SFTTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-class OnlineKDTrainer(GKDTrainer):
+class OnlineKDTrainer(AtomicCheckpoints, GKDTrainer):
     """TRL's GKD (teacher beside the student, full vocabulary), with tokens counted for metrics."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -68,22 +68,6 @@ def evaluate_cached(model_fn, tokenizer, rows, prompts, settings, rewards, corre
     return result
 
 
-def last_step(metrics_path: Path, stage: str) -> int:
-    """Highest step `stage` already logged, so a resumed stage does not write its rows twice
-    (MetricsLogger alone looks at every stage's rows in the shared metrics.jsonl)."""
-    if not metrics_path.is_file():
-        return 0
-    last = 0
-    for line in metrics_path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and row.get("stage") == stage:
-            last = max(last, int(row.get("step", 0)))
-    return last
-
-
 def recipe_changes(old_path: Path, new: dict, prefix: str = "") -> list[str]:
     """Keys whose value differs from the recipe a run started with (dotted paths), for a resume warning."""
     import yaml

@@ -22,14 +22,16 @@ from posttrain.config.distill_schema import DistillRecipe
 from posttrain.data.load import to_prompt
 from posttrain.data.splits import make_splits
 from posttrain.distill import roles
-from posttrain.distill.ledger import Ledger, evaluate_cached, last_step, recipe_changes
+from posttrain.distill.ledger import Ledger, evaluate_cached, recipe_changes
 from posttrain.distill.traces import generate_traces, make_filter, select
 from posttrain.errors import PosttrainError
 from posttrain.evaluate.heldout import eval_sampling
-from posttrain.evaluate.scoring import build_rewards, reward_name
+from posttrain.evaluate.scoring import build_rewards, reward_errors, reward_name
 from posttrain.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from posttrain.models.loading import count_parameters, load_tokenizer
-from posttrain.outputs import latest_checkpoint, prepare_output_dir, write_recipe
+from posttrain.checkpoints import checkpoint_step, latest_checkpoint, remove_leftovers
+from posttrain.safety import GracefulStop
+from posttrain.outputs import prepare_output_dir, write_recipe
 from posttrain.telemetry.progress import quiet_libraries
 
 
@@ -60,12 +62,12 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
     quiet_libraries()
     out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
     _warn_if_recipe_changed(out, recipe, console)
-    write_recipe(out, recipe)
     set_seed(recipe.distill.seed)
     ledger = Ledger(out / "stages.json")
     kd = recipe.distill.logit_kd
 
-    rewards, correctness = build_rewards(recipe.rewards, recipe.eval.correctness_reward, base_dir)
+    rewards, correctness = build_rewards(recipe.rewards.functions, recipe.eval.correctness_reward, base_dir,
+                                         strict=recipe.rewards.strict)
     trace_filter = make_filter(recipe.distill.traces, [reward_name(f) for f in rewards], recipe.eval.correctness_reward)
     splits = make_splits(recipe.data, recipe.eval, recipe.teacher.warmstart if roles.needs_warmstart(recipe.teacher) else None)
     console.print(f"data: {len(splits.train)} prompts for traces, {len(splits.heldout)} held-out, source {recipe.data.source}")
@@ -80,6 +82,8 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
         from posttrain.distill.logit_kd import check_shared_tokenizer
 
         check_shared_tokenizer(tokenizer, student_tok, f"teacher {recipe.teacher.name_or_path}", f"student {recipe.student.name_or_path}")
+    # Only now does the folder hold a run: one that failed on its inputs can be re-run as it was.
+    write_recipe(out, recipe)
 
     with ledger.stage("teacher", reused=not roles.needs_warmstart(recipe.teacher) or (out / roles.TEACHER_DIR / "config.json").is_file()):
         teacher_path, warmed = roles.warm_teacher(
@@ -120,6 +124,7 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
     after = evaluate(lambda: final, student_tok, "student")
 
     summary = _summary(recipe, ledger, teacher_eval, before, after, trace_stats, time.time() - started)
+    summary["reward_errors"] = reward_errors(rewards, correctness)  # rows scored None, traces and eval
     atomic_write_json(out / "summary.json", summary)
     return summary
 
@@ -185,17 +190,24 @@ def _capture_topk(recipe: DistillRecipe, teacher, tokenizer, traces: list[dict],
     return gap
 
 
-def _trainer_callbacks(out: Path, stage: str, console: Console, title: str) -> list:
+def _trainer_callbacks(recipe: DistillRecipe, out: Path, stage: str, console: Console, title: str,
+                       checkpoint: Path | None) -> tuple[list, GracefulStop]:
+    """Timing, NaN guard, metrics.jsonl, progress, and the SIGINT/SIGTERM stop (returned separately:
+    training runs inside `stop.guarding(...)`)."""
+    from posttrain.safety import NonFiniteGuard
     from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
     from posttrain.telemetry.trainer_progress import RichProgressCallback
 
-    timer = StepTimer()
-    logger = MetricsLogger(out / "metrics.jsonl", timer, stage=stage)
-    logger.skip_through = last_step(out / "metrics.jsonl", stage)
-    return [timer, logger, RichProgressCallback(console, title, accuracy_reward=None)]
+    timer, stop = StepTimer(), GracefulStop()
+    start = checkpoint_step(checkpoint) if checkpoint else 0
+    logger = MetricsLogger(out / "metrics.jsonl", timer, stage=stage, start_step=start)
+    guard = NonFiniteGuard(skip=recipe.distill.on_nonfinite == "skip")
+    return [timer, guard, logger, RichProgressCallback(console, title, accuracy_reward=None), stop], stop
 
 
 def _checkpoint(stage_dir: Path, resume: bool) -> Path | None:
+    """The stage's newest complete checkpoint when resuming; clears what a killed save left."""
+    remove_leftovers(stage_dir / "checkpoints")
     return latest_checkpoint(stage_dir / "checkpoints") if resume else None
 
 
@@ -209,12 +221,15 @@ def _sequence_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_s
         return roles.load_stage(recipe.student, student_src, stage_dir)
     cfg = recipe.distill
     console.print(f"sequence KD: {cfg.max_steps} SFT steps on {len(traces)} traces")
-    trainer = sequence_kd.train(
-        student.get(), tokenizer, traces, cfg, recipe.student.lora, stage_dir / "checkpoints",
-        callbacks=_trainer_callbacks(out, "sequence_kd", console, "sequence KD"),
-        resume_from=_checkpoint(stage_dir, resume), bf16=recipe.student.dtype == "bfloat16",
-        save_steps=recipe.output.save_steps, save_total_limit=recipe.output.save_total_limit,
-    )
+    checkpoint = _checkpoint(stage_dir, resume)
+    callbacks, stop = _trainer_callbacks(recipe, out, "sequence_kd", console, "sequence KD", checkpoint)
+    with stop.guarding(stage_dir / "checkpoints"):
+        trainer = sequence_kd.train(
+            student.get(), tokenizer, traces, cfg, recipe.student.lora, stage_dir / "checkpoints",
+            callbacks=callbacks,
+            resume_from=checkpoint, bf16=recipe.student.dtype == "bfloat16",
+            save_steps=recipe.output.save_steps, save_total_limit=recipe.output.save_total_limit,
+        )
     roles.save_stage(trainer.model, tokenizer, stage_dir)
     return trainer.model
 
@@ -240,16 +255,18 @@ def _logit_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src:
         max_length=d.max_length, bf16=recipe.student.dtype == "bfloat16", seed=d.seed, logging_steps=d.logging_steps,
         save_steps=recipe.output.save_steps, save_total_limit=recipe.output.save_total_limit,
     )
+    checkpoint = _checkpoint(stage_dir, resume)
     model = student.get()
     already_adapted = hasattr(model, "peft_config")  # stage 2's adapter keeps training
+    title = f"logit KD ({cfg.teacher}, {cfg.divergence})"
+    callbacks, stop = _trainer_callbacks(recipe, out, "logit_kd", console, title, checkpoint)
     trainer = logit_kd.build_trainer(
         model, tokenizer, rows, cfg, args, teacher=teacher.get() if cfg.teacher == "online" else None, targets=targets,
-        callbacks=_trainer_callbacks(out, "logit_kd", console, f"logit KD ({cfg.teacher}, {cfg.divergence})"),
-        peft_config=None if already_adapted else peft_config(recipe.student.lora),
+        callbacks=callbacks, peft_config=None if already_adapted else peft_config(recipe.student.lora),
     )
     console.print(f"logit KD: {cfg.max_steps} steps, {cfg.divergence}, teacher {cfg.teacher}, on-policy fraction {cfg.lmbda}")
-    checkpoint = _checkpoint(stage_dir, resume)
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with stop.guarding(stage_dir / "checkpoints"):
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     roles.save_stage(trainer.model, tokenizer, stage_dir)
     return trainer.model
 

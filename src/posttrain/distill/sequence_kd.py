@@ -70,11 +70,12 @@ def train(model, tokenizer, traces: list[dict], cfg: DistillConfig, lora: LoraCo
     from datasets import Dataset
     from trl import SFTTrainer
 
+    from posttrain.checkpoints import atomic
     from posttrain.models.warmstart import sft_rows
 
     rows = sft_rows([{"solution": t["completion"]} for t in traces], [t["prompt"] for t in traces])
     args = sft_args(cfg, out_dir, packing=use_packing(cfg.packing, model), bf16=bf16, save_steps=save_steps, save_total_limit=save_total_limit)
-    trainer = SFTTrainer(
+    trainer = atomic(SFTTrainer)(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),

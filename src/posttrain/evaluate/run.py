@@ -18,7 +18,7 @@ from posttrain.errors import PosttrainError
 from posttrain.evaluate.metrics import summarize
 from posttrain.evaluate.report import Report, check_gates, gate_names, parse_gates, render_table, write_report
 from posttrain.evaluate.sampling import SamplingSettings, generate
-from posttrain.evaluate.scoring import build_rewards, reward_name, score_rows
+from posttrain.evaluate.scoring import build_rewards, reward_errors, reward_name, score_rows
 from posttrain.io import append_jsonl, read_jsonl, repair_torn_tail
 from posttrain.telemetry.progress import progress_task
 
@@ -38,6 +38,7 @@ class EvalRequest:
     system_prompt: str | None = None
     rewards: list = field(default_factory=lambda: [{"name": "accuracy"}, {"name": "format"}])
     correctness_reward: str = "accuracy"
+    strict_rewards: bool = False  # a recipe's rewards.strict: a failing reward stops the eval
     ks: list[int] = field(default_factory=lambda: [1])
     gates: list[str] = field(default_factory=list)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
@@ -58,7 +59,7 @@ def run(req: EvalRequest, console: Console, base_dir: Path | None = None) -> Eva
     quiet_libraries()
     if bool(req.model) == bool(req.completions):
         raise PosttrainError("give exactly one of --model (sample completions) or --completions FILE.jsonl")
-    rewards, correctness = build_rewards(req.rewards, req.correctness_reward, base_dir)
+    rewards, correctness = build_rewards(req.rewards, req.correctness_reward, base_dir, strict=req.strict_rewards)
     gates = parse_gates(req.gates, known=gate_names(req.ks, [reward_name(f) for f in rewards]))
     rows = _rows(req)
     out = Path(req.output_dir)
@@ -70,6 +71,9 @@ def run(req: EvalRequest, console: Console, base_dir: Path | None = None) -> Eva
     from posttrain.rewards.math import answers_equivalent
 
     metrics = summarize(records, req.ks, answers_equivalent)
+    errors = {name: count for name, count in reward_errors(rewards, correctness).items() if count}
+    if errors:  # rows this eval scored None because the reward failed (chunks resumed from disk excluded)
+        metrics["reward_errors"] = errors
     s = req.sampling
     report = Report(
         model=req.model or "(completions file)",

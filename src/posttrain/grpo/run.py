@@ -18,10 +18,11 @@ from posttrain.config.schema import GRPORecipe
 from posttrain.data.load import to_prompt
 from posttrain.data.splits import make_splits
 from posttrain.evaluate.heldout import eval_sampling, heldout_accuracy
-from posttrain.evaluate.scoring import build_rewards
+from posttrain.evaluate.scoring import build_rewards, reward_errors
 from posttrain.io import atomic_write_json, atomic_write_jsonl
 from posttrain.models.loading import count_parameters, load_model, load_tokenizer, resolve_model_path, save_pretrained
-from posttrain.outputs import latest_checkpoint, prepare_output_dir, write_recipe
+from posttrain.checkpoints import checkpoint_step, latest_checkpoint, remove_leftovers
+from posttrain.outputs import prepare_output_dir, write_recipe
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite
     quiet_libraries()
     timings: dict[str, float] = {}
     out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
-    write_recipe(out, recipe)
     set_seed(recipe.grpo.seed)
 
     t = time.time()
@@ -46,7 +46,10 @@ def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite
     splits = make_splits(recipe.data, recipe.eval, recipe.model.warmstart)
     prompt = lambda row: to_prompt(row["question"], recipe.data.system_prompt, chat)  # noqa: E731
     console.print(f"data: {len(splits.train)} training problems, {len(splits.heldout)} held-out, source {recipe.data.source}")
-    rewards, correctness = build_rewards(recipe.rewards, recipe.eval.correctness_reward, base_dir)
+    rewards, correctness = build_rewards(recipe.rewards.functions, recipe.eval.correctness_reward, base_dir,
+                                         strict=recipe.rewards.strict)
+    # Only now does the folder hold a run: one that failed on its inputs can be re-run as it was.
+    write_recipe(out, recipe)
     timings["setup"] = time.time() - t
 
     t = time.time()
@@ -72,6 +75,7 @@ def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite
     timings["eval_final"] = time.time() - t
 
     summary = _summary(recipe, base, final, trainer, params, timings, time.time() - started)
+    summary["reward_errors"] = reward_errors(rewards, correctness)  # rows scored None, training and eval
     atomic_write_json(out / "summary.json", summary)
     if recipe.output.plots:
         from posttrain.telemetry.plots import plot_rewards
@@ -131,36 +135,32 @@ def _evaluate(model, tokenizer, rows, prompts, settings, rewards, correctness, c
 
 
 def _train(recipe: GRPORecipe, model, tokenizer, rewards, splits, prompt, out: Path, console: Console, resume: bool):
-    from posttrain.errors import Interrupted
     from posttrain.grpo.trainer import build_trainer
     from posttrain.safety import GracefulStop, NonFiniteGuard
     from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
     from posttrain.telemetry.trainer_progress import RichProgressCallback
 
     train_rows = [{**row, "prompt": prompt(row)} for row in splits.train]
+    remove_leftovers(out / "checkpoints")
+    checkpoint = latest_checkpoint(out / "checkpoints") if resume else None
     timer = StepTimer()
-    logger = MetricsLogger(out / "metrics.jsonl", timer, stage="grpo")
+    logger = MetricsLogger(out / "metrics.jsonl", timer, stage="grpo", start_step=checkpoint_step(checkpoint) if checkpoint else 0)
     accuracy = recipe.eval.correctness_reward
     progress = RichProgressCallback(console, "GRPO", accuracy_reward=accuracy)
     from posttrain.models.balancing import moe_callbacks
 
     stop = GracefulStop()
-    # MoE callbacks add their telemetry to `logs`, so they must run before the logger and progress.
+    # MoE callbacks and the guard add to `logs`, so they must run before the logger and progress.
     moe = moe_callbacks(recipe.moe, model, out)
-    callbacks = [timer, *moe, logger, progress, stop, NonFiniteGuard(model)]
+    guard = NonFiniteGuard(skip=recipe.grpo.on_nonfinite == "skip")
+    callbacks = [timer, *moe, guard, logger, progress, stop]
     trainer = build_trainer(recipe, model, tokenizer, rewards, train_rows, out / "checkpoints", callbacks=callbacks)
     trainer.metrics_logger = logger
-    checkpoint = latest_checkpoint(out / "checkpoints") if resume else None
     if checkpoint:
         console.print(f"resuming from {checkpoint}")
         _restore_weights(trainer, checkpoint, recipe.model.lora.enabled)
-    with stop.installed():
+    with stop.guarding(out / "checkpoints"):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if stop.stopped_at is not None:
-        raise Interrupted(
-            f"{stop.signal_name} at step {stop.stopped_at}: checkpoint saved in {out / 'checkpoints'}; "
-            "run the same command with --resume to continue"
-        )
     return trainer
 
 

@@ -36,7 +36,7 @@ def grpo_args(recipe: GRPORecipe, output_dir: Path, resume_dir: Path | None = No
         mask_truncated_completions=g.mask_truncated_completions,
         **checkpointing_kwargs("GRPOConfig", g.gradient_checkpointing),
         **warmup_kwargs(g.warmup_steps, g.warmup_ratio),
-        reward_weights=[r.weight for r in recipe.rewards],
+        reward_weights=[r.weight for r in recipe.rewards.functions],
         router_aux_loss_coef=aux_loss_coef(recipe.moe),
         seed=g.seed,
         logging_steps=g.logging_steps,
@@ -58,7 +58,9 @@ def build_trainer(recipe: GRPORecipe, model, tokenizer, reward_funcs, train_rows
     from datasets import Dataset
     from trl import GRPOTrainer
 
-    trainer = GRPOTrainer(
+    from posttrain.checkpoints import atomic
+
+    trainer = atomic(GRPOTrainer)(
         model=model,
         reward_funcs=list(reward_funcs),
         args=grpo_args(recipe, output_dir),

@@ -75,17 +75,17 @@ def build_and_save(kind: str, builder_args: dict, out_dir: Path, seed: int) -> P
 
 
 def save_pretrained(model, tokenizer, out_dir: Path) -> None:
-    """Save to a temporary sibling then rename, so a crash never leaves half a checkpoint."""
+    """Save to a temporary sibling, fsync, then rename, so a crash never leaves half a checkpoint."""
     import shutil
+
+    from posttrain.checkpoints import publish
 
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    publish(tmp, out_dir)
 
 
 def resolve_model_path(cfg: ModelConfig, work_dir: Path, seed: int = 0) -> str:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable
 from posttrain.errors import PosttrainError
 from posttrain.rewards import cot, countdown, format as fmt, math as math_rewards, shaping
 from posttrain.rewards.extract import check_order
+from posttrain.rewards.guard import GuardedReward
 
 _SPEC_KEYS = ("name", "weight", "kwargs")
 # Arguments TRL fills in itself: never recipe kwargs.
@@ -270,12 +271,14 @@ def _display_name(name: str) -> str:
 
 
 def build(specs: Iterable, base_dir: str | Path | None = None, *, processes: int = 0,
-          min_batch: int = 256) -> tuple[list[Callable], list[float]]:
+          min_batch: int = 256, strict: bool = False) -> tuple[list[Callable], list[float]]:
     """(reward callables, weights) for TRL's ``GRPOTrainer(reward_funcs=..., reward_weights=...)``.
 
     With ``processes >= 2`` batches of at least *min_batch* completions are scored in a
-    process pool (see ``posttrain.rewards.pool``).  Raises PosttrainError listing every
-    problem when any entry is invalid.
+    process pool (see ``posttrain.rewards.pool``).  Every callable is guarded (see
+    ``posttrain.rewards.guard``): a row the reward fails on scores None, or, with *strict*,
+    the first failure raises RewardError.  Raises PosttrainError listing every problem when
+    any entry is invalid.
     """
     funcs, weights, problems, seen = [], [], [], {}
     for spec in specs or []:
@@ -292,7 +295,7 @@ def build(specs: Iterable, base_dir: str | Path | None = None, *, processes: int
             from posttrain.rewards.pool import parallel
 
             reward = parallel(reward, processes=processes, min_batch=min_batch, name=display)
-        funcs.append(reward)
+        funcs.append(GuardedReward(reward, strict=strict, name=display))
         weights.append(float(weight))
     if problems:
         raise PosttrainError("invalid rewards:\n  - " + "\n  - ".join(problems))

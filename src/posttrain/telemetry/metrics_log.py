@@ -1,8 +1,9 @@
 """Training metrics as one JSON object per logged step (`metrics.jsonl`), written as they arrive.
 
 A Trainer callback, so it works for any TRL trainer (GRPO, SFT, GKD). It adds what TRL does
-not log: wall time per step and throughput (tokens/s). Steps already in the file (a resumed
-run) are not written twice.
+not log: wall time per step and throughput (tokens/s). A resumed stage first drops its rows past
+the checkpoint it resumes from (steps a killed run logged but did not checkpoint are re-run), so
+every step appears exactly once and belongs to the trajectory that produced the final model.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from posttrain.io import append_jsonl, repair_torn_tail
+from posttrain.io import append_jsonl, atomic_write_text, repair_torn_tail
 
 # TRL's names -> the names our metrics.jsonl documents. Anything else is kept as TRL named it.
 RENAMES = {
@@ -23,17 +24,30 @@ RENAMES = {
 }
 
 
-def last_logged_step(path: Path) -> int:
-    """Highest step already in `path` (0 if none), tolerant of a torn final line."""
+def truncate_stage(path: Path, stage: str, start_step: int) -> list[dict]:
+    """Drop `stage`'s rows after `start_step` from `path` (atomically); return the rows it keeps.
+
+    Rows of other stages (distillation writes several into one file) are left alone, as is a
+    malformed line anywhere but at the torn end (`repair_torn_tail` handles that one).
+    """
     if not path.is_file():
-        return 0
-    last = 0
-    for line in path.read_text(encoding="utf-8").splitlines():
+        return []
+    out, kept, changed = [], [], False
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
         try:
-            last = max(last, int(json.loads(line).get("step", 0)))
-        except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            out.append(line)
             continue
-    return last
+        if isinstance(row, dict) and row.get("stage") == stage:
+            if int(row.get("step", 0)) > start_step:
+                changed = True
+                continue
+            kept.append(row)
+        out.append(line)
+    if changed:
+        atomic_write_text(path, "".join(out))
+    return kept
 
 
 class StepTimer(TrainerCallback):
@@ -63,14 +77,22 @@ class StepTimer(TrainerCallback):
 class MetricsLogger(TrainerCallback):
     """Append each training log (not the final summary) to `metrics.jsonl` with timing added."""
 
-    def __init__(self, path: Path, timer: StepTimer, stage: str = "grpo") -> None:
+    def __init__(self, path: Path, timer: StepTimer, stage: str = "grpo", start_step: int = 0) -> None:
+        """`start_step`: the step training starts from (the resumed checkpoint's, 0 when fresh)."""
         self.path = Path(path)
         self.timer = timer
         self.stage = stage
-        repair_torn_tail(self.path)
-        self.skip_through = last_logged_step(self.path)
+        self.start_step = start_step
         self._last_tokens: float | None = None
         self.rows: list[dict] = []
+        self._prepared = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # Only the main process touches the file (the others would race on the rewrite).
+        if state.is_world_process_zero and not self._prepared:
+            repair_torn_tail(self.path)
+            self.rows = truncate_stage(self.path, self.stage, self.start_step)
+        self._prepared = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "train_runtime" in logs:  # the end-of-training summary is not a step
@@ -83,7 +105,7 @@ class MetricsLogger(TrainerCallback):
         if tokens is not None:
             self._last_tokens = float(tokens)
         self.rows.append(row)
-        if state.global_step > self.skip_through and state.is_world_process_zero:
+        if state.is_world_process_zero and state.global_step > self.start_step:
             append_jsonl(self.path, row)
 
 

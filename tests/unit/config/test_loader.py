@@ -30,7 +30,7 @@ def test_overrides_parse_yaml_values():
 
 def test_override_applies_and_is_validated():
     cfg = load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, ["grpo.max_steps=7", "output.dir=/tmp/x", "rewards.1.weight=0.5"])
-    assert cfg.grpo.max_steps == 7 and cfg.output.dir == "/tmp/x" and cfg.rewards[1].weight == 0.5
+    assert cfg.grpo.max_steps == 7 and cfg.output.dir == "/tmp/x" and cfg.rewards.functions[1].weight == 0.5
     with pytest.raises(ConfigError, match="grpo.max_steps"):
         load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, ["grpo.max_steps=-1"])
 

@@ -1,8 +1,6 @@
-"""Resume bookkeeping: reused stages keep their measured seconds; metrics steps counted per stage."""
+"""Resume bookkeeping: reused stages keep their measured seconds; changed recipe keys are named."""
 
-import json
-
-from posttrain.distill.ledger import Ledger, last_step
+from posttrain.distill.ledger import Ledger
 
 
 def test_reused_stage_keeps_the_seconds_it_took(tmp_path):
@@ -17,14 +15,6 @@ def test_reused_stage_keeps_the_seconds_it_took(tmp_path):
     assert again.seconds["traces"] == 42.0 and again.reused["traces"] is True
     assert again.params_once("teacher", lambda: {"total": 3, "active": 2}) == {"total": 3, "active": 2}
     assert Ledger(tmp_path / "stages.json").params_once("teacher", lambda: 1 / 0) == {"total": 3, "active": 2}
-
-
-def test_last_step_is_per_stage(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    rows = [{"step": 400, "stage": "sequence_kd"}, {"step": 20, "stage": "logit_kd"}]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"torn')
-    assert last_step(path, "logit_kd") == 20 and last_step(path, "sequence_kd") == 400
-    assert last_step(path, "other") == 0 and last_step(tmp_path / "none.jsonl", "x") == 0
 
 
 def test_recipe_changes_name_the_changed_keys(tmp_path):

@@ -26,7 +26,7 @@ def test_unknown_compact_builder_arg_is_reported():
 
 def test_defaults_rewards_and_divergence_mapping():
     cfg = DistillRecipe.model_validate(BASE)
-    assert [r.name for r in cfg.rewards] == ["accuracy", "format"]
+    assert [r.name for r in cfg.rewards.functions] == ["accuracy", "format"]
     kd = cfg.distill.logit_kd
     assert not kd.enabled and kd.jsd_beta == 0.0
     assert kd.model_copy(update={"divergence": "reverse_kl"}).jsd_beta == 1.0

@@ -65,3 +65,18 @@ def test_user_errors_are_one_clear_message(tmp_path):
     recipe.write_text("model: x\n")
     result = runner.invoke(app, ["score", str(data), "--recipe", str(recipe)])
     assert result.exit_code == 2 and "no `rewards:` list" in result.output
+
+
+def test_score_counts_plugin_errors_and_honours_strict(tmp_path):
+    data = _rows(tmp_path, [{"completion": "ab", "answer": "1"}, {"completion": "", "answer": "1"}])
+    (tmp_path / "x.py").write_text("def fn(completions, **kwargs):\n    return [1.0 / len(c) for c in completions]\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("rewards:\n  functions:\n    - {name: x.py:fn}\n")
+    out = tmp_path / "scores.jsonl"
+    result = runner.invoke(app, ["score", str(data), "--recipe", str(recipe), "--output", str(out)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "n errors" in result.output
+    assert [json.loads(line)["fn"] for line in out.read_text().splitlines()] == [0.5, None]
+    recipe.write_text("rewards:\n  strict: true\n  functions:\n    - {name: x.py:fn}\n")
+    result = runner.invoke(app, ["score", str(data), "--recipe", str(recipe)])
+    assert result.exit_code == 2 and "reward 'fn' raised ZeroDivisionError" in result.output
