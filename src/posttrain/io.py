@@ -59,11 +59,12 @@ def repair_torn_tail(path: str | os.PathLike) -> bool:
     return True
 
 
-def iter_jsonl(path: str | os.PathLike, *, skip_bad_rows: bool = False) -> Iterator[dict]:
+def iter_jsonl(path: str | os.PathLike, *, skip_bad_rows: bool = False, skipped: list[str] | None = None) -> Iterator[dict]:
     """Yield the JSON objects of a JSONL file; a malformed line names the file and line number.
 
     A torn last line (a crash mid-append) is skipped silently only when it is the final line,
-    since that is what an interrupted `append_jsonl` leaves behind.
+    since that is what an interrupted `append_jsonl` leaves behind. With `skip_bad_rows`, each
+    skipped line's `file:line: reason` is appended to `skipped` when given.
     """
     path = Path(path)
     if not path.is_file():
@@ -78,14 +79,23 @@ def iter_jsonl(path: str | os.PathLike, *, skip_bad_rows: bool = False) -> Itera
         except json.JSONDecodeError as e:
             if lineno == len(lines) and not line.endswith("\n"):
                 return
+            problem = f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})"
             if skip_bad_rows:
+                _note(skipped, problem)
                 continue
-            raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
+            raise DataError(problem) from None
         if not isinstance(row, dict):
+            problem = f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
             if skip_bad_rows:
+                _note(skipped, problem)
                 continue
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            raise DataError(problem)
         yield row
+
+
+def _note(skipped: list[str] | None, problem: str) -> None:
+    if skipped is not None:
+        skipped.append(problem)
 
 
 def read_jsonl(path: str | os.PathLike, *, skip_bad_rows: bool = False) -> list[dict]:

@@ -72,6 +72,7 @@ def test_distill_quick_run_writes_every_output_and_resumes(distill_overrides, tm
         assert stage in summary["stage_seconds"], stage
     stages = {json.loads(line)["stage"] for line in (out / "metrics.jsonl").read_text().splitlines()}
     assert stages == {"sequence_kd", "logit_kd"}
+    assert all("memory/peak_rss_mb" in json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines())
 
     again = runner.invoke(app, ["distill", RECIPE, *_sets(distill_overrides)])
     assert again.exit_code == 2 and "already holds a run" in again.output

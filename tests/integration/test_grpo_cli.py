@@ -35,6 +35,11 @@ def test_grpo_quick_run_writes_every_output(quick_overrides, tmp_path):
                 "rewards/format/mean", "completion_length", "step_seconds"):
         assert key in rows[-1], key
     assert "tokens_per_second" in rows[-1]
+    for row in rows:  # the time split adds up to the step (two clocks around the same step)
+        split = row["time/generation_s"] + row["time/reward_s"] + row["time/optimisation_s"]
+        assert split == pytest.approx(row["step_seconds"], rel=0.05, abs=0.01)
+        assert row["time/generation_s"] > 0 and row["time/reward_s"] > 0 and row["time/optimisation_s"] > 0
+        assert row["memory/peak_rss_mb"] > 0
 
     summary = json.loads((out / "summary.json").read_text())
     for key in ("base_accuracy", "final_accuracy", "base_greedy_accuracy", "final_greedy_accuracy"):

@@ -17,7 +17,10 @@ SET_HELP = "Override a recipe value, e.g. --set grpo.learning_rate=1e-5 (repeata
 
 def console() -> Console:
     # soft_wrap: paths and commands in messages stay on one line, so they can be copied.
-    return Console(stderr=False, highlight=False, soft_wrap=True)
+    # Under `accelerate launch` only the main process prints; the others would repeat every line.
+    from posttrain.distributed import launch_rank
+
+    return Console(stderr=False, highlight=False, soft_wrap=True, quiet=launch_rank() != 0)
 
 
 def run_or_exit(step: Callable[[], T]) -> T:
@@ -26,10 +29,16 @@ def run_or_exit(step: Callable[[], T]) -> T:
     Commands call this themselves so the behaviour is the same under CliRunner (tests),
     the console script and `python -m posttrain`.
     """
+    from posttrain.distributed import launch_rank
+
     try:
         return step()
     except PosttrainError as e:
-        typer.echo(f"error: {e}", err=True)
+        rank = launch_rank()
+        if rank == 0:
+            typer.echo(f"error: {e}", err=True)
+        elif not getattr(e, "shown_by_main", False):  # this process's own problem (a path missing on its node)
+            typer.echo(f"error (rank {rank}): {e}", err=True)
         raise typer.Exit(e.exit_code) from None
 
 

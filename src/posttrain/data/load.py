@@ -8,12 +8,15 @@ Built-in tasks also carry `solution`, a worked completion used for warm-starts.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from posttrain.data.tasks import TASKS
 from posttrain.errors import DataError
 from posttrain.io import iter_jsonl
+
+log = logging.getLogger(__name__)
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -55,11 +58,11 @@ def generate_task(name: str, n: int, seed: int, task_args: dict[str, Any]) -> li
     return [{"id": f"{name}-{seed}-{i}", **row} for i, row in enumerate(rows)]
 
 
-def read_file_rows(path: Path, skip_bad_rows: bool) -> list[dict]:
+def read_file_rows(path: Path, skip_bad_rows: bool, skipped: list[str] | None = None) -> list[dict]:
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
     if path.suffix == ".jsonl":
-        return list(iter_jsonl(path, skip_bad_rows=skip_bad_rows))
+        return list(iter_jsonl(path, skip_bad_rows=skip_bad_rows, skipped=skipped))
     if path.suffix == ".json":
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))
@@ -144,11 +147,16 @@ def load_rows(
     kind = source_kind(source)
     if kind == "task":
         return generate_task(source, n or 5000, seed, task_args or {})
+    malformed: list[str] = []
     if kind == "file":
-        raw, origin = read_file_rows(Path(source), skip_bad_rows), source
+        raw, origin = read_file_rows(Path(source), skip_bad_rows, malformed), source
     else:
         raw, origin = read_hub_rows(source, config_name, split), f"{source}[{split}]"
-    rows, _ = normalise_rows(raw, origin, preset, prompt_column, answer_column, skip_bad_rows)
+    rows, incomplete = normalise_rows(raw, origin, preset, prompt_column, answer_column, skip_bad_rows)
+    if malformed or incomplete:
+        first = f" (first: {malformed[0]})" if malformed else ""
+        log.warning("%s: skipped %d bad rows (data.skip_bad_rows): %d malformed, %d without the prompt/answer "
+                    "columns%s", origin, len(malformed) + incomplete, len(malformed), incomplete, first)
     return rows[:n] if n else rows
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from posttrain.distributed import on_main
 from posttrain.io import atomic_write_json, atomic_write_jsonl
 
 
@@ -27,7 +28,8 @@ class Ledger:
         self.info: dict = data.get("info", {})
 
     def save(self) -> None:
-        atomic_write_json(self.path, {"seconds": self.seconds, "reused": self.reused, "info": self.info})
+        data = {"seconds": self.seconds, "reused": self.reused, "info": self.info}
+        on_main(lambda: atomic_write_json(self.path, data))
 
     @contextmanager
     def stage(self, name: str, reused: bool):
@@ -59,8 +61,13 @@ def evaluate_cached(model_fn, tokenizer, rows, prompts, settings, rewards, corre
 
     with ledger.stage(f"eval_{label}", reused=False):
         result = heldout_accuracy(model_fn(), tokenizer, rows, prompts, settings, rewards, correctness, console, label)
-        atomic_write_jsonl(out / f"heldout_{label}.jsonl", result.pop("records"))
-        atomic_write_json(path, result)
+        records = result.pop("records")
+
+        def write() -> None:  # every process sampled a share; the main one writes
+            atomic_write_jsonl(out / f"heldout_{label}.jsonl", records)
+            atomic_write_json(path, result)
+
+        on_main(write)
     console.print(
         f"held-out ({label}): pass@1 {result['accuracy']:.3f} (n={settings.n}, T={settings.temperature}), "
         f"greedy {result['greedy_accuracy']:.3f}, format {result['format_rate'] or 0:.3f}"

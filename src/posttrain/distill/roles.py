@@ -2,7 +2,8 @@
 run folder, and how a trained student is saved and reloaded between stages.
 
 A `build:` student is built with the *teacher's* tokenizer, so logit-level KD (which compares the
-two next-token distributions id by id) works without further setup.
+two next-token distributions id by id) works without further setup. Under `accelerate launch` the
+main process builds and saves; the others wait and load what it saved.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from posttrain.config.schema import LoraConfig, ModelConfig
+from posttrain.distributed import on_main
 from posttrain.models.loading import load_model, load_tokenizer, resolve_model_path, save_pretrained
 
 TEACHER_DIR = "teacher"  # the warm-started teacher, reused by later runs with --resume
@@ -21,7 +23,7 @@ STUDENT_INIT_DIR = "build/student"
 
 def teacher_source(cfg: ModelConfig, out: Path, seed: int) -> str:
     """A path or Hub name for the teacher; a builder is materialised (random init) under out/build."""
-    return resolve_model_path(cfg, out / "build" / "teacher", seed=seed)
+    return on_main(lambda: resolve_model_path(cfg, out / "build" / "teacher", seed=seed))
 
 
 def warm_teacher(cfg: ModelConfig, source: str, tokenizer, warm_rows: list[dict], prompts: list, out: Path, console: Console):
@@ -50,8 +52,12 @@ def warm_teacher(cfg: ModelConfig, source: str, tokenizer, warm_rows: list[dict]
         callbacks=[RichProgressCallback(console, "teacher warm-start", accuracy_reward=None)],
         bf16=cfg.dtype == "bfloat16",
     )
-    save_pretrained(model, tokenizer, target)
-    shutil.rmtree(out / "build" / "warmstart-tmp", ignore_errors=True)  # SFTTrainer's scratch folder
+
+    def save() -> None:
+        save_pretrained(model, tokenizer, target)
+        shutil.rmtree(out / "build" / "warmstart-tmp", ignore_errors=True)  # SFTTrainer's scratch folder
+
+    on_main(save)
     return str(target), model
 
 
@@ -64,11 +70,16 @@ def student_source(cfg: ModelConfig, out: Path, teacher_tokenizer, seed: int) ->
     if not cfg.builder:
         return cfg.name_or_path
     target = (out / STUDENT_INIT_DIR).resolve()
-    if not (target / "config.json").is_file():
+
+    def build() -> None:
+        if (target / "config.json").is_file():
+            return
         from posttrain.models.builders import build_model
 
         tokenizer = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else teacher_tokenizer
         save_pretrained(build_model(cfg.builder, tokenizer, seed=seed, **cfg.builder_args), tokenizer, target)
+
+    on_main(build)
     return str(target)
 
 
@@ -76,9 +87,11 @@ def load(cfg: ModelConfig, path: str):
     return load_model(path, cfg.dtype, cfg.revision, cfg.trust_remote_code)
 
 
-def save_stage(model, tokenizer, stage_dir: Path) -> None:
-    """What the stage trained -- full weights, or only the LoRA adapter -- under stage_dir/model."""
-    save_pretrained(model, tokenizer, stage_dir / "model")
+def save_stage(model, tokenizer, stage_dir: Path, state_dict: dict | None = None) -> None:
+    """What the stage trained -- full weights, or only the LoRA adapter -- under stage_dir/model.
+
+    `state_dict`: the weights gathered from ZeRO-3 / FSDP shards (`distributed.gathered_state_dict`)."""
+    on_main(lambda: save_pretrained(model, tokenizer, stage_dir / "model", state_dict=state_dict))
 
 
 def stage_done(stage_dir: Path) -> bool:
@@ -98,16 +111,21 @@ def load_stage(cfg: ModelConfig, base_path: str, stage_dir: Path):
 def export_student(model, tokenizer, out: Path, lora: LoraConfig):
     """The student at the top of the run folder (`from_pretrained(out)`), plus out/adapter with LoRA.
 
-    Returns the model to evaluate (merged when LoRA is merged on save).
+    Returns the model to evaluate (merged when LoRA is merged on save; every process merges, the
+    main process saves).
     """
     if lora.enabled and hasattr(model, "merge_and_unload"):
-        save_pretrained(model, tokenizer, out / "adapter")
+        on_main(lambda: save_pretrained(model, tokenizer, out / "adapter"))
         if not lora.merge_on_save:
             return model
         model = model.merge_and_unload()
+    on_main(lambda: _publish(model, tokenizer, out))
+    return model
+
+
+def _publish(model, tokenizer, out: Path) -> None:
     staging = out / "student.tmp-final"
     save_pretrained(model, tokenizer, staging)
     for child in staging.iterdir():
         child.replace(out / child.name)
     staging.rmdir()
-    return model

@@ -7,6 +7,9 @@ score, filter, dedupe; offline top-k targets) -> held-out eval of the student be
 
 Every stage leaves its output in the run folder and is skipped when that output exists, so
 `--resume` continues where a run stopped; `stages.json` keeps the seconds each stage took.
+
+Under `accelerate launch` every process trains (the Trainer does the distribution) and shares the
+sampling (evals, traces); only the main process writes files (`posttrain.distributed`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from posttrain.data.splits import make_splits
 from posttrain.distill import roles
 from posttrain.distill.ledger import Ledger, evaluate_cached, recipe_changes
 from posttrain.distill.traces import generate_traces, make_filter, select
+from posttrain.distributed import gathered_state_dict, on_main, sum_counts
 from posttrain.errors import PosttrainError
 from posttrain.evaluate.heldout import eval_sampling
 from posttrain.evaluate.scoring import build_rewards, reward_errors, reward_name
@@ -60,6 +64,10 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
 
     started = time.time()
     quiet_libraries()
+    if roles.needs_warmstart(recipe.teacher):
+        from posttrain.models.warmstart import refuse_sharded_engine
+
+        refuse_sharded_engine("teacher.warmstart")
     out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
     _warn_if_recipe_changed(out, recipe, console)
     set_seed(recipe.distill.seed)
@@ -105,8 +113,8 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
     with ledger.stage("traces", reused=(out / "traces.jsonl").is_file()):
         traces, trace_stats = _traces(recipe, teacher, tokenizer, splits.train, prompt, rewards, correctness, trace_filter, out, console)
     if _offline(recipe) and not (out / "topk.safetensors").is_file():
-        with ledger.stage("topk", reused=False):
-            ledger.info["topk"] = _capture_topk(recipe, teacher.get(), tokenizer, traces, out, console)
+        with ledger.stage("topk", reused=False):  # one forward pass over the kept traces, on the main process
+            ledger.info["topk"] = on_main(lambda: _capture_topk(recipe, teacher.get(), tokenizer, traces, out, console))
     if not (kd.enabled and kd.teacher == "online"):
         teacher.release()  # the student trains without it
 
@@ -124,8 +132,8 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
     after = evaluate(lambda: final, student_tok, "student")
 
     summary = _summary(recipe, ledger, teacher_eval, before, after, trace_stats, time.time() - started)
-    summary["reward_errors"] = reward_errors(rewards, correctness)  # rows scored None, traces and eval
-    atomic_write_json(out / "summary.json", summary)
+    summary["reward_errors"] = sum_counts(reward_errors(rewards, correctness))  # rows scored None, traces and eval
+    on_main(lambda: atomic_write_json(out / "summary.json", summary))
     return summary
 
 
@@ -163,8 +171,12 @@ def _traces(recipe, teacher: LazyModel, tokenizer, rows, prompt, rewards, correc
             f"the filter kept no trace out of {stats['samples']} samples (rejected by: {stats['rejected_by']}); "
             "the teacher needs more training, or distill.traces.require a lower bar"
         )
-    atomic_write_jsonl(kept_path, kept)
-    atomic_write_json(stats_path, stats)
+
+    def write() -> None:
+        atomic_write_jsonl(kept_path, kept)
+        atomic_write_json(stats_path, stats)
+
+    on_main(write)
     console.print(
         f"traces: kept {stats['kept']} of {stats['samples']} samples (acceptance {stats['acceptance_rate']:.1%}, "
         f"{stats['duplicates']} duplicates dropped), {stats['prompts_with_trace']}/{stats['prompts']} prompts "
@@ -192,22 +204,23 @@ def _capture_topk(recipe: DistillRecipe, teacher, tokenizer, traces: list[dict],
 
 def _trainer_callbacks(recipe: DistillRecipe, out: Path, stage: str, console: Console, title: str,
                        checkpoint: Path | None) -> tuple[list, GracefulStop]:
-    """Timing, NaN guard, metrics.jsonl, progress, and the SIGINT/SIGTERM stop (returned separately:
+    """Timing, NaN guard, memory/GPU readings, metrics.jsonl, progress, and the SIGINT/SIGTERM stop (returned separately:
     training runs inside `stop.guarding(...)`)."""
     from posttrain.safety import NonFiniteGuard
     from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
+    from posttrain.telemetry.resources import ResourceMonitor
     from posttrain.telemetry.trainer_progress import RichProgressCallback
 
     timer, stop = StepTimer(), GracefulStop()
     start = checkpoint_step(checkpoint) if checkpoint else 0
     logger = MetricsLogger(out / "metrics.jsonl", timer, stage=stage, start_step=start)
     guard = NonFiniteGuard(skip=recipe.distill.on_nonfinite == "skip")
-    return [timer, guard, logger, RichProgressCallback(console, title, accuracy_reward=None), stop], stop
+    return [timer, guard, ResourceMonitor(), logger, RichProgressCallback(console, title, accuracy_reward=None), stop], stop
 
 
 def _checkpoint(stage_dir: Path, resume: bool) -> Path | None:
     """The stage's newest complete checkpoint when resuming; clears what a killed save left."""
-    remove_leftovers(stage_dir / "checkpoints")
+    on_main(lambda: remove_leftovers(stage_dir / "checkpoints"))
     return latest_checkpoint(stage_dir / "checkpoints") if resume else None
 
 
@@ -230,7 +243,7 @@ def _sequence_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_s
             resume_from=checkpoint, bf16=recipe.student.dtype == "bfloat16",
             save_steps=recipe.output.save_steps, save_total_limit=recipe.output.save_total_limit,
         )
-    roles.save_stage(trainer.model, tokenizer, stage_dir)
+    roles.save_stage(trainer.model, tokenizer, stage_dir, gathered_state_dict(trainer))
     return trainer.model
 
 
@@ -267,7 +280,7 @@ def _logit_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src:
     console.print(f"logit KD: {cfg.max_steps} steps, {cfg.divergence}, teacher {cfg.teacher}, on-policy fraction {cfg.lmbda}")
     with stop.guarding(stage_dir / "checkpoints"):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    roles.save_stage(trainer.model, tokenizer, stage_dir)
+    roles.save_stage(trainer.model, tokenizer, stage_dir, gathered_state_dict(trainer))
     return trainer.model
 
 

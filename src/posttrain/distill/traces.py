@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from posttrain.config.distill_schema import TracesConfig
+from posttrain.distributed import on_main
 from posttrain.errors import ConfigError, PosttrainError
 from posttrain.evaluate.sampling import SamplingSettings
 from posttrain.io import iter_jsonl
@@ -139,7 +140,7 @@ def generate_traces(model, tokenizer, rows, prompts, cfg: TracesConfig, reward_f
             model, tokenizer, rows[start:stop], prompts[start:stop], settings_for(cfg, start),
             reward_funcs, correctness, console, label,
         )
-        _append_chunk(raw_path, records)
+        on_main(lambda: _append_chunk(raw_path, records))  # every process samples, the main one writes
         done.extend(records)
     return done
 

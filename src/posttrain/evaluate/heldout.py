@@ -26,11 +26,18 @@ def eval_sampling(cfg) -> SamplingSettings:
 
 
 def sample_and_score(model, tokenizer, rows, prompts, settings: SamplingSettings, reward_funcs, correctness, console: Console, label: str) -> list[dict]:
+    """One scored record per row, in order. Under `accelerate launch` each process samples a block of
+    the rows (seeded from the block's first index) and every process gets all the records back."""
+    from posttrain import distributed
     from posttrain.rewards.math import extract_answer
 
-    with progress_task(console, label, total=len(prompts)) as advance:
-        samples = generate(model, tokenizer, prompts, settings, on_batch=advance)
-    return score_rows(rows, samples, reward_funcs, correctness, extract_answer, prompts=prompts)
+    mine = distributed.share(len(prompts))
+    my_rows, my_prompts = [rows[i] for i in mine], [prompts[i] for i in mine]
+    settings = replace(settings, seed=settings.seed + (mine[0] if mine else 0))
+    with progress_task(console, label, total=len(mine)) as advance:
+        samples = generate(model, tokenizer, my_prompts, settings, on_batch=advance)
+    records = score_rows(my_rows, samples, reward_funcs, correctness, extract_answer, prompts=my_prompts)
+    return distributed.gather_shares(mine, records)
 
 
 def heldout_accuracy(

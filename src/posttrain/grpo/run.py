@@ -3,6 +3,9 @@
 prepare outputs -> load model and tokenizer -> data splits -> (warm-start) -> rewards ->
 held-out eval of the base -> GRPO (TRL) -> save the policy -> held-out eval of the policy ->
 summary.json + reward.png.
+
+Under `accelerate launch` every process trains (the Trainer does the distribution) and shares the
+held-out sampling; only the main process writes files (`posttrain.distributed`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from rich.console import Console
 from posttrain.config.schema import GRPORecipe
 from posttrain.data.load import to_prompt
 from posttrain.data.splits import make_splits
+from posttrain.distributed import gathered_state_dict, on_main, sum_counts, world_size
 from posttrain.evaluate.heldout import eval_sampling, heldout_accuracy
 from posttrain.evaluate.scoring import build_rewards, reward_errors
 from posttrain.io import atomic_write_json, atomic_write_jsonl
@@ -34,12 +38,16 @@ def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite
 
     started = time.time()
     quiet_libraries()
+    if recipe.model.warmstart.steps:
+        from posttrain.models.warmstart import refuse_sharded_engine
+
+        refuse_sharded_engine("model.warmstart")
     timings: dict[str, float] = {}
     out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
     set_seed(recipe.grpo.seed)
 
     t = time.time()
-    model_path = resolve_model_path(recipe.model, out, seed=recipe.grpo.seed)
+    model_path = on_main(lambda: resolve_model_path(recipe.model, out, seed=recipe.grpo.seed))
     tokenizer = load_tokenizer(recipe.model.tokenizer or model_path, recipe.model.revision, recipe.model.trust_remote_code)
     _warn_think_prefill(tokenizer)
     chat = tokenizer.chat_template is not None
@@ -67,21 +75,28 @@ def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite
     t = time.time()
     trainer = _train(recipe, model, tokenizer, rewards, splits, prompt, out, console, resume)
     timings["grpo"] = time.time() - t
-    policy = trainer.model
     _save_policy(trainer, tokenizer, out, recipe)
 
     t = time.time()
-    final = _evaluate(policy, tokenizer, splits.heldout, heldout_prompts, settings, rewards, correctness, console, "trained", out)
+    from trl.models import unwrap_model_for_generation
+
+    # The trained model whole on every process (ZeRO-3 gathers its shards; otherwise the model itself).
+    with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as policy:
+        final = _evaluate(policy, tokenizer, splits.heldout, heldout_prompts, settings, rewards, correctness, console, "trained", out)
     timings["eval_final"] = time.time() - t
 
     summary = _summary(recipe, base, final, trainer, params, timings, time.time() - started)
-    summary["reward_errors"] = reward_errors(rewards, correctness)  # rows scored None, training and eval
+    summary["reward_errors"] = sum_counts(reward_errors(rewards, correctness))  # rows scored None, training and eval
+    on_main(lambda: _write_summary(summary, out, trainer.metrics_logger.rows if recipe.output.plots else None))
+    return summary
+
+
+def _write_summary(summary: dict, out: Path, metric_rows: list[dict] | None) -> None:
     atomic_write_json(out / "summary.json", summary)
-    if recipe.output.plots:
+    if metric_rows is not None:
         from posttrain.telemetry.plots import plot_rewards
 
-        plot_rewards(trainer.metrics_logger.rows, out / "reward.png", heldout=summary)
-    return summary
+        plot_rewards(metric_rows, out / "reward.png", heldout=summary)
 
 
 
@@ -113,8 +128,7 @@ def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, 
         model, tokenizer, splits.warmstart, [prompt(r) for r in splits.warmstart], warm, out / "warmstart-tmp",
         callbacks=[progress], bf16=recipe.model.dtype == "bfloat16",
     )
-    save_pretrained(model, tokenizer, base_dir)
-    shutil.rmtree(out / "warmstart-tmp", ignore_errors=True)  # SFTTrainer's scratch folder
+    on_main(lambda: _save_base(model, tokenizer, base_dir, out / "warmstart-tmp"))
     # TRL builds the KL reference model from `config._name_or_path`: point it at the warm-started
     # weights, not the random init this model was loaded from.
     model.config._name_or_path = str(base_dir)
@@ -122,11 +136,17 @@ def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, 
 
 
 
+def _save_base(model, tokenizer, base_dir: Path, scratch: Path) -> None:
+    save_pretrained(model, tokenizer, base_dir)
+    shutil.rmtree(scratch, ignore_errors=True)  # SFTTrainer's scratch folder
+
+
 def _evaluate(model, tokenizer, rows, prompts, settings, rewards, correctness, console, label, out: Path) -> dict | None:
     if not rows:
         return None
     result = heldout_accuracy(model, tokenizer, rows, prompts, settings, rewards, correctness, console, label)
-    atomic_write_jsonl(out / f"heldout_{label}.jsonl", result.pop("records"))
+    records = result.pop("records")
+    on_main(lambda: atomic_write_jsonl(out / f"heldout_{label}.jsonl", records))
     console.print(
         f"held-out ({label}): pass@1 {result['accuracy']:.3f} (n={settings.n}, T={settings.temperature}), "
         f"greedy {result['greedy_accuracy']:.3f}, format {result['format_rate'] or 0:.3f}"
@@ -138,10 +158,12 @@ def _train(recipe: GRPORecipe, model, tokenizer, rewards, splits, prompt, out: P
     from posttrain.grpo.trainer import build_trainer
     from posttrain.safety import GracefulStop, NonFiniteGuard
     from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
+    from posttrain.telemetry.resources import ResourceMonitor
+    from posttrain.telemetry.step_split import StepSplit
     from posttrain.telemetry.trainer_progress import RichProgressCallback
 
     train_rows = [{**row, "prompt": prompt(row)} for row in splits.train]
-    remove_leftovers(out / "checkpoints")
+    on_main(lambda: remove_leftovers(out / "checkpoints"))
     checkpoint = latest_checkpoint(out / "checkpoints") if resume else None
     timer = StepTimer()
     logger = MetricsLogger(out / "metrics.jsonl", timer, stage="grpo", start_step=checkpoint_step(checkpoint) if checkpoint else 0)
@@ -150,10 +172,10 @@ def _train(recipe: GRPORecipe, model, tokenizer, rewards, splits, prompt, out: P
     from posttrain.models.balancing import moe_callbacks
 
     stop = GracefulStop()
-    # MoE callbacks and the guard add to `logs`, so they must run before the logger and progress.
+    # The time split, resources, MoE callbacks and the guard add to `logs`: before the logger and progress.
     moe = moe_callbacks(recipe.moe, model, out)
     guard = NonFiniteGuard(skip=recipe.grpo.on_nonfinite == "skip")
-    callbacks = [timer, *moe, guard, logger, progress, stop]
+    callbacks = [timer, StepSplit(), ResourceMonitor(), *moe, guard, logger, progress, stop]
     trainer = build_trainer(recipe, model, tokenizer, rewards, train_rows, out / "checkpoints", callbacks=callbacks)
     trainer.metrics_logger = logger
     if checkpoint:
@@ -181,13 +203,36 @@ def _restore_weights(trainer, checkpoint: Path, is_adapter: bool) -> None:
 
 
 def _save_policy(trainer, tokenizer, out: Path, recipe: GRPORecipe) -> None:
-    """The policy at the top of the run folder: `from_pretrained(out)` loads it (adapter or full)."""
-    model = trainer.model
-    if recipe.model.lora.enabled and recipe.model.lora.merge_on_save:
-        model.save_pretrained(out / "adapter")
-        tokenizer.save_pretrained(out / "adapter")
-        model = model.merge_and_unload()
-    save_pretrained(model, tokenizer, out / "policy.tmp-final")
+    """The policy at the top of the run folder: `from_pretrained(out)` loads it (adapter or full).
+
+    Every process takes part (ZeRO-3 and FSDP gather the weights from all of them); the main one
+    writes. A LoRA adapter is merged in memory by every process, which then evaluates the merged
+    policy -- or, where the engine holds only shards, by the main process from the saved adapter.
+    """
+    model, lora = trainer.model, recipe.model.lora
+    state_dict = gathered_state_dict(trainer)
+    if not (lora.enabled and lora.merge_on_save):
+        on_main(lambda: _publish_policy(model, tokenizer, out, state_dict))
+        return
+    on_main(lambda: save_pretrained(model, tokenizer, out / "adapter", state_dict=state_dict))
+    if state_dict is None:
+        merged = model.merge_and_unload()
+        on_main(lambda: _publish_policy(merged, tokenizer, out, None))
+    else:
+        on_main(lambda: _publish_policy(_merge_saved_adapter(out / "adapter", recipe.model.dtype), tokenizer, out, None))
+
+
+def _merge_saved_adapter(adapter_dir: Path, dtype: str):
+    """The base model loaded afresh with the saved adapter merged in (the trainer's copy is sharded)."""
+    from peft import AutoPeftModelForCausalLM
+
+    from posttrain.models.loading import DTYPES
+
+    return AutoPeftModelForCausalLM.from_pretrained(adapter_dir, dtype=DTYPES[dtype]).merge_and_unload()
+
+
+def _publish_policy(model, tokenizer, out: Path, state_dict) -> None:
+    save_pretrained(model, tokenizer, out / "policy.tmp-final", state_dict=state_dict)
     for child in (out / "policy.tmp-final").iterdir():
         child.replace(out / child.name)
     (out / "policy.tmp-final").rmdir()
@@ -200,6 +245,8 @@ def _cost(timings: dict[str, float], usd_per_gpu_hour: float) -> dict:
     from posttrain.telemetry.cost import price
 
     devices = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+    if world_size() > 1:  # one device per launched process, on every node
+        devices = world_size()
     report = price(timings, devices, usd_per_gpu_hour)
     report["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return report

@@ -59,6 +59,7 @@ def build_trainer(recipe: GRPORecipe, model, tokenizer, reward_funcs, train_rows
     from trl import GRPOTrainer
 
     from posttrain.checkpoints import atomic
+    from posttrain.telemetry.step_split import attach
 
     trainer = atomic(GRPOTrainer)(
         model=model,
@@ -70,6 +71,7 @@ def build_trainer(recipe: GRPORecipe, model, tokenizer, reward_funcs, train_rows
         peft_config=peft_config(recipe.model.lora),
     )
     quiet(trainer)
+    attach(trainer)  # a StepSplit among the callbacks times this trainer's generation and rewards
     return trainer
 
 

@@ -74,8 +74,11 @@ def build_and_save(kind: str, builder_args: dict, out_dir: Path, seed: int) -> P
     return out_dir
 
 
-def save_pretrained(model, tokenizer, out_dir: Path) -> None:
-    """Save to a temporary sibling, fsync, then rename, so a crash never leaves half a checkpoint."""
+def save_pretrained(model, tokenizer, out_dir: Path, state_dict: dict | None = None) -> None:
+    """Save to a temporary sibling, fsync, then rename, so a crash never leaves half a checkpoint.
+
+    `state_dict`: the weights to write instead of the model's own (gathered from ZeRO-3 / FSDP shards).
+    """
     import shutil
 
     from posttrain.checkpoints import publish
@@ -83,7 +86,7 @@ def save_pretrained(model, tokenizer, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     publish(tmp, out_dir)
 

@@ -28,6 +28,19 @@ def _completion(prompt, solution: str):
     return [{"role": "assistant", "content": solution}] if isinstance(prompt, list) else solution
 
 
+def refuse_sharded_engine(setting: str) -> None:
+    """Warm-start trains the model in place and saves it: under ZeRO-3 or FSDP that would be shards."""
+    from posttrain.distributed import shards_weights
+    from posttrain.errors import ConfigError
+
+    if shards_weights():
+        raise ConfigError(
+            f"{setting}: warm-start is for small build: models in one process or under DDP; under DeepSpeed "
+            "ZeRO-3 or FSDP it would save the weights as shards. Launch with recipes/accelerate/ddp.yaml, or start "
+            f"from a trained checkpoint with {setting}.steps=0"
+        )
+
+
 def run_warmstart(model, tokenizer, rows: list[dict], prompts: list, cfg: WarmstartConfig, out_dir: Path, callbacks=(), bf16: bool = False):
     """Train `model` in place on the rows' solutions for `cfg.steps` steps; returns the trainer's metrics."""
     from datasets import Dataset

@@ -39,11 +39,15 @@ class RichProgressCallback(TrainerCallback):
         if self.progress is None or not logs:
             return
         from posttrain.models.balancing import routing_line
+        from posttrain.telemetry.step_split import split_line
 
         stats = format_stats(logs, self.accuracy_key)
         moe = routing_line(logs)
         if moe:
             stats += f"  {moe}"
+        split = split_line(logs)
+        if split:
+            stats += f"  {split}"
         now, tokens = time.perf_counter(), logs.get("num_tokens")
         if tokens is not None and self._last_tokens is not None and now > self._last_time:
             stats += f"  {(float(tokens) - self._last_tokens) / (now - self._last_time):,.0f} tok/s"

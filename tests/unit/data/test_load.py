@@ -69,6 +69,15 @@ def test_malformed_jsonl_line_number_and_skip(tmp_path):
     assert [r["question"] for r in load_rows(str(f), skip_bad_rows=True)] == ["a", "b"]
 
 
+def test_skipped_rows_are_counted_and_reported(tmp_path, caplog):
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"prompt": "a", "answer": "1"}\n{oops\n[1]\n{"prompt": "b"}\n{"prompt": "c", "answer": "3"}\n')
+    with caplog.at_level("WARNING", logger="posttrain.data.load"):
+        rows = load_rows(str(f), skip_bad_rows=True)
+    assert [r["question"] for r in rows] == ["a", "c"]
+    assert "skipped 3 bad rows" in caplog.text and "2 malformed, 1 without" in caplog.text and "d.jsonl:2" in caplog.text
+
+
 def test_heldout_never_in_training_or_warmstart():
     data = DataConfig(source="arithmetic", task_args={"num_terms": 2, "low": 1, "high": 9}, num_train=300)
     splits = make_splits(data, EvalConfig(num_problems=40), WarmstartConfig(steps=1, num_examples=300))

@@ -1,0 +1,403 @@
+"""Side by side: `posttrain grpo` vs a plain TRL GRPOTrainer script, then our reward stage vs math-verify's.
+
+    python benchmarks/bench_grpo.py [--steps 12] [--repeats 3] [--batch 32] [--out runs/bench_grpo]
+
+Part 1, the step-time ratio. One process, one tiny MoE checkpoint (recipes/tiny-math.yaml's model,
+briefly warm-started once and cached in OUT/base so completions vary in length and rewards are not
+all zero), the same training rows, rewards, settings and seed on both sides:
+
+- posttrain: `posttrain.grpo.run.run()` on the recipe shrunk by overrides (eval and plots off), with
+  everything `posttrain grpo` adds: guarded rewards, MoE routing telemetry, the NaN guard, the time
+  split, memory readings, metrics.jsonl, rich progress (to a quiet console) and the checkpoint;
+- TRL: `trl.GRPOTrainer(model=PATH, reward_funcs=[accuracy, format_strict], args=GRPOConfig(...))`
+  with our two built-in rewards called directly. TRL defaults `bf16=True` and
+  `gradient_checkpointing=True`; the recipe runs float32 without checkpointing, so the script
+  sets both off. The script's GRPOConfig is checked field by field against posttrain's.
+
+Step time is the wall time between consecutive `on_step_begin` events, so it counts every
+callback and log write; the final checkpoint save (after the last step) is outside it. After an
+untimed warm-up run the runs alternate (posttrain, TRL, TRL, posttrain, ...) so a busy shared
+machine disturbs both alike.
+Prints the median step time of each, the ratio posttrain / TRL (target <= 1.05), whether the two
+trajectories agree, and posttrain's time split.
+
+Part 2, the reward stage. ~2000 MATH-style completions (4 per MATH-500 answer: boxed, rewritten in
+another form, wrong, no answer; synthetic answers when MATH-500 is absent) scored by our
+`accuracy` and by a math-verify reward written the way open-r1 writes it. Prints the time of each
+(median of --reward-repeats batches, each batch fresh so our result cache cannot help), the ratio
+and how often the two agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import statistics
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPE = REPO / "recipes" / "tiny-math.yaml"
+MATH500 = REPO / ".." / "shared" / "data" / "math500_test.jsonl"
+# Fields that legitimately differ between the two GRPOConfigs (paths) or are not settings.
+NOT_SETTINGS = {"output_dir", "logging_dir", "run_name"}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=12, help="GRPO steps per run")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each side, alternating order")
+    p.add_argument("--batch", type=int, default=32, help="completions per step (prompts x 8 generations)")
+    p.add_argument("--max-completion-length", type=int, default=40)
+    p.add_argument("--warmstart-steps", type=int, default=60, help="SFT steps of the shared base (0: random init), built once into OUT/base: delete it to change this")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--math500", type=Path, default=MATH500, help="MATH-500 JSONL with an `answer` column")
+    p.add_argument("--reward-repeats", type=int, default=3, help="timed batches per reward function")
+    p.add_argument("--skip-grpo", action="store_true", help="only the reward-stage comparison")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_grpo")
+    return p.parse_args()
+
+
+# -- part 1: posttrain grpo vs plain TRL -------------------------------------------------------
+
+
+def load(args, model_path: str | None = None, out: Path | None = None):
+    from posttrain.config.loader import load_recipe
+    from posttrain.config.schema import GRPORecipe
+
+    sets = [
+        f"output.dir={out or args.out / 'recipe'}", "output.plots=false", "eval.enabled=false",
+        f"grpo.max_steps={args.steps}", "grpo.logging_steps=1", f"grpo.seed={args.seed}",
+        f"grpo.per_device_train_batch_size={args.batch}", "grpo.num_generations=8",
+        f"grpo.max_completion_length={args.max_completion_length}", "data.num_train=1000",
+        f"model.warmstart.steps={args.warmstart_steps}", "model.warmstart.num_examples=4000",
+    ]
+    if model_path:  # the shared base: loaded as is, no second warm-start
+        sets += [f"model.name_or_path={model_path}", "model.builder_args={}", "model.warmstart.steps=0"]
+    return load_recipe(RECIPE, GRPORecipe, sets)
+
+
+def base_model(args) -> Path:
+    """The recipe's tiny MoE, warm-started once, saved in OUT/base: both sides start from it."""
+    from posttrain.data.load import to_prompt
+    from posttrain.data.splits import make_splits
+    from posttrain.models.loading import (
+        load_model,
+        load_tokenizer,
+        resolve_model_path,
+        save_pretrained,
+    )
+    from posttrain.models.warmstart import run_warmstart
+
+    base = args.out / "base"
+    if (base / "config.json").is_file():
+        return base
+    recipe = load(args)
+    init = resolve_model_path(recipe.model, args.out, seed=args.seed)
+    model, tokenizer = load_model(init, "float32"), load_tokenizer(init)
+    if args.warmstart_steps:
+        splits = make_splits(recipe.data, recipe.eval, recipe.model.warmstart)
+        prompts = [to_prompt(r["question"], recipe.data.system_prompt, True) for r in splits.warmstart]
+        print(f"warm-start: {args.warmstart_steps} SFT steps (once; cached in {base})")
+        run_warmstart(model, tokenizer, splits.warmstart, prompts, recipe.model.warmstart, args.out / "warmstart-tmp")
+    save_pretrained(model, tokenizer, base)
+    return base
+
+
+def step_clock():
+    """A callback holding `on_step_begin` times; step i lasts until step i+1 begins (callbacks and
+    log writes included)."""
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.begins: list[float] = []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.begins.append(time.perf_counter())
+
+        def seconds(self) -> list[float]:
+            return [b - a for a, b in zip(self.begins, self.begins[1:])]
+
+    return StepClock()
+
+
+@contextmanager
+def clocked(clock):
+    """Add `clock` to the trainer `posttrain grpo` builds (the benchmark's only hook into the run)."""
+    import posttrain.grpo.trainer as grpo_trainer
+
+    original = grpo_trainer.build_trainer
+
+    def build(*args, **kwargs):
+        trainer = original(*args, **kwargs)
+        trainer.add_callback(clock)
+        return trainer
+
+    grpo_trainer.build_trainer = build
+    try:
+        yield
+    finally:
+        grpo_trainer.build_trainer = original
+
+
+def run_posttrain(args, base: Path, out: Path) -> dict:
+    from rich.console import Console
+
+    from posttrain.grpo.run import run
+
+    recipe = load(args, str(base), out)
+    clock = step_clock()
+    with clocked(clock):
+        run(recipe, Console(quiet=True), overwrite=True)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {"steps": clock.seconds(), "rows": rows}
+
+
+def trl_config(args, out: Path):
+    """The plain script's settings, written out as a TRL user would (values from the recipe)."""
+    from trl import GRPOConfig
+
+    recipe = load(args)
+    g = recipe.grpo
+    return GRPOConfig(
+        output_dir=str(out), max_steps=args.steps, seed=args.seed, logging_steps=1,
+        per_device_train_batch_size=args.batch, num_generations=8, max_completion_length=args.max_completion_length,
+        learning_rate=g.learning_rate, lr_scheduler_type=g.lr_scheduler_type, loss_type=g.loss_type, beta=g.beta,
+        scale_rewards=g.scale_rewards, temperature=g.temperature, reward_weights=[1.0, 0.2],
+        bf16=False, activation_checkpointing=False,  # TRL defaults both on; the recipe has both off
+        router_aux_loss_coef=0.0,  # posttrain's value unless moe.balancing=aux_loss
+        save_strategy="steps", save_steps=args.steps, save_total_limit=2, report_to=[], dataloader_pin_memory=False, disable_tqdm=True,
+    )
+
+
+def run_trl(args, base: Path, rows: list[dict], out: Path) -> dict:
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback
+    from trl import GRPOTrainer
+
+    from posttrain.rewards.format import format_strict
+    from posttrain.rewards.math import accuracy
+
+    clock = step_clock()
+    trainer = GRPOTrainer(
+        model=str(base), reward_funcs=[accuracy, format_strict], args=trl_config(args, out),
+        train_dataset=Dataset.from_list(rows), processing_class=AutoTokenizer.from_pretrained(base), callbacks=[clock],
+    )
+    trainer.remove_callback(PrinterCallback)  # with tqdm off, the Trainer prints every log dict instead
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "reward" in h]
+    return {"steps": clock.seconds(), "rows": logged}
+
+
+def config_differences(args, base: Path) -> list[str]:
+    """GRPOConfig fields where the plain script and posttrain's recipe mapping disagree."""
+    import dataclasses
+
+    from posttrain.grpo.trainer import grpo_args
+
+    ours = grpo_args(load(args, str(base)), args.out / "a")
+    theirs = trl_config(args, args.out / "b")
+    return [f"{f.name}: posttrain {getattr(ours, f.name)!r} vs TRL {getattr(theirs, f.name)!r}"
+            for f in dataclasses.fields(ours)
+            if f.name not in NOT_SETTINGS and getattr(ours, f.name) != getattr(theirs, f.name)]
+
+
+def train_rows(args, base: Path) -> list[dict]:
+    """The rows `posttrain grpo` trains on, prompt column included, for the TRL script."""
+    from posttrain.data.load import to_prompt
+    from posttrain.data.splits import make_splits
+
+    recipe = load(args, str(base))
+    splits = make_splits(recipe.data, recipe.eval, recipe.model.warmstart)
+    return [{**r, "prompt": to_prompt(r["question"], recipe.data.system_prompt, True)} for r in splits.train]
+
+
+def bench_grpo(args) -> None:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from posttrain.telemetry.progress import quiet_libraries
+
+    quiet_libraries()
+    base = base_model(args)
+    differences = config_differences(args, base)
+    rows = train_rows(args, base)
+    # Untimed: the process's one-time costs (lazy imports, first kernels) would land on the first run.
+    run_trl(argparse.Namespace(**{**vars(args), "steps": 2}), base, rows, args.out / "warm-up")
+    results = {"posttrain": [], "trl": []}
+    for r in range(args.repeats):
+        order = ("posttrain", "trl") if r % 2 == 0 else ("trl", "posttrain")
+        for side in order:
+            out = args.out / f"{side}-{r}"
+            started = time.time()
+            result = run_posttrain(args, base, out) if side == "posttrain" else run_trl(args, base, rows, out)
+            results[side].append(result)
+            print(f"run {r + 1}/{args.repeats} {side:9}: median step {statistics.median(result['steps']):.3f} s "
+                  f"({time.time() - started:.0f} s in all)")
+    report_grpo(args, results, differences)
+
+
+def report_grpo(args, results: dict, differences: list[str]) -> None:
+    medians = {side: statistics.median(s for run in runs for s in run["steps"]) for side, runs in results.items()}
+    print(f"\nGRPO {args.steps} steps x {args.batch} completions (max {args.max_completion_length} tokens), "
+          f"{args.repeats} run(s) per side, seed {args.seed}, {args.threads or 'default'} thread(s)")
+    print("settings: " + ("identical GRPOConfig" if not differences else "differ in " + "; ".join(differences)))
+    for side in ("posttrain", "trl"):
+        per_run = ", ".join(f"{statistics.median(run['steps']):.3f}" for run in results[side])
+        print(f"  {side:9} median step {medians[side]:.3f} s   (per run: {per_run})")
+    pairs = [statistics.median(p["steps"]) / statistics.median(t["steps"]) for p, t in zip(results["posttrain"], results["trl"])]
+    print(f"step-time ratio posttrain / TRL: {medians['posttrain'] / medians['trl']:.3f} (target <= 1.05); "
+          f"per pair of runs: {', '.join(f'{r:.3f}' for r in pairs)}")
+    ours, theirs = results["posttrain"][0]["rows"], results["trl"][0]["rows"]
+    same = [round(a["reward_mean"], 6) == round(b["reward"], 6) for a, b in zip(ours, theirs)]
+    print(f"same reward trajectory (first run of each): {sum(same)}/{len(same)} steps")
+    rows = [row for run in results["posttrain"] for row in run["rows"]]
+    split = {k: statistics.median(r[f"time/{k}_s"] for r in rows) for k in ("generation", "reward", "optimisation")}
+    fracs = {k: statistics.median(r[f"time/{k}_frac"] for r in rows) for k in split}
+    print("posttrain time split (median per step): " + ", ".join(
+        f"{k} {split[k]:.3f} s ({fracs[k]:.0%})" for k in split))
+    print(f"peak RSS {max(r['memory/peak_rss_mb'] for r in rows):.0f} MiB, "
+          f"tokens/s {statistics.median(r['tokens_per_second'] for r in rows if 'tokens_per_second' in r):,.0f}")
+
+
+# -- part 2: the reward stage ------------------------------------------------------------------
+
+
+def math_verify_accuracy(completions, solution, **kwargs) -> list[float | None]:
+    """open-r1's `accuracy_reward`: math-verify's parse of the gold and the completion, then verify."""
+    from latex2sympy2_extended import NormalizationConfig
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    rewards = []
+    for completion, sol in zip(completions, solution):
+        gold = parse(sol, extraction_mode="first_match")
+        if not gold:
+            rewards.append(None)
+            continue
+        answer = parse(completion[0]["content"], extraction_config=[LatexExtractionConfig(
+            # open-r1 also sets equations=True, which math-verify 0.9 ignores (with a warning per call)
+            normalization_config=NormalizationConfig(nits=False, malformed_operators=False, basic_latex=True,
+                                                     boxed="all", units=True),
+            boxed_match_priority=0, try_extract_without_anchor=False)], extraction_mode="first_match")
+        try:
+            rewards.append(float(verify(gold, answer)))
+        except Exception:  # noqa: BLE001 - as open-r1: a failed comparison scores nothing
+            rewards.append(None)
+    return rewards
+
+
+def answers(path: Path, n: int = 500) -> list[str]:
+    if path.is_file():
+        with path.open(encoding="utf-8") as f:
+            return [json.loads(line)["answer"] for line in f if line.strip()][:n]
+    print(f"no MATH-500 at {path}: synthesising {n} MATH-style answers (pass --math500 PATH for the real ones)")
+    rng = random.Random(0)
+    forms = [lambda: str(rng.randint(-50, 999)), lambda: f"\\frac{{{rng.randint(1, 9)}}}{{{rng.randint(2, 12)}}}",
+             lambda: f"\\frac{{\\sqrt{{{rng.choice([2, 3, 5])}}}}}{{{rng.randint(2, 6)}}}",
+             lambda: f"{rng.randint(1, 9)}\\sqrt{{{rng.choice([2, 3, 7])}}}", lambda: f"({rng.randint(-9, 9)},{rng.randint(-9, 9)})",
+             lambda: f"{rng.randint(1, 99)}\\pi", lambda: f"[{rng.randint(-9, 0)},{rng.randint(1, 9)}]"]
+    return [rng.choice(forms)() for _ in range(n)]
+
+
+def rewritten(answer: str) -> str:
+    """The same value written another way, as a model might: 1/2 for \\frac{1}{2}, 7.0 for 7."""
+    a = answer.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\left", "").replace("\\right", "")
+    if re.fullmatch(r"-?\d+", a):
+        return f"{a}.0"
+    frac = re.fullmatch(r"(-?)\\frac\{(\d+)\}\{(\d+)\}", a)
+    if frac:
+        return f"{frac[1]}{frac[2]}/{frac[3]}"
+    return a.replace(" ", "")
+
+
+def wrong(answer: str) -> str:
+    """A different value: one digit changed, or the next choice letter for "\\text{(C)}"."""
+    digit = re.search(r"\d", answer)
+    if digit:
+        return answer[:digit.start()] + str((int(digit[0]) + 1) % 10) + answer[digit.end():]
+    choice = re.search(r"\(([A-E])\)", answer)
+    if choice:
+        return answer[:choice.start(1)] + "ABCDEA"["ABCDE".index(choice[1]) + 1] + answer[choice.end(1):]
+    return answer + "+1"
+
+
+def completion_batch(golds: list[str]) -> tuple[list[str], list[str], list[float]]:
+    """(completion texts, golds, intended label): boxed, rewritten, wrong and missing, per gold."""
+    texts, out_golds, labels = [], [], []
+    for gold in golds:
+        for text, label in (
+            (f"Adding the two cases gives the result, so the answer is $\\boxed{{{gold}}}$.", 1.0),
+            (f"Simplifying step by step. The final answer is ${rewritten(gold)}$.", 1.0),
+            (f"After a sign slip: the answer is $\\boxed{{{wrong(gold)}}}$.", 0.0),
+            ("Let me set up the equation first and then solve for the unknown", 0.0),
+        ):
+            texts.append(text)
+            out_golds.append(gold)
+            labels.append(label)
+    return texts, out_golds, labels
+
+
+def bench_rewards(args) -> None:
+    from posttrain.rewards.math import accuracy
+
+    texts, golds, labels = completion_batch(answers(args.math500))
+    solutions = [f"$\\boxed{{{g}}}$" for g in golds]  # the gold as a MATH solution ends: boxed
+
+    def batch(repeat: int):
+        # A fresh opening per batch, so our result cache cannot answer from a previous batch. Letters,
+        # not digits: a completion without an answer must not end up with a number in it.
+        tag = "".join(chr(ord("a") + int(d)) for d in str(repeat + 1))
+        return [[{"role": "assistant", "content": f"Attempt {tag}. {t}"}] for t in texts]
+
+    math_verify_accuracy([[{"role": "assistant", "content": "$1$"}]], ["$1$"])  # imports outside the timing
+    accuracy([[{"role": "assistant", "content": "$1$"}]], answer=["1"])
+    seconds = {"posttrain": [], "math-verify": []}
+    scores = {}
+    for repeat in range(args.reward_repeats):
+        for name in (("posttrain", "math-verify") if repeat % 2 == 0 else ("math-verify", "posttrain")):
+            completions = batch(repeat)
+            start = time.perf_counter()
+            if name == "posttrain":
+                scores[name] = accuracy(completions, answer=golds)
+            else:
+                scores[name] = math_verify_accuracy(completions, solution=solutions)
+            seconds[name].append(time.perf_counter() - start)
+    ours, theirs = scores["posttrain"], scores["math-verify"]
+    n = len(texts)
+    median = {k: statistics.median(v) for k, v in seconds.items()}
+    cold = {k: v[0] for k, v in seconds.items()}  # the first batch: no parse cached yet
+    print(f"\nreward stage: {n} MATH-style completions ({n // 4} answers x boxed/rewritten/wrong/missing), "
+          f"median of {args.reward_repeats} batches")
+    for name in ("posttrain", "math-verify"):
+        right = sum(s == l for s, l in zip(scores[name], labels))
+        print(f"  {name:11} {median[name]:7.3f} s per batch ({median[name] / n * 1e6:6.0f} us/completion; "
+              f"first batch {cold[name]:.3f} s), "
+              f"matches the intended label {right / n:.1%}, None {sum(s is None for s in scores[name])}")
+    agree = sum(a == b for a, b in zip(ours, theirs))
+    print(f"reward-stage ratio posttrain / math-verify: {median['posttrain'] / median['math-verify']:.3f} "
+          f"({median['math-verify'] / median['posttrain']:.1f}x faster; first batch "
+          f"{cold['posttrain'] / cold['math-verify']:.3f}); the two agree on {agree / n:.1%} of rows")
+    kinds = ("boxed", "rewritten", "wrong", "missing")
+    for k, kind in enumerate(kinds):
+        rows = range(k, n, 4)
+        print(f"    {kind:9} posttrain {sum(ours[i] == labels[i] for i in rows) / len(rows):.1%}  "
+              f"math-verify {sum(theirs[i] == labels[i] for i in rows) / len(rows):.1%}")
+
+
+def main() -> None:
+    args = parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.skip_grpo:
+        bench_grpo(args)
+    bench_rewards(args)
+
+
+if __name__ == "__main__":
+    main()
