@@ -107,17 +107,23 @@ def _check_one_writer(result, log_dir: Path) -> None:
     assert stray == [], stray
 
 
-@pytest.mark.slow
-def test_grpo_under_two_processes_matches_one_and_only_rank0_writes(tmp_path):
+def _launch_and_compare(command: str, recipe: str, sets: list[str], tmp_path: Path):
+    """Two-process launch and one-process run of the same recipe: same files, same summary keys,
+    one writer, nothing half-written. Returns both folders and both summaries."""
     out, single = tmp_path / "ddp", tmp_path / "single"
-    result = _launch("grpo", "recipes/tiny-math.yaml", GRPO_SETS, out, tmp_path / "writes")
+    result = _launch(command, recipe, sets, out, tmp_path / "writes")
     _check_one_writer(result, tmp_path / "writes")
-    _single("grpo", "recipes/tiny-math.yaml", GRPO_SETS, single)
-
+    _single(command, recipe, sets, single)
     assert _relative(out) == _relative(single)
     assert not [p for p in out.rglob("*") if ".tmp" in p.name or p.name.startswith(".staging")]
     summary, reference = json.loads((out / "summary.json").read_text()), json.loads((single / "summary.json").read_text())
     assert _key_paths(summary) == _key_paths(reference)
+    return out, single, summary, reference
+
+
+@pytest.mark.slow
+def test_grpo_under_two_processes_matches_one_and_only_rank0_writes(tmp_path):
+    out, single, summary, reference = _launch_and_compare("grpo", "recipes/tiny-math.yaml", GRPO_SETS, tmp_path)
     assert summary["steps"] == 2 and summary["eval"]["num_problems"] == 5
     assert summary["cost"]["num_devices"] == 2 and reference["cost"]["num_devices"] == 1
     assert [r["step"] for r in _jsonl(out / "metrics.jsonl")] == [1, 2]
@@ -139,15 +145,7 @@ def test_grpo_under_two_processes_matches_one_and_only_rank0_writes(tmp_path):
 
 @pytest.mark.slow
 def test_distill_under_two_processes_matches_one_and_only_rank0_writes(tmp_path):
-    out, single = tmp_path / "ddp", tmp_path / "single"
-    result = _launch("distill", "recipes/tiny-distill.yaml", DISTILL_SETS, out, tmp_path / "writes")
-    _check_one_writer(result, tmp_path / "writes")
-    _single("distill", "recipes/tiny-distill.yaml", DISTILL_SETS, single)
-
-    assert _relative(out) == _relative(single)
-    assert not [p for p in out.rglob("*") if ".tmp" in p.name or p.name.startswith(".staging")]
-    summary, reference = json.loads((out / "summary.json").read_text()), json.loads((single / "summary.json").read_text())
-    assert _key_paths(summary) == _key_paths(reference)
+    out, single, summary, reference = _launch_and_compare("distill", "recipes/tiny-distill.yaml", DISTILL_SETS, tmp_path)
     assert summary["traces"]["prompts"] == 11 and summary["traces"]["samples"] == 22
     raw, expected = _jsonl(out / "traces_raw.jsonl"), _jsonl(single / "traces_raw.jsonl")
     assert [r["id"] for r in raw] == [r["id"] for r in expected]  # each prompt once, in order

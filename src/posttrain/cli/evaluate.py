@@ -99,5 +99,6 @@ def _from_recipe(path: Path, overrides):
         correctness_reward=e.correctness_reward,
         problem_seed=e.seed,
         num_problems=e.num_problems,
-        sampling=SamplingSettings(n=e.num_samples, temperature=e.temperature, top_p=e.top_p, max_new_tokens=e.max_new_tokens),
+        sampling=SamplingSettings(n=e.num_samples, temperature=e.temperature, top_p=e.top_p, max_new_tokens=e.max_new_tokens,
+                                  cache=cfg.generation.cache),
     )

@@ -17,11 +17,13 @@ from posttrain.config.schema import (
     BUILD_PREFIX,
     DataConfig,
     EvalConfig,
+    GenerationConfig,
     ModelConfig,
     OutputConfig,
     RewardConfig,
     RewardsConfig,
     Section,
+    TrainConfig,
 )
 
 DEFAULT_REWARDS = ({"name": "accuracy", "weight": 1.0}, {"name": "format", "weight": 1.0})
@@ -144,6 +146,8 @@ class DistillRecipe(Section):
     data: DataConfig
     rewards: DistillRewardsConfig = Field(default_factory=DistillRewardsConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Student training precision (auto: student.dtype).")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=lambda: OutputConfig(dir="outputs/distill"))
 

@@ -207,8 +207,10 @@ class GRPOConfig(Section):
     def _known_trl_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
         from posttrain.config.trl_fields import check_passthrough
 
-        # router_aux_loss_coef is the recipe's moe.aux_loss_coef.
-        check_passthrough(value, "GRPOConfig", owned=set(cls.model_fields) | {"router_aux_loss_coef"})
+        # router_aux_loss_coef is moe.aux_loss_coef; the rest are train.* and generation.* fields.
+        owned = {"router_aux_loss_coef", "bf16", "fp16", "cache_implementation", "use_vllm", "vllm_mode",
+                 "vllm_server_host", "vllm_server_port"}
+        check_passthrough(value, "GRPOConfig", owned=set(cls.model_fields) | owned)
         return value
 
     @model_validator(mode="after")
@@ -219,6 +221,47 @@ class GRPOConfig(Section):
                 f"per_device_train_batch_size x gradient_accumulation_steps ({total}) must be a "
                 f"multiple of num_generations ({self.num_generations})"
             )
+        return self
+
+
+class TrainConfig(Section):
+    """How the weights are trained (posttrain.models.precision)."""
+
+    precision: Literal["auto", "fp32", "bf16", "fp16", "fp8"] = Field(
+        "auto",
+        description="Training precision; auto follows model.dtype (bfloat16 -> bf16, float16 -> fp16, else fp32). "
+        "fp16 needs a CUDA GPU; fp8 needs compute capability 8.9+ (Hopper/Ada) and torchao.",
+    )
+
+
+class GenerationConfig(Section):
+    """How completions are decoded (posttrain.models.generation): held-out eval, traces."""
+
+    cache: Literal["dynamic", "static", "quantized"] = Field(
+        "dynamic", description="KV cache: dynamic (default), static (preallocated) or quantized (4-bit; optimum-quanto or hqq)."
+    )
+
+
+class GRPOGenerationConfig(GenerationConfig):
+    """Generation for GRPO: our sampling (eval) and TRL's rollouts."""
+
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="Rollout engine: transformers generate, or vLLM (CUDA GPU, posttrain[vllm])."
+    )
+    vllm_mode: Literal["colocate", "server"] = Field(
+        "colocate", description="vLLM beside the trainer on the same GPUs, or a `trl vllm-serve` server."
+    )
+    vllm_server_host: str | None = Field(None, description="vllm_mode server: host of the server (TRL default 0.0.0.0).")
+    vllm_server_port: int | None = Field(None, gt=0, description="vllm_mode server: port of the server (TRL default 8000).")
+
+    @model_validator(mode="after")
+    def _vllm_fields_fit(self) -> GRPOGenerationConfig:
+        # By value, not by keys set: a dumped recipe.yaml (defaults written out) must load back.
+        server = [k for k in ("vllm_server_host", "vllm_server_port") if getattr(self, k) is not None]
+        if self.backend != "vllm" and (server or self.vllm_mode == "server"):
+            raise ValueError("vllm_mode: server and vllm_server_* apply to backend: vllm only")
+        if server and self.vllm_mode != "server":
+            raise ValueError(f"{', '.join(server)} apply to vllm_mode: server only")
         return self
 
 
@@ -254,6 +297,8 @@ class GRPORecipe(Section):
     data: DataConfig
     rewards: RewardsConfig
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    generation: GRPOGenerationConfig = Field(default_factory=GRPOGenerationConfig)
     moe: MoEConfig = Field(default_factory=MoEConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)

@@ -61,7 +61,7 @@ def check_targets(rows: list[dict], traces: list[dict], targets: TopKTargets, pa
             )
 
 
-def kd_args(cfg: LogitKDConfig, out_dir: Path, *, max_new_tokens: int, max_length: int, bf16: bool, seed: int,
+def kd_args(cfg: LogitKDConfig, out_dir: Path, *, max_new_tokens: int, max_length: int, precision: str, seed: int,
             logging_steps: int, save_steps: int, save_total_limit: int):
     from posttrain.distill.topk import gkd_classes
 
@@ -69,7 +69,7 @@ def kd_args(cfg: LogitKDConfig, out_dir: Path, *, max_new_tokens: int, max_lengt
     from posttrain.distill.sequence_kd import training_kwargs
 
     return GKDConfig(
-        **training_kwargs(cfg, out_dir, logging_steps=logging_steps, bf16=bf16, save_steps=save_steps,
+        **training_kwargs(cfg, out_dir, logging_steps=logging_steps, precision=precision, save_steps=save_steps,
                           save_total_limit=save_total_limit),
         max_length=max_length,
         seed=seed,

@@ -27,6 +27,7 @@ from posttrain.data.splits import make_splits
 from posttrain.distill import roles
 from posttrain.distill.ledger import Ledger, evaluate_cached, recipe_changes
 from posttrain.distill.traces import generate_traces, make_filter, select
+from posttrain.models.precision import resolve
 from posttrain.distributed import gathered_state_dict, on_main, sum_counts
 from posttrain.errors import PosttrainError
 from posttrain.evaluate.heldout import eval_sampling
@@ -64,6 +65,7 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
 
     started = time.time()
     quiet_libraries()
+    _check_machine(recipe)
     if roles.needs_warmstart(recipe.teacher):
         from posttrain.models.warmstart import refuse_sharded_engine
 
@@ -102,7 +104,7 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
         teacher.set(warmed)
     ledger.params_once("teacher", lambda: count_parameters(teacher.get()))
 
-    settings = eval_sampling(recipe.eval)
+    settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
 
     def evaluate(model_fn, tok, label):
         prompts = [to_prompt(r["question"], recipe.data.system_prompt, tok.chat_template is not None) for r in splits.heldout]
@@ -163,7 +165,7 @@ def _traces(recipe, teacher: LazyModel, tokenizer, rows, prompt, rewards, correc
         return read_jsonl(kept_path), json.loads(stats_path.read_text(encoding="utf-8"))
     records = generate_traces(
         teacher.get(), tokenizer, rows, [prompt(r) for r in rows], recipe.distill.traces, rewards, correctness,
-        out / "traces_raw.jsonl", console,
+        out / "traces_raw.jsonl", console, cache=recipe.generation.cache,
     )
     kept, stats = select(records, trace_filter)
     if not kept:
@@ -224,6 +226,15 @@ def _checkpoint(stage_dir: Path, resume: bool) -> Path | None:
     return latest_checkpoint(stage_dir / "checkpoints") if resume else None
 
 
+def _check_machine(recipe: DistillRecipe) -> None:
+    """Fail at run start, in one line, on a precision or KV cache this machine cannot do."""
+    from posttrain.models.generation import check_cache
+    from posttrain.models.precision import check_hardware
+
+    check_hardware(resolve(recipe.train.precision, recipe.student.dtype))
+    check_cache(recipe.generation.cache)
+
+
 def _sequence_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src: str, traces, out: Path, console: Console, resume: bool):
     """Stage 2: SFT on the kept traces (or the student a finished stage 2 saved)."""
     from posttrain.distill import sequence_kd
@@ -240,7 +251,7 @@ def _sequence_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_s
         trainer = sequence_kd.train(
             student.get(), tokenizer, traces, cfg, recipe.student.lora, stage_dir / "checkpoints",
             callbacks=callbacks,
-            resume_from=checkpoint, bf16=recipe.student.dtype == "bfloat16",
+            resume_from=checkpoint, precision=resolve(recipe.train.precision, recipe.student.dtype),
             save_steps=recipe.output.save_steps, save_total_limit=recipe.output.save_total_limit,
         )
     roles.save_stage(trainer.model, tokenizer, stage_dir, gathered_state_dict(trainer))
@@ -265,7 +276,7 @@ def _logit_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src:
         logit_kd.check_targets(rows, traces, targets, out / "topk.safetensors")
     args = logit_kd.kd_args(
         cfg, stage_dir / "checkpoints", max_new_tokens=cfg.max_new_tokens or d.traces.max_new_tokens,
-        max_length=d.max_length, bf16=recipe.student.dtype == "bfloat16", seed=d.seed, logging_steps=d.logging_steps,
+        max_length=d.max_length, precision=resolve(recipe.train.precision, recipe.student.dtype), seed=d.seed, logging_steps=d.logging_steps,
         save_steps=recipe.output.save_steps, save_total_limit=recipe.output.save_total_limit,
     )
     checkpoint = _checkpoint(stage_dir, resume)

@@ -12,6 +12,7 @@ from posttrain.config.distill_schema import DistillConfig
 from posttrain.config.schema import LoraConfig
 from posttrain.config.trl_fields import checkpointing_kwargs, warmup_kwargs
 from posttrain.models.lora import peft_config
+from posttrain.models.precision import trainer_kwargs
 
 
 def use_packing(setting: str, model) -> bool:
@@ -25,7 +26,7 @@ def use_packing(setting: str, model) -> bool:
     return impl.startswith(("flash", "kernels-community/flash"))
 
 
-def training_kwargs(cfg, out_dir: Path, *, logging_steps: int, bf16: bool, save_steps: int, save_total_limit: int) -> dict:
+def training_kwargs(cfg, out_dir: Path, *, logging_steps: int, precision: str, save_steps: int, save_total_limit: int) -> dict:
     """The Trainer arguments both distillation stages share (SFT and logit KD)."""
     return dict(
         output_dir=str(out_dir),
@@ -44,16 +45,17 @@ def training_kwargs(cfg, out_dir: Path, *, logging_steps: int, bf16: bool, save_
         disable_tqdm=True,  # our rich progress replaces tqdm
         # TRL turns checkpointing on by default; on small students it only costs time.
         **checkpointing_kwargs("SFTConfig", False),
-        bf16=bf16,  # TRL defaults to bf16 autocast, several times slower on CPUs
+        # explicit even for fp32: TRL defaults to bf16 autocast, several times slower on CPUs
+        **trainer_kwargs(precision),
         dataset_num_proc=None,
     )
 
 
-def sft_args(cfg: DistillConfig, out_dir: Path, *, packing: bool, bf16: bool, save_steps: int, save_total_limit: int):
+def sft_args(cfg: DistillConfig, out_dir: Path, *, packing: bool, precision: str, save_steps: int, save_total_limit: int):
     from trl import SFTConfig
 
     return SFTConfig(
-        **training_kwargs(cfg, out_dir, logging_steps=cfg.logging_steps, bf16=bf16, save_steps=save_steps,
+        **training_kwargs(cfg, out_dir, logging_steps=cfg.logging_steps, precision=precision, save_steps=save_steps,
                           save_total_limit=save_total_limit),
         completion_only_loss=True,
         packing=packing,
@@ -65,7 +67,7 @@ def sft_args(cfg: DistillConfig, out_dir: Path, *, packing: bool, bf16: bool, sa
 
 
 def train(model, tokenizer, traces: list[dict], cfg: DistillConfig, lora: LoraConfig, out_dir: Path, *,
-          callbacks=(), resume_from: Path | None = None, bf16: bool = False, save_steps: int = 0, save_total_limit: int = 2):
+          callbacks=(), resume_from: Path | None = None, precision: str = "fp32", save_steps: int = 0, save_total_limit: int = 2):
     """Fine-tune `model` on the traces; returns the trainer (its `.model` may be a PeftModel)."""
     from datasets import Dataset
     from trl import SFTTrainer
@@ -74,7 +76,7 @@ def train(model, tokenizer, traces: list[dict], cfg: DistillConfig, lora: LoraCo
     from posttrain.models.warmstart import sft_rows
 
     rows = sft_rows([{"solution": t["completion"]} for t in traces], [t["prompt"] for t in traces])
-    args = sft_args(cfg, out_dir, packing=use_packing(cfg.packing, model), bf16=bf16, save_steps=save_steps, save_total_limit=save_total_limit)
+    args = sft_args(cfg, out_dir, packing=use_packing(cfg.packing, model), precision=precision, save_steps=save_steps, save_total_limit=save_total_limit)
     trainer = atomic(SFTTrainer)(
         model=model,
         args=args,

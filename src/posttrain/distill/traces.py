@@ -117,15 +117,15 @@ def _trace_row(record: dict, sample: dict) -> dict:
     }
 
 
-def settings_for(cfg: TracesConfig, start: int) -> SamplingSettings:
+def settings_for(cfg: TracesConfig, start: int, cache: str = "dynamic") -> SamplingSettings:
     """Each chunk seeds from its first prompt's index, so a resumed chunk samples as it would have."""
     return SamplingSettings(
         n=cfg.num_samples, temperature=cfg.temperature, top_p=cfg.top_p,
-        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed + start,
+        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed + start, cache=cache,
     )
 
 
-def generate_traces(model, tokenizer, rows, prompts, cfg: TracesConfig, reward_funcs, correctness, raw_path: Path, console: Console) -> list[dict]:
+def generate_traces(model, tokenizer, rows, prompts, cfg: TracesConfig, reward_funcs, correctness, raw_path: Path, console: Console, cache: str = "dynamic") -> list[dict]:
     """Scored teacher samples for every row, resuming after the records already in `raw_path`."""
     from posttrain.evaluate.heldout import sample_and_score
 
@@ -137,7 +137,7 @@ def generate_traces(model, tokenizer, rows, prompts, cfg: TracesConfig, reward_f
         stop = min(start + cfg.chunk_prompts, len(rows))
         label = f"teacher traces {start + 1}-{stop} of {len(rows)}"
         records = sample_and_score(
-            model, tokenizer, rows[start:stop], prompts[start:stop], settings_for(cfg, start),
+            model, tokenizer, rows[start:stop], prompts[start:stop], settings_for(cfg, start, cache),
             reward_funcs, correctness, console, label,
         )
         on_main(lambda: _append_chunk(raw_path, records))  # every process samples, the main one writes

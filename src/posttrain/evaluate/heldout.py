@@ -17,11 +17,11 @@ from posttrain.evaluate.scoring import score_rows
 from posttrain.telemetry.progress import progress_task
 
 
-def eval_sampling(cfg) -> SamplingSettings:
-    """A recipe's `eval` section as sampling settings."""
+def eval_sampling(cfg, cache: str = "dynamic") -> SamplingSettings:
+    """A recipe's `eval` section (and `generation.cache`) as sampling settings."""
     return SamplingSettings(
         n=cfg.num_samples, temperature=cfg.temperature, top_p=cfg.top_p,
-        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed,
+        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed, cache=cache,
     )
 
 

@@ -20,6 +20,7 @@ class SamplingSettings:
     max_new_tokens: int = 64
     batch_size: int = 256  # sequences (prompts x n) per generate call
     seed: int = 0
+    cache: str = "dynamic"  # KV cache: dynamic, static or quantized (posttrain.models.generation)
 
     @property
     def greedy(self) -> bool:
@@ -82,17 +83,25 @@ def _generate_batch(model, tokenizer, ids: list[list[int]], settings: SamplingSe
     kwargs: dict[str, Any] = {"do_sample": False}
     if not settings.greedy:
         kwargs = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0, "num_return_sequences": n}
+    from posttrain.models.generation import cache_kwargs, refused
+
     torch.manual_seed(seed)
-    with torch.inference_mode():
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention,
-            max_new_tokens=settings.max_new_tokens,
-            pad_token_id=pad,
-            eos_token_id=tokenizer.eos_token_id,
-            use_cache=True,
-            **kwargs,
-        )
+    try:
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                max_new_tokens=settings.max_new_tokens,
+                pad_token_id=pad,
+                eos_token_id=tokenizer.eos_token_id,
+                use_cache=True,
+                **kwargs,
+                **cache_kwargs(settings.cache),
+            )
+    except ValueError as e:  # transformers refuses a cache this architecture does not support
+        if settings.cache == "dynamic":
+            raise
+        raise refused(settings.cache, model, e) from e
     return [_to_sample(tokenizer, row) for row in out[:, width:].tolist()]
 
 

@@ -38,6 +38,9 @@ def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite
 
     started = time.time()
     quiet_libraries()
+    from posttrain.grpo.trainer import check_machine
+
+    check_machine(recipe)
     if recipe.model.warmstart.steps:
         from posttrain.models.warmstart import refuse_sharded_engine
 
@@ -66,7 +69,7 @@ def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite
     params = count_parameters(model)
     console.print(f"model: {recipe.model.name_or_path} ({params['total']:,} parameters, {params['active']:,} active)")
 
-    settings = eval_sampling(recipe.eval)
+    settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
     heldout_prompts = [prompt(r) for r in splits.heldout]
     t = time.time()
     base = _evaluate(model, tokenizer, splits.heldout, heldout_prompts, settings, rewards, correctness, console, "base", out)

@@ -9,6 +9,7 @@ from posttrain.config.schema import GRPORecipe
 from posttrain.config.trl_fields import checkpointing_kwargs, warmup_kwargs
 from posttrain.models.balancing import aux_loss_coef
 from posttrain.models.lora import peft_config
+from posttrain.models.precision import resolve, trainer_kwargs
 
 
 def grpo_args(recipe: GRPORecipe, output_dir: Path, resume_dir: Path | None = None):
@@ -47,10 +48,36 @@ def grpo_args(recipe: GRPORecipe, output_dir: Path, resume_dir: Path | None = No
         report_to=[],
         dataloader_pin_memory=False,  # nothing to pin to on CPU; accelerators gain little at this size
         disable_tqdm=True,  # our rich progress replaces tqdm
-        bf16=recipe.model.dtype == "bfloat16",
-        fp16=recipe.model.dtype == "float16",
-        **g.trl,
+        # later wins: a recipe's own fields over grpo.trl; generation_kwargs from both are merged
+        **{**g.trl, **trainer_kwargs(resolve(recipe.train.precision, recipe.model.dtype)), **rollout_kwargs(recipe)},
     )
+
+
+def rollout_kwargs(recipe: GRPORecipe) -> dict:
+    """`generation:` as TRL's rollout arguments: the KV cache for transformers, or vLLM."""
+    gen = recipe.generation
+    if gen.backend == "vllm":
+        server = {k: v for k, v in (("vllm_server_host", gen.vllm_server_host), ("vllm_server_port", gen.vllm_server_port)) if v is not None}
+        return {"use_vllm": True, "vllm_mode": gen.vllm_mode, **server}
+    if gen.cache == "dynamic":
+        return {}
+    from posttrain.models.generation import cache_kwargs
+
+    kwargs = cache_kwargs(gen.cache)
+    out = {"cache_implementation": kwargs.pop("cache_implementation")}
+    if kwargs:  # quantized: the backend reaches transformers' GenerationConfig through TRL
+        out["generation_kwargs"] = {**kwargs, **recipe.grpo.trl.get("generation_kwargs", {})}
+    return out
+
+
+def check_machine(recipe: GRPORecipe) -> None:
+    """Fail at run start, in one line, on a precision or generation setting this machine cannot do."""
+    from posttrain.models.generation import check_backend, check_cache
+    from posttrain.models.precision import check_hardware
+
+    check_hardware(resolve(recipe.train.precision, recipe.model.dtype))
+    check_backend(recipe.generation.backend)
+    check_cache(recipe.generation.cache)
 
 
 

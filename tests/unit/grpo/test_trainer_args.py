@@ -1,3 +1,4 @@
+import pytest
 from pathlib import Path
 
 from posttrain.config import GRPORecipe, load_recipe
@@ -33,3 +34,41 @@ def test_lora_config():
     assert peft_config(load_recipe(RECIPE, GRPORecipe).model.lora) is None
     cfg = peft_config(load_recipe(RECIPE, GRPORecipe, ["model.lora.enabled=true", "model.lora.r=8"]).model.lora)
     assert cfg.r == 8 and cfg.lora_alpha == 32
+
+
+def test_precision_follows_model_dtype_unless_train_precision_says():
+    assert _args("model.dtype=bfloat16").bf16 is True
+    args = _args("model.dtype=bfloat16", "train.precision=fp32")
+    assert (args.bf16, args.fp16) == (False, False)
+    assert _args("train.precision=bf16").bf16 is True
+
+
+def test_generation_cache_and_vllm_reach_grpo_config():
+    assert _args().cache_implementation is None and _args().use_vllm is False
+    assert _args("generation.cache=static").cache_implementation == "static"
+    args = _args("generation.backend=vllm")
+    assert (args.use_vllm, args.vllm_mode) == (True, "colocate")
+    args = _args("generation.backend=vllm", "generation.vllm_mode=server", "generation.vllm_server_host=10.0.0.2",
+                 "generation.vllm_server_port=8001")
+    assert (args.vllm_mode, args.vllm_server_host, args.vllm_server_port) == ("server", "10.0.0.2", 8001)
+
+
+def test_quantized_cache_backend_merges_with_trl_generation_kwargs(monkeypatch):
+    from posttrain.models import generation
+
+    monkeypatch.setattr(generation, "_installed", lambda module: module == "hqq")
+    args = _args("generation.cache=quantized", "grpo.trl={generation_kwargs: {min_new_tokens: 1}}")
+    assert args.cache_implementation == "quantized"
+    assert args.generation_kwargs == {"cache_config": {"backend": "hqq"}, "min_new_tokens": 1}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["generation.vllm_mode=server"], "apply to backend: vllm only"),
+    (["generation.backend=vllm", "generation.vllm_server_port=8001"], "apply to vllm_mode: server only"),
+    (["grpo.trl={use_vllm: true}"], "'use_vllm' is a recipe field"),
+])
+def test_generation_settings_that_do_not_fit(overrides, message):
+    from posttrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        _args(*overrides)
