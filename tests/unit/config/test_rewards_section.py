@@ -22,7 +22,7 @@ def _recipe(tmp_path, text: str) -> Path:
 
 def test_list_form_is_shorthand_for_functions():
     cfg = load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe)
-    assert [r.name for r in cfg.rewards.functions] == ["accuracy", "format"] and cfg.rewards.strict is False
+    assert [r.name for r in cfg.rewards.functions] == ["accuracy", "format", "step_arithmetic"] and cfg.rewards.strict is False
 
 
 def test_mapping_form_loads_and_round_trips(tmp_path):
@@ -36,7 +36,7 @@ def test_mapping_form_loads_and_round_trips(tmp_path):
 def test_set_reaches_both_forms():
     cfg = load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, ["rewards.strict=true", "rewards.1.weight=0.5"])
     assert cfg.rewards.strict is True
-    assert [(r.name, r.weight) for r in cfg.rewards.functions] == [("accuracy", 1.0), ("format", 0.5)]
+    assert [(r.name, r.weight) for r in cfg.rewards.functions] == [("accuracy", 1.0), ("format", 0.5), ("step_arithmetic", 0.5)]
 
 
 def test_set_index_on_mapping_form(tmp_path):

@@ -21,7 +21,7 @@ def test_recipe_maps_onto_trl_names():
     assert args.gradient_accumulation_steps == 4 and args.loss_type == "dapo" and args.epsilon_high == 0.28
     assert args.scale_rewards == "group" and args.beta == 0.04 and args.seed == 11
     assert args.gradient_checkpointing is True
-    assert args.reward_weights == [1.0, 0.2]
+    assert args.reward_weights == [1.0, 0.2, 0.5]
     assert args.bf16 is False  # TRL's default bf16 autocast is several times slower on CPUs
 
 
