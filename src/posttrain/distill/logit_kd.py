@@ -88,7 +88,7 @@ def build_trainer(model, tokenizer, rows: list[dict], cfg: LogitKDConfig, args, 
     from datasets import Dataset
 
     from posttrain.distill.kd_trainers import OnlineKDTrainer, TopKDistillTrainer, TraceCollator
-    from posttrain.distill.sequence_kd import quiet
+    from posttrain.telemetry.progress import quiet_trainer
 
     common = dict(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
@@ -102,5 +102,5 @@ def build_trainer(model, tokenizer, rows: list[dict], cfg: LogitKDConfig, args, 
         if targets is None:
             raise ValueError("offline logit KD needs the stored top-k targets")
         trainer = TopKDistillTrainer(beta=cfg.jsd_beta, **common)
-    quiet(trainer)
+    quiet_trainer(trainer)
     return trainer

@@ -13,6 +13,7 @@ from posttrain.config.schema import LoraConfig
 from posttrain.config.trl_fields import checkpointing_kwargs, warmup_kwargs
 from posttrain.models.lora import peft_config
 from posttrain.models.precision import trainer_kwargs
+from posttrain.telemetry.progress import quiet_trainer
 
 
 def use_packing(setting: str, model) -> bool:
@@ -85,14 +86,6 @@ def train(model, tokenizer, traces: list[dict], cfg: DistillConfig, lora: LoraCo
         callbacks=list(callbacks),
         peft_config=peft_config(lora),
     )
-    quiet(trainer)
+    quiet_trainer(trainer)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return trainer
-
-
-def quiet(trainer) -> None:
-    """Our rich progress and metrics.jsonl replace the Trainer's printed dicts and tqdm bar."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)

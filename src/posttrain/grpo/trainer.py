@@ -10,6 +10,7 @@ from posttrain.config.trl_fields import checkpointing_kwargs, warmup_kwargs
 from posttrain.models.balancing import aux_loss_coef
 from posttrain.models.lora import peft_config
 from posttrain.models.precision import resolve, trainer_kwargs
+from posttrain.telemetry.progress import quiet_trainer
 
 
 def grpo_args(recipe: GRPORecipe, output_dir: Path, resume_dir: Path | None = None):
@@ -97,14 +98,6 @@ def build_trainer(recipe: GRPORecipe, model, tokenizer, reward_funcs, train_rows
         callbacks=list(callbacks),
         peft_config=peft_config(recipe.model.lora),
     )
-    quiet(trainer)
+    quiet_trainer(trainer)
     attach(trainer)  # a StepSplit among the callbacks times this trainer's generation and rewards
     return trainer
-
-
-def quiet(trainer) -> None:
-    """Our rich progress and metrics.jsonl replace the Trainer's printed dicts and tqdm bar."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)

@@ -77,9 +77,8 @@ def run_warmstart(model, tokenizer, rows: list[dict], prompts: list, cfg: Warmst
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from posttrain.telemetry.progress import quiet_trainer
 
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
+    quiet_trainer(trainer)
     result = trainer.train()
     return result.metrics

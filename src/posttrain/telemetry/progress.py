@@ -50,3 +50,11 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
     disable_progress_bars()
     hf_logging.disable_progress_bar()
+
+
+def quiet_trainer(trainer) -> None:
+    """Our rich progress and metrics.jsonl replace the Trainer's printed dicts and tqdm bar."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
