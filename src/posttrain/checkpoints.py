@@ -4,7 +4,9 @@ The Trainer writes `checkpoint-N/` file by file, so a kill mid-save leaves a fol
 like a checkpoint and does not load. `AtomicCheckpoints` makes every Trainer (GRPO, SFT, GKD)
 write into a hidden staging folder, fsync it, and rename it to `checkpoint-N` in one step; old
 checkpoints are renamed away before they are deleted. A folder named `checkpoint-N` is
-therefore always whole, and `latest_checkpoint` can trust it.
+therefore always whole, and `latest_checkpoint` can trust it. `restore_weights` reads a full
+checkpoint's weights back the way `from_pretrained` does, for MoE models whose experts the Trainer's
+own resume would drop.
 """
 
 from __future__ import annotations
@@ -134,3 +136,19 @@ class AtomicCheckpoints:
 def atomic(trainer_cls: type) -> type:
     """`trainer_cls` with atomic checkpoints, under the same name (for logs and model cards)."""
     return type(trainer_cls.__name__, (AtomicCheckpoints, trainer_cls), {})
+
+
+def restore_weights(trainer, checkpoint: Path, is_adapter: bool) -> None:
+    """Load a full checkpoint's weights through `from_pretrained`, then skip the Trainer's own load.
+
+    transformers saves fused MoE expert tensors in the per-expert layout and converts them back
+    only in `from_pretrained`; the Trainer's raw state-dict load would drop the experts silently
+    (optimizer, scheduler and RNG states still come from the Trainer). Adapters load as usual.
+    """
+    if is_adapter:
+        return
+    from transformers import AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=next(trainer.model.parameters()).dtype)
+    trainer.model.load_state_dict(loaded.state_dict())
+    trainer._load_from_checkpoint = lambda *args, **kwargs: None  # weights are already in place

@@ -147,3 +147,87 @@ def test_recipe_as_option_and_not_twice():
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["distill", RECIPE, "--recipe", RECIPE, "--dry-run"])
     assert result.exit_code == 2 and "give the recipe once" in result.output
+
+
+def _biases(path) -> dict:
+    """Every router's loss-free bias (`e_score_correction_bias`) in a saved DeepSeek-V3-style model."""
+    from safetensors.torch import load_file
+
+    return {k: v for k, v in load_file(str(path / "model.safetensors")).items() if k.endswith("e_score_correction_bias")}
+
+
+@pytest.mark.slow
+def test_moe_student_trains_with_loss_free_balancing_and_resumes(distill_overrides, tmp_path):
+    import torch
+
+    gamma = 1e-3  # small: on this tiny router a larger step flips the loads and can swing a bias back to 0
+    sets = [*distill_overrides, "student.name_or_path=build:tiny-moe", f"student.builder_args={json.dumps(TINY_MOE)}",
+            "moe.balancing=loss_free", f"moe.bias_update_speed={gamma}", "output.save_steps=1",
+            "distill.warmup_steps=0"]  # step 1 must change the weights for the resume check to mean anything
+    result = runner.invoke(app, ["distill", RECIPE, *_sets(sets)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "run"
+
+    initial, trained = _biases(out / "build/student"), _biases(out)
+    assert len(initial) == 2 and all(b.abs().sum() == 0 for b in initial.values())
+    assert all(b.abs().sum() > 0 for b in trained.values())  # 2 sequence-KD + 2 logit-KD bias updates
+    assert all(torch.allclose(b / gamma, torch.round(b / gamma), atol=1e-4) for b in trained.values())
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["step"]) for r in rows] == [("sequence_kd", 1), ("sequence_kd", 2), ("logit_kd", 1), ("logit_kd", 2)]
+    assert all({"moe/max_vio_mean", "moe/bias_absmax", "moe/layer1/load"} <= set(r) for r in rows)
+    assert (out / "expert_load.png").stat().st_size > 1000
+    checkpoint = out / "sequence_kd/checkpoints/checkpoint-1"
+    assert (checkpoint / "moe_router_bias.safetensors").is_file()
+
+    # A run killed after sequence KD's first checkpoint resumes from it: experts and biases come back
+    # and step 2 lands on the same weights as the uninterrupted run.
+    from safetensors.torch import load_file
+
+    finished = load_file(str(out / "sequence_kd/model/model.safetensors"))
+    import shutil
+
+    for leftover in ("sequence_kd/model", "sequence_kd/checkpoints/checkpoint-2", "logit_kd"):
+        shutil.rmtree(out / leftover)
+    resumed = runner.invoke(app, ["distill", RECIPE, *_sets(sets), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    again = load_file(str(out / "sequence_kd/model/model.safetensors"))
+    assert finished.keys() == again.keys()
+    assert all(torch.allclose(finished[k], again[k], atol=1e-6) for k in finished), "resume diverged"
+    assert [(r["stage"], r["step"]) for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == \
+        [("sequence_kd", 1), ("sequence_kd", 2), ("logit_kd", 1), ("logit_kd", 2)]
+
+
+def test_student_moe_settings_it_cannot_take_fail_before_any_work(distill_overrides, tmp_path):
+    result = runner.invoke(app, ["distill", RECIPE, *_sets([*distill_overrides, "moe.balancing=loss_free"])])
+    assert result.exit_code == 2, result.output
+    assert "moe.balancing=loss_free: Qwen3ForCausalLM has no MoE layers; use moe.balancing=none" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run" / "teacher").exists() and not (tmp_path / "run" / "recipe.yaml").exists()
+
+    moe_student = ["student.name_or_path=build:tiny-moe", f"student.builder_args={json.dumps(TINY_MOE)}",
+                   "moe.balancing=aux_loss", f"output.dir={tmp_path / 'aux'}"]
+    result = runner.invoke(app, ["distill", RECIPE, *_sets([*distill_overrides, *moe_student])])
+    assert result.exit_code == 2, result.output
+    assert "aux_loss: DeepseekV3ForCausalLM returns no auxiliary" in result.output and "moe.balancing=loss_free" in result.output
+    assert not (tmp_path / "aux" / "recipe.yaml").exists()
+
+
+@pytest.mark.slow
+def test_qlora_student_distils_into_adapters_on_a_4bit_base(distill_overrides, tmp_path):
+    pytest.importorskip("bitsandbytes", minversion="0.46")
+    sets = [*distill_overrides, "student.load_in_4bit=true", "student.lora.enabled=true", "student.lora.r=4",
+            "student.lora.target_modules=[q_proj, o_proj]"]
+    result = runner.invoke(app, ["distill", RECIPE, *_sets(sets)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "run"
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    student = AutoModelForCausalLM.from_pretrained(out)  # merged onto the full-precision base
+    assert type(student.model.layers[0].self_attn.o_proj) is torch.nn.Linear
+    assert not any("lora" in name for name, _ in student.named_parameters())
+
+    teacher_4bit = runner.invoke(app, ["distill", RECIPE, *_sets([*distill_overrides, "teacher.load_in_4bit=true", "teacher.warmstart.steps=0",
+                                                                  f"output.dir={tmp_path / 'bad'}"])])
+    assert teacher_4bit.exit_code == 2 and "load_in_4bit applies to the student" in teacher_4bit.output

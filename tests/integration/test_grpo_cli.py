@@ -99,6 +99,65 @@ def test_resume_continues_from_checkpoint_without_duplicate_metrics(quick_overri
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_qlora_trains_adapters_on_a_4bit_base_and_saves_a_full_precision_policy(quick_overrides, tmp_path, monkeypatch):
+    pytest.importorskip("bitsandbytes", minversion="0.46")
+    import torch
+    from peft import PeftModel
+
+    from posttrain.grpo import run as grpo_run
+
+    seen = {}
+    real_train = grpo_run._train
+
+    def spy(recipe, model, *args, **kwargs):
+        seen["4bit"] = getattr(model, "is_loaded_in_4bit", False)
+        seen["attn"] = type(model.model.layers[0].self_attn.o_proj).__name__
+        trainer = real_train(recipe, model, *args, **kwargs)
+        seen["adapter"] = {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_B" in k}
+        return trainer
+
+    monkeypatch.setattr(grpo_run, "_train", spy)
+    sets = [*_sets(quick_overrides), "--set", "model.warmstart.steps=0", "--set", "model.load_in_4bit=true",
+            "--set", "model.use_bnb_nested_quant=true", "--set", "model.lora.enabled=true", "--set", "model.lora.r=4",
+            "--set", "model.lora.target_modules=[q_proj, o_proj]", "--set", "grpo.learning_rate=1e-2"]
+    result = runner.invoke(app, ["grpo", RECIPE, *sets])
+    assert result.exit_code == 0, result.output
+    assert seen["4bit"] and seen["attn"] == "Linear4bit"  # the base really was quantized while training
+    assert any(v.abs().sum() > 0 for v in seen["adapter"].values())  # lora_B starts at 0: the adapter trained
+    out = tmp_path / "run"
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(out)  # a plain checkpoint: no bitsandbytes layers, no lora
+    assert type(merged.model.layers[0].self_attn.o_proj) is torch.nn.Linear
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    base = AutoModelForCausalLM.from_pretrained(out / "init-tiny-moe")
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(out / "init-tiny-moe"), out / "adapter")
+    want = adapted.merge_and_unload().state_dict()
+    got = merged.state_dict()
+    changed = [k for k in want if "o_proj" in k and not torch.equal(base.state_dict()[k], got[k])]
+    assert changed and all(torch.allclose(got[k], want[k], atol=1e-5) for k in want)
+
+
+def test_qlora_settings_are_checked_before_any_work(quick_overrides, tmp_path, monkeypatch):
+    base = _sets(quick_overrides)
+    no_lora = runner.invoke(app, ["grpo", RECIPE, *base, "--set", "model.warmstart.steps=0", "--set", "model.load_in_4bit=true"])
+    assert no_lora.exit_code == 2 and "set lora.enabled: true" in no_lora.output
+    warm = runner.invoke(app, ["grpo", RECIPE, *base, "--set", "model.load_in_4bit=true", "--set", "model.lora.enabled=true"])
+    assert warm.exit_code == 2 and "load_in_4bit cannot warm-start" in warm.output
+    stray = runner.invoke(app, ["grpo", RECIPE, *base, "--set", "model.bnb_4bit_quant_type=fp4"])
+    assert stray.exit_code == 2 and "applies with load_in_4bit: true only" in stray.output
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    missing = runner.invoke(app, ["grpo", RECIPE, *base, "--set", "model.warmstart.steps=0", "--set", "model.load_in_4bit=true",
+                                  "--set", "model.lora.enabled=true"])
+    assert missing.exit_code == 2 and "pip install 'posttrain[qlora]'" in missing.output
+    assert "Traceback" not in missing.output and not (tmp_path / "run" / "recipe.yaml").exists()
+
+
 def test_lora_run_saves_adapter_and_merged_policy(quick_overrides, tmp_path):
     sets = [*_sets(quick_overrides), "--set", "model.lora.enabled=true", "--set", "model.lora.r=4",
             "--set", "eval.enabled=false", "--set", "grpo.gradient_checkpointing=true",

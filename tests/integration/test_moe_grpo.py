@@ -84,3 +84,30 @@ def test_loss_free_biases_train_save_and_resume(quick_overrides, char_tokenizer,
     assert trainer.state.global_step == 3
     step = biases(model) - trained
     assert torch.allclose(step.abs(), torch.where(step.abs() > 0, GAMMA, 0.0), atol=1e-6)
+
+
+def test_loss_free_warmstart_balances_before_grpo(quick_overrides, tmp_path):
+    """DeepSeek-V3 trains the routing bias throughout pre-training: the warm-start SFT does too, so GRPO
+    starts from moved biases (saved in out/base) -- with routers that train, even when GRPO freezes them."""
+    from rich.console import Console
+
+    from posttrain.data.load import to_prompt
+    from posttrain.data.splits import make_splits
+    from posttrain.grpo.run import _base_model
+    from posttrain.models.loading import load_model, load_tokenizer, resolve_model_path
+
+    gamma = 0.01
+    sets = [*quick_overrides, "moe.balancing=loss_free", f"moe.bias_update_speed={gamma}", "moe.freeze_router=true"]
+    recipe = load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, sets)
+    out = tmp_path / "run"
+    path = resolve_model_path(recipe.model, out, seed=0)
+    tokenizer = load_tokenizer(path)
+    splits = make_splits(recipe.data, recipe.eval, recipe.model.warmstart)
+    prompt = lambda row: to_prompt(row["question"], recipe.data.system_prompt, tokenizer.chat_template is not None)  # noqa: E731
+
+    model = _base_model(recipe, path, tokenizer, splits, prompt, out, Console(quiet=True))
+    warmed = biases(model)
+    assert warmed.abs().sum() > 0 and torch.allclose(warmed / gamma, torch.round(warmed / gamma), atol=1e-4)
+    assert torch.equal(biases(load_model(str(out / "base"))), warmed)  # what GRPO (and a resume) starts from
+    initial = load_model(path)
+    assert not torch.equal(find_moe_layers(initial)[0].router.weight, find_moe_layers(model)[0].router.weight)

@@ -4,7 +4,8 @@ Sections `teacher`, `student`, `data`, `rewards`, `eval` and `output` are the GR
 classes; `distill` holds the three stages. A builder student may carry its arguments in the name,
 `build:tiny-dense?hidden_size=64&num_layers=2`, the same as `student.builder_args`.
 `teacher.warmstart` applies to `build:` teachers only (a checkpoint teacher is used as it is);
-the student never warm-starts -- it learns from the teacher.
+the student never warm-starts -- it learns from the teacher. `moe` is the GRPO recipe's section and
+applies to the student's training stages (sequence and logit KD), not to the teacher's warm-start.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from posttrain.config.schema import (
     EvalConfig,
     GenerationConfig,
     ModelConfig,
+    MoEConfig,
     OutputConfig,
     RewardConfig,
     RewardsConfig,
     Section,
     TrainConfig,
+    check_warmup_schedule,
 )
 
 DEFAULT_REWARDS = ({"name": "accuracy", "weight": 1.0}, {"name": "format", "weight": 1.0})
@@ -100,6 +103,7 @@ class LogitKDConfig(Section):
                 "lmbda > 0 needs the teacher to score the student's own samples, but an offline teacher is "
                 "not in memory; set distill.logit_kd.lmbda=0 or distill.logit_kd.teacher=online"
             )
+        check_warmup_schedule(self.lr_scheduler_type, self.warmup_steps)
         return self
 
 
@@ -134,8 +138,15 @@ class DistillConfig(Section):
     def _known_trl_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
         from posttrain.config.trl_fields import check_passthrough
 
-        check_passthrough(value, "SFTConfig", owned=set(cls.model_fields) | {"bf16", "fp16", "packing"})
+        # router_aux_loss_coef is moe.aux_loss_coef; bf16/fp16 are train.precision.
+        owned = {"bf16", "fp16", "packing", "router_aux_loss_coef"}
+        check_passthrough(value, "SFTConfig", owned=set(cls.model_fields) | owned)
         return value
+
+    @model_validator(mode="after")
+    def _warmup_applies(self) -> DistillConfig:
+        check_warmup_schedule(self.lr_scheduler_type, self.warmup_steps)
+        return self
 
 
 class DistillRecipe(Section):
@@ -147,6 +158,7 @@ class DistillRecipe(Section):
     rewards: DistillRewardsConfig = Field(default_factory=DistillRewardsConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     train: TrainConfig = Field(default_factory=TrainConfig, description="Student training precision (auto: student.dtype).")
+    moe: MoEConfig = Field(default_factory=MoEConfig, description="Routing of an MoE student while it trains (both KD stages).")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=lambda: OutputConfig(dir="outputs/distill"))
@@ -172,6 +184,7 @@ class DistillRecipe(Section):
     def _student_learns_from_traces(cls, value: ModelConfig) -> ModelConfig:
         if value.warmstart.steps:
             raise ValueError("the student learns from the teacher's traces; set student.warmstart.steps=0")
+        value.check_trainable_in_4bit()
         return value
 
     @field_validator("teacher")
@@ -179,6 +192,9 @@ class DistillRecipe(Section):
     def _teacher_is_frozen(cls, value: ModelConfig) -> ModelConfig:
         if value.lora.enabled:
             raise ValueError("the teacher is not trained; LoRA applies to the student (student.lora)")
+        if value.load_in_4bit:
+            # Its token distributions are what logit KD copies: quantization error would be distilled too.
+            raise ValueError("load_in_4bit applies to the student (QLoRA); the teacher loads in its own dtype")
         return value
 
 def split_builder_spec(section: dict) -> dict:

@@ -2,7 +2,8 @@
 
 `OnlineKDTrainer` is TRL's GKDTrainer (teacher in memory, on-policy fraction lambda). TRL has no
 trainer for stored top-k targets, so `TopKDistillTrainer` is an SFTTrainer whose loss is TRL's
-generalised JSD on the coarsened top-k distributions (`posttrain.distill.topk`).
+generalised JSD on the coarsened top-k distributions (`posttrain.distill.topk`). Both add the MoE
+load-balancing loss (`moe.balancing: aux_loss`) that their KD losses would otherwise leave out.
 """
 
 from __future__ import annotations
@@ -63,6 +64,21 @@ def _count_tokens(trainer, inputs: dict) -> None:
     trainer._metrics[mode]["num_tokens"] = [trainer._total_train_tokens]
 
 
+def _with_aux_loss(trainer, loss, outputs, num_items_in_batch):
+    """`loss` plus the router's load-balancing loss when `router_aux_loss_coef` enables it.
+
+    SFTTrainer's `__init__` sets `output_router_logits` in the student's config, so its forward
+    returns `aux_loss`; but it adds it only to the NLL of its own `compute_loss`, which the KD losses
+    replace. Weighted and averaged over accumulation steps as SFTTrainer does.
+    """
+    if not trainer.aux_loss_enabled:
+        return loss
+    steps = trainer.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+    mode = "train" if trainer.model.training else "eval"
+    trainer._metrics[mode]["aux_loss"].append(trainer.accelerator.gather_for_metrics(outputs.aux_loss.detach()).mean().item())
+    return loss + trainer.router_aux_loss_coef * outputs.aux_loss / steps
+
+
 class TopKDistillTrainer(AtomicCheckpoints, SFTTrainer):
     """Logit KD against stored teacher top-k log-probs: no teacher model anywhere."""
 
@@ -77,6 +93,7 @@ class TopKDistillTrainer(AtomicCheckpoints, SFTTrainer):
             outputs.logits[:, :-1], inputs["target_ids"][:, :-1], inputs["target_logprobs"][:, :-1],
             inputs["labels"][:, 1:], self.beta, num_items_in_batch=num_items_in_batch,
         )
+        loss = _with_aux_loss(self, loss, outputs, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -85,4 +102,6 @@ class OnlineKDTrainer(AtomicCheckpoints, GKDTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         _count_tokens(self, inputs)
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        loss = _with_aux_loss(self, loss, outputs, num_items_in_batch)
+        return (loss, outputs) if return_outputs else loss

@@ -62,7 +62,7 @@ def check_targets(rows: list[dict], traces: list[dict], targets: TopKTargets, pa
 
 
 def kd_args(cfg: LogitKDConfig, out_dir: Path, *, max_new_tokens: int, max_length: int, precision: str, seed: int,
-            logging_steps: int, save_steps: int, save_total_limit: int):
+            logging_steps: int, save_steps: int, save_total_limit: int, aux_loss_coef: float = 0.0):
     from posttrain.distill.topk import gkd_classes
 
     GKDConfig, _ = gkd_classes()
@@ -70,7 +70,7 @@ def kd_args(cfg: LogitKDConfig, out_dir: Path, *, max_new_tokens: int, max_lengt
 
     return GKDConfig(
         **training_kwargs(cfg, out_dir, logging_steps=logging_steps, precision=precision, save_steps=save_steps,
-                          save_total_limit=save_total_limit),
+                          save_total_limit=save_total_limit, aux_loss_coef=aux_loss_coef),
         max_length=max_length,
         seed=seed,
         remove_unused_columns=False,  # the collator needs prompt_len and index

@@ -16,6 +16,7 @@ from rich.console import Console
 from posttrain.config.schema import LoraConfig, ModelConfig
 from posttrain.distributed import on_main
 from posttrain.models.loading import load_model, load_tokenizer, resolve_model_path, save_pretrained
+from posttrain.models.precision import resolve
 
 TEACHER_DIR = "teacher"  # the warm-started teacher, reused by later runs with --resume
 STUDENT_INIT_DIR = "build/student"
@@ -50,7 +51,7 @@ def warm_teacher(cfg: ModelConfig, source: str, tokenizer, warm_rows: list[dict]
     run_warmstart(
         model, tokenizer, warm_rows, prompts, cfg.warmstart, out / "build" / "warmstart-tmp",
         callbacks=[RichProgressCallback(console, "teacher warm-start", accuracy_reward=None)],
-        bf16=cfg.dtype == "bfloat16",
+        precision=resolve("auto", cfg.dtype),  # train.precision is the student's
     )
 
     def save() -> None:
@@ -84,7 +85,9 @@ def student_source(cfg: ModelConfig, out: Path, teacher_tokenizer, seed: int) ->
 
 
 def load(cfg: ModelConfig, path: str):
-    return load_model(path, cfg.dtype, cfg.revision, cfg.trust_remote_code)
+    from posttrain.models.quantization import bnb_config
+
+    return load_model(path, cfg.dtype, cfg.revision, cfg.trust_remote_code, quantization=bnb_config(cfg))
 
 
 def save_stage(model, tokenizer, stage_dir: Path, state_dict: dict | None = None) -> None:
@@ -108,17 +111,24 @@ def load_stage(cfg: ModelConfig, base_path: str, stage_dir: Path):
     return PeftModel.from_pretrained(load(cfg, base_path), str(saved), is_trainable=True)
 
 
-def export_student(model, tokenizer, out: Path, lora: LoraConfig):
+def export_student(model, tokenizer, out: Path, cfg: ModelConfig):
     """The student at the top of the run folder (`from_pretrained(out)`), plus out/adapter with LoRA.
 
     Returns the model to evaluate (merged when LoRA is merged on save; every process merges, the
-    main process saves).
+    main process saves). A 4-bit student's adapter is merged onto its base reloaded in full
+    precision: merging into the 4-bit weights would re-quantize them.
     """
+    lora = cfg.lora
     if lora.enabled and hasattr(model, "merge_and_unload"):
         on_main(lambda: save_pretrained(model, tokenizer, out / "adapter"))
         if not lora.merge_on_save:
             return model
-        model = model.merge_and_unload()
+        if cfg.load_in_4bit:
+            from posttrain.models.lora import merge_saved_adapter
+
+            model = merge_saved_adapter(out / "adapter", cfg.dtype)
+        else:
+            model = model.merge_and_unload()
     on_main(lambda: _publish(model, tokenizer, out))
     return model
 

@@ -4,6 +4,8 @@ prepare outputs -> rewards and trace filter -> data splits -> teacher and studen
 check) -> teacher warm-start (build: teachers) -> held-out eval of the teacher -> traces (sample,
 score, filter, dedupe; offline top-k targets) -> held-out eval of the student before -> sequence KD
 -> logit KD (optional) -> save the student -> held-out eval of the student after -> summary.json.
+An MoE student trains under `moe:` (loss-free bias, aux loss, telemetry) in both KD stages, and the
+run folder gets `expert_load.png` over both.
 
 Every stage leaves its output in the run folder and is skipped when that output exists, so
 `--resume` continues where a run stopped; `stages.json` keeps the seconds each stage took.
@@ -34,7 +36,7 @@ from posttrain.evaluate.heldout import eval_sampling
 from posttrain.evaluate.scoring import build_rewards, reward_errors, reward_name
 from posttrain.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from posttrain.models.loading import count_parameters, load_tokenizer
-from posttrain.checkpoints import checkpoint_step, latest_checkpoint, remove_leftovers
+from posttrain.checkpoints import checkpoint_step, latest_checkpoint, remove_leftovers, restore_weights
 from posttrain.safety import GracefulStop
 from posttrain.outputs import prepare_output_dir, write_recipe
 from posttrain.telemetry.progress import quiet_libraries
@@ -92,6 +94,7 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
         from posttrain.distill.logit_kd import check_shared_tokenizer
 
         check_shared_tokenizer(tokenizer, student_tok, f"teacher {recipe.teacher.name_or_path}", f"student {recipe.student.name_or_path}")
+    _check_student_moe(recipe, student_src)
     # Only now does the folder hold a run: one that failed on its inputs can be re-run as it was.
     write_recipe(out, recipe)
 
@@ -129,8 +132,9 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
     if kd.enabled:
         with ledger.stage("logit_kd", reused=roles.stage_done(out / "logit_kd")):
             student.set(_logit_kd(recipe, student, student_tok, student_src, teacher, traces, out, console, resume))
+    on_main(lambda: _plot_expert_load(out))
     teacher.release()
-    final = roles.export_student(student.get(), student_tok, out, recipe.student.lora)
+    final = roles.export_student(student.get(), student_tok, out, recipe.student)
     after = evaluate(lambda: final, student_tok, "student")
 
     summary = _summary(recipe, ledger, teacher_eval, before, after, trace_stats, time.time() - started)
@@ -205,9 +209,10 @@ def _capture_topk(recipe: DistillRecipe, teacher, tokenizer, traces: list[dict],
 
 
 def _trainer_callbacks(recipe: DistillRecipe, out: Path, stage: str, console: Console, title: str,
-                       checkpoint: Path | None) -> tuple[list, GracefulStop]:
-    """Timing, NaN guard, memory/GPU readings, metrics.jsonl, progress, and the SIGINT/SIGTERM stop (returned separately:
-    training runs inside `stop.guarding(...)`)."""
+                       checkpoint: Path | None, model) -> tuple[list, GracefulStop]:
+    """Timing, NaN guard, memory/GPU readings, MoE balancing and routing telemetry, metrics.jsonl, progress, and the
+    SIGINT/SIGTERM stop (returned separately: training runs inside `stop.guarding(...)`)."""
+    from posttrain.models.balancing import moe_callbacks
     from posttrain.safety import NonFiniteGuard
     from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
     from posttrain.telemetry.resources import ResourceMonitor
@@ -217,7 +222,42 @@ def _trainer_callbacks(recipe: DistillRecipe, out: Path, stage: str, console: Co
     start = checkpoint_step(checkpoint) if checkpoint else 0
     logger = MetricsLogger(out / "metrics.jsonl", timer, stage=stage, start_step=start)
     guard = NonFiniteGuard(skip=recipe.distill.on_nonfinite == "skip")
-    return [timer, guard, ResourceMonitor(), logger, RichProgressCallback(console, title, accuracy_reward=None), stop], stop
+    # The MoE callbacks add `moe/*` keys to the logs: before the logger and the progress line. No out_dir: the
+    # heat-map spans both stages (`_plot_expert_load`), where one per stage would overwrite the other.
+    moe = moe_callbacks(recipe.moe, model)
+    progress = RichProgressCallback(console, title, accuracy_reward=None)
+    return [timer, guard, ResourceMonitor(), *moe, logger, progress, stop], stop
+
+
+def _check_student_moe(recipe: DistillRecipe, student_src: str) -> None:
+    """`moe:` settings the student cannot take (balancing a dense model, aux_loss on a DeepSeek-V3 router) fail
+    now, on a weightless (meta-device) copy, not after the teacher has sampled its traces."""
+    if recipe.moe.balancing == "none" and not recipe.moe.freeze_router:
+        return  # telemetry alone fits any student
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from posttrain.models.balancing import check_moe_settings
+
+    cfg = recipe.student
+    try:
+        config = AutoConfig.from_pretrained(student_src, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise PosttrainError(f"could not read the student's config from {student_src!r}: {str(e).strip().splitlines()[0]}") from None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
+    check_moe_settings(recipe.moe, model)
+
+
+def _plot_expert_load(out: Path) -> None:
+    """expert_load.png from metrics.jsonl over both KD stages, logit-KD steps numbered on from sequence KD's
+    (metrics.jsonl, unlike a callback's memory, also holds the steps before a resume). Nothing for a dense student."""
+    from posttrain.telemetry.heatmap import plot_expert_load
+
+    rows = read_jsonl(out / "metrics.jsonl") if (out / "metrics.jsonl").is_file() else []
+    offset = max((row["step"] for row in rows if row.get("stage") == "sequence_kd"), default=0)
+    rows = [{**row, "step": row["step"] + offset} if row.get("stage") == "logit_kd" else row for row in rows]
+    plot_expert_load(rows, out / "expert_load.png")
 
 
 def _checkpoint(stage_dir: Path, resume: bool) -> Path | None:
@@ -231,13 +271,17 @@ def _check_machine(recipe: DistillRecipe) -> None:
     from posttrain.models.generation import check_cache
     from posttrain.models.precision import check_hardware
 
+    from posttrain.models.quantization import check_quantization
+
     check_hardware(resolve(recipe.train.precision, recipe.student.dtype))
     check_cache(recipe.generation.cache)
+    check_quantization(recipe.student)
 
 
 def _sequence_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src: str, traces, out: Path, console: Console, resume: bool):
     """Stage 2: SFT on the kept traces (or the student a finished stage 2 saved)."""
     from posttrain.distill import sequence_kd
+    from posttrain.models.balancing import aux_loss_coef
 
     stage_dir = out / "sequence_kd"
     if roles.stage_done(stage_dir):
@@ -246,13 +290,15 @@ def _sequence_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_s
     cfg = recipe.distill
     console.print(f"sequence KD: {cfg.max_steps} SFT steps on {len(traces)} traces")
     checkpoint = _checkpoint(stage_dir, resume)
-    callbacks, stop = _trainer_callbacks(recipe, out, "sequence_kd", console, "sequence KD", checkpoint)
+    model = student.get()
+    callbacks, stop = _trainer_callbacks(recipe, out, "sequence_kd", console, "sequence KD", checkpoint, model)
     with stop.guarding(stage_dir / "checkpoints"):
         trainer = sequence_kd.train(
-            student.get(), tokenizer, traces, cfg, recipe.student.lora, stage_dir / "checkpoints",
+            model, tokenizer, traces, cfg, recipe.student.lora, stage_dir / "checkpoints",
             callbacks=callbacks,
             resume_from=checkpoint, precision=resolve(recipe.train.precision, recipe.student.dtype),
             save_steps=recipe.output.save_steps, save_total_limit=recipe.output.save_total_limit,
+            aux_loss_coef=aux_loss_coef(recipe.moe),
         )
     roles.save_stage(trainer.model, tokenizer, stage_dir, gathered_state_dict(trainer))
     return trainer.model
@@ -261,6 +307,7 @@ def _sequence_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_s
 def _logit_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src: str, teacher: LazyModel, traces, out: Path, console: Console, resume: bool):
     """Stage 3: match the teacher's distributions, online (teacher in memory) or offline (top-k)."""
     from posttrain.distill import logit_kd
+    from posttrain.models.balancing import aux_loss_coef
     from posttrain.models.lora import peft_config
     from posttrain.distill.topk import TopKTargets
 
@@ -277,18 +324,20 @@ def _logit_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src:
     args = logit_kd.kd_args(
         cfg, stage_dir / "checkpoints", max_new_tokens=cfg.max_new_tokens or d.traces.max_new_tokens,
         max_length=d.max_length, precision=resolve(recipe.train.precision, recipe.student.dtype), seed=d.seed, logging_steps=d.logging_steps,
-        save_steps=recipe.output.save_steps, save_total_limit=recipe.output.save_total_limit,
+        save_steps=recipe.output.save_steps, save_total_limit=recipe.output.save_total_limit, aux_loss_coef=aux_loss_coef(recipe.moe),
     )
     checkpoint = _checkpoint(stage_dir, resume)
     model = student.get()
     already_adapted = hasattr(model, "peft_config")  # stage 2's adapter keeps training
     title = f"logit KD ({cfg.teacher}, {cfg.divergence})"
-    callbacks, stop = _trainer_callbacks(recipe, out, "logit_kd", console, title, checkpoint)
+    callbacks, stop = _trainer_callbacks(recipe, out, "logit_kd", console, title, checkpoint, model)
     trainer = logit_kd.build_trainer(
         model, tokenizer, rows, cfg, args, teacher=teacher.get() if cfg.teacher == "online" else None, targets=targets,
         callbacks=callbacks, peft_config=None if already_adapted else peft_config(recipe.student.lora),
     )
     console.print(f"logit KD: {cfg.max_steps} steps, {cfg.divergence}, teacher {cfg.teacher}, on-policy fraction {cfg.lmbda}")
+    if checkpoint:
+        restore_weights(trainer, checkpoint, is_adapter=recipe.student.lora.enabled)
     with stop.guarding(stage_dir / "checkpoints"):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     roles.save_stage(trainer.model, tokenizer, stage_dir, gathered_state_dict(trainer))

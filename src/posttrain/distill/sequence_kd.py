@@ -27,9 +27,15 @@ def use_packing(setting: str, model) -> bool:
     return impl.startswith(("flash", "kernels-community/flash"))
 
 
-def training_kwargs(cfg, out_dir: Path, *, logging_steps: int, precision: str, save_steps: int, save_total_limit: int) -> dict:
-    """The Trainer arguments both distillation stages share (SFT and logit KD)."""
+def training_kwargs(cfg, out_dir: Path, *, logging_steps: int, precision: str, save_steps: int, save_total_limit: int,
+                    aux_loss_coef: float = 0.0) -> dict:
+    """The Trainer arguments both distillation stages share (SFT and logit KD).
+
+    `aux_loss_coef`: `balancing.aux_loss_coef(recipe.moe)`, explicit even at 0.0 so a config's own
+    coefficient (Qwen3-MoE ships 0.001, which SFTTrainer would otherwise apply) never sneaks in.
+    """
     return dict(
+        router_aux_loss_coef=aux_loss_coef,
         output_dir=str(out_dir),
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
@@ -52,12 +58,13 @@ def training_kwargs(cfg, out_dir: Path, *, logging_steps: int, precision: str, s
     )
 
 
-def sft_args(cfg: DistillConfig, out_dir: Path, *, packing: bool, precision: str, save_steps: int, save_total_limit: int):
+def sft_args(cfg: DistillConfig, out_dir: Path, *, packing: bool, precision: str, save_steps: int, save_total_limit: int,
+             aux_loss_coef: float = 0.0):
     from trl import SFTConfig
 
     return SFTConfig(
         **training_kwargs(cfg, out_dir, logging_steps=cfg.logging_steps, precision=precision, save_steps=save_steps,
-                          save_total_limit=save_total_limit),
+                          save_total_limit=save_total_limit, aux_loss_coef=aux_loss_coef),
         completion_only_loss=True,
         packing=packing,
         max_length=cfg.max_length,
@@ -68,16 +75,18 @@ def sft_args(cfg: DistillConfig, out_dir: Path, *, packing: bool, precision: str
 
 
 def train(model, tokenizer, traces: list[dict], cfg: DistillConfig, lora: LoraConfig, out_dir: Path, *,
-          callbacks=(), resume_from: Path | None = None, precision: str = "fp32", save_steps: int = 0, save_total_limit: int = 2):
+          callbacks=(), resume_from: Path | None = None, precision: str = "fp32", save_steps: int = 0, save_total_limit: int = 2,
+          aux_loss_coef: float = 0.0):
     """Fine-tune `model` on the traces; returns the trainer (its `.model` may be a PeftModel)."""
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from posttrain.checkpoints import atomic
+    from posttrain.checkpoints import atomic, restore_weights
     from posttrain.models.warmstart import sft_rows
 
     rows = sft_rows([{"solution": t["completion"]} for t in traces], [t["prompt"] for t in traces])
-    args = sft_args(cfg, out_dir, packing=use_packing(cfg.packing, model), precision=precision, save_steps=save_steps, save_total_limit=save_total_limit)
+    args = sft_args(cfg, out_dir, packing=use_packing(cfg.packing, model), precision=precision, save_steps=save_steps,
+                    save_total_limit=save_total_limit, aux_loss_coef=aux_loss_coef)
     trainer = atomic(SFTTrainer)(
         model=model,
         args=args,
@@ -87,5 +96,7 @@ def train(model, tokenizer, traces: list[dict], cfg: DistillConfig, lora: LoraCo
         peft_config=peft_config(lora),
     )
     quiet_trainer(trainer)
+    if resume_from:
+        restore_weights(trainer, resume_from, is_adapter=lora.enabled)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return trainer

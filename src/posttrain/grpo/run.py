@@ -25,7 +25,9 @@ from posttrain.evaluate.heldout import eval_sampling, heldout_accuracy
 from posttrain.evaluate.scoring import build_rewards, reward_errors
 from posttrain.io import atomic_write_json, atomic_write_jsonl
 from posttrain.models.loading import count_parameters, load_model, load_tokenizer, resolve_model_path, save_pretrained
-from posttrain.checkpoints import checkpoint_step, latest_checkpoint, remove_leftovers
+from posttrain.models.precision import resolve
+from posttrain.checkpoints import checkpoint_step, latest_checkpoint, remove_leftovers, restore_weights
+from posttrain.models.lora import merge_saved_adapter
 from posttrain.outputs import prepare_output_dir, write_recipe
 
 log = logging.getLogger(__name__)
@@ -119,17 +121,20 @@ def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, 
     if warm.steps and (base_dir / "config.json").is_file():
         console.print(f"warm-start: reusing {base_dir}")
         return load_model(str(base_dir), recipe.model.dtype)
-    model = load_model(model_path, recipe.model.dtype, recipe.model.revision, recipe.model.trust_remote_code)
+    from posttrain.models.quantization import bnb_config
+
+    model = load_model(model_path, recipe.model.dtype, recipe.model.revision, recipe.model.trust_remote_code,
+                       quantization=bnb_config(recipe.model))
     if not warm.steps:
         return model
-    from posttrain.models.warmstart import run_warmstart
+    from posttrain.models.warmstart import balancing_callbacks, run_warmstart
     from posttrain.telemetry.trainer_progress import RichProgressCallback
 
     console.print(f"warm-start: {warm.steps} SFT steps on {len(splits.warmstart)} worked examples")
     progress = RichProgressCallback(console, "warm-start SFT", accuracy_reward=None)
     run_warmstart(
         model, tokenizer, splits.warmstart, [prompt(r) for r in splits.warmstart], warm, out / "warmstart-tmp",
-        callbacks=[progress], bf16=recipe.model.dtype == "bfloat16",
+        callbacks=[*balancing_callbacks(recipe.moe, model), progress], precision=resolve(recipe.train.precision, recipe.model.dtype),
     )
     on_main(lambda: _save_base(model, tokenizer, base_dir, out / "warmstart-tmp"))
     # TRL builds the KL reference model from `config._name_or_path`: point it at the warm-started
@@ -183,26 +188,10 @@ def _train(recipe: GRPORecipe, model, tokenizer, rewards, splits, prompt, out: P
     trainer.metrics_logger = logger
     if checkpoint:
         console.print(f"resuming from {checkpoint}")
-        _restore_weights(trainer, checkpoint, recipe.model.lora.enabled)
+        restore_weights(trainer, checkpoint, recipe.model.lora.enabled)
     with stop.guarding(out / "checkpoints"):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return trainer
-
-
-def _restore_weights(trainer, checkpoint: Path, is_adapter: bool) -> None:
-    """Load a full checkpoint's weights through `from_pretrained`, then skip the Trainer's own load.
-
-    transformers saves fused MoE expert tensors in the per-expert layout and converts them back
-    only in `from_pretrained`; the Trainer's raw state-dict load would drop the experts silently
-    (optimizer, scheduler and RNG states still come from the Trainer). Adapters load as usual.
-    """
-    if is_adapter:
-        return
-    from transformers import AutoModelForCausalLM
-
-    loaded = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=next(trainer.model.parameters()).dtype)
-    trainer.model.load_state_dict(loaded.state_dict())
-    trainer._load_from_checkpoint = lambda *args, **kwargs: None  # weights are already in place
 
 
 def _save_policy(trainer, tokenizer, out: Path, recipe: GRPORecipe) -> None:
@@ -218,20 +207,13 @@ def _save_policy(trainer, tokenizer, out: Path, recipe: GRPORecipe) -> None:
         on_main(lambda: _publish_policy(model, tokenizer, out, state_dict))
         return
     on_main(lambda: save_pretrained(model, tokenizer, out / "adapter", state_dict=state_dict))
-    if state_dict is None:
+    if state_dict is None and not recipe.model.load_in_4bit:
         merged = model.merge_and_unload()
         on_main(lambda: _publish_policy(merged, tokenizer, out, None))
     else:
-        on_main(lambda: _publish_policy(_merge_saved_adapter(out / "adapter", recipe.model.dtype), tokenizer, out, None))
-
-
-def _merge_saved_adapter(adapter_dir: Path, dtype: str):
-    """The base model loaded afresh with the saved adapter merged in (the trainer's copy is sharded)."""
-    from peft import AutoPeftModelForCausalLM
-
-    from posttrain.models.loading import DTYPES
-
-    return AutoPeftModelForCausalLM.from_pretrained(adapter_dir, dtype=DTYPES[dtype]).merge_and_unload()
+        # Sharded weights, or a 4-bit base (merging there would re-quantize): merge onto the base
+        # loaded afresh in full precision. The in-memory policy stays as trained for the final eval.
+        on_main(lambda: _publish_policy(merge_saved_adapter(out / "adapter", recipe.model.dtype), tokenizer, out, None))
 
 
 def _publish_policy(model, tokenizer, out: Path, state_dict) -> None:

@@ -3,6 +3,7 @@ this module only maps our validated recipe onto TRL's arguments."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from posttrain.config.schema import GRPORecipe
@@ -11,6 +12,8 @@ from posttrain.models.balancing import aux_loss_coef
 from posttrain.models.lora import peft_config
 from posttrain.models.precision import resolve, trainer_kwargs
 from posttrain.telemetry.progress import quiet_trainer
+
+log = logging.getLogger(__name__)
 
 
 def grpo_args(recipe: GRPORecipe, output_dir: Path, resume_dir: Path | None = None):
@@ -59,6 +62,9 @@ def rollout_kwargs(recipe: GRPORecipe) -> dict:
     gen = recipe.generation
     if gen.backend == "vllm":
         server = {k: v for k, v in (("vllm_server_host", gen.vllm_server_host), ("vllm_server_port", gen.vllm_server_port)) if v is not None}
+        if gen.cache != "dynamic":
+            log.warning("generation.cache=%s applies to the held-out evaluation only: vLLM rollouts use "
+                        "vLLM's own paged KV cache", gen.cache)
         return {"use_vllm": True, "vllm_mode": gen.vllm_mode, **server}
     if gen.cache == "dynamic":
         return {}
@@ -76,9 +82,12 @@ def check_machine(recipe: GRPORecipe) -> None:
     from posttrain.models.generation import check_backend, check_cache
     from posttrain.models.precision import check_hardware
 
+    from posttrain.models.quantization import check_quantization
+
     check_hardware(resolve(recipe.train.precision, recipe.model.dtype))
     check_backend(recipe.generation.backend)
     check_cache(recipe.generation.cache)
+    check_quantization(recipe.model)
 
 
 

@@ -69,19 +69,12 @@ def moe_callbacks(cfg: MoEConfig, model, out_dir: Path | None = None) -> list[Tr
     wants_routers = cfg.balancing != "none" or cfg.freeze_router
     if not wants_routers and not cfg.telemetry:
         return []
+    check_moe_settings(cfg, model)
     if not is_moe(model):
-        if wants_routers:
-            setting = f"moe.balancing={cfg.balancing}" if cfg.balancing != "none" else "moe.freeze_router=true"
-            raise PosttrainError(f"{setting}: {type(model).__name__} has no MoE layers; use moe.balancing=none "
-                                 "and moe.freeze_router=false for a dense model")
         return []
-    if cfg.balancing == "aux_loss":
-        check_aux_loss(model)
     try:
         layers = find_moe_layers(model)
-    except UnsupportedMoEError as e:
-        if wants_routers:
-            raise
+    except UnsupportedMoEError as e:  # telemetry alone: check_moe_settings raised for balancing or freezing
         log.warning("MoE telemetry off: %s", e)
         return []
     if cfg.freeze_router:
@@ -93,6 +86,22 @@ def moe_callbacks(cfg: MoEConfig, model, out_dir: Path | None = None) -> list[Tr
     if gamma is None and not cfg.telemetry:
         return []
     return [MoEBalancingCallback(model, layers, gamma=gamma, telemetry=cfg.telemetry, out_dir=out_dir)]
+
+
+def check_moe_settings(cfg: MoEConfig, model) -> None:
+    """Raise what `moe_callbacks` refuses, changing nothing. `model` may be a weightless meta-device
+    instance, so a run can check its settings before its slow steps (distillation's traces)."""
+    wants_routers = cfg.balancing != "none" or cfg.freeze_router
+    if not is_moe(model):
+        if wants_routers:
+            setting = f"moe.balancing={cfg.balancing}" if cfg.balancing != "none" else "moe.freeze_router=true"
+            raise PosttrainError(f"{setting}: {type(model).__name__} has no MoE layers; use moe.balancing=none "
+                                 "and moe.freeze_router=false for a dense model")
+        return
+    if cfg.balancing == "aux_loss":
+        check_aux_loss(model)
+    if wants_routers:
+        find_moe_layers(model)  # an MoE family this module cannot route raises UnsupportedMoEError
 
 
 def check_aux_loss(model) -> None:

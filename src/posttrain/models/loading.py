@@ -48,13 +48,20 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_
     return tokenizer
 
 
-def load_model(name_or_path: str, dtype: str = "auto", revision: str | None = None, trust_remote_code: bool = False):
+def load_model(name_or_path: str, dtype: str = "auto", revision: str | None = None, trust_remote_code: bool = False,
+               quantization=None):
+    """`quantization`: a transformers BitsAndBytesConfig (QLoRA, `posttrain.models.quantization`) or None."""
     from transformers import AutoModelForCausalLM
 
     check_local(name_or_path)
+    extra = {}
+    if quantization is not None:
+        from posttrain.models.quantization import device_map
+
+        extra = {"quantization_config": quantization, "device_map": device_map()}
     try:
         return AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=DTYPES[dtype], revision=revision, trust_remote_code=trust_remote_code
+            name_or_path, dtype=DTYPES[dtype], revision=revision, trust_remote_code=trust_remote_code, **extra
         )
     except (OSError, ValueError) as e:
         raise PosttrainError(

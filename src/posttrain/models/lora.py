@@ -1,6 +1,9 @@
-"""The recipe's `lora` section as a peft `LoraConfig` (None when LoRA is off); grpo and distill share it."""
+"""The recipe's `lora` section as a peft `LoraConfig` (None when LoRA is off), and merging a saved
+adapter into its base; grpo and distill share both."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from posttrain.config.schema import LoraConfig
 
@@ -17,3 +20,12 @@ def peft_config(lora: LoraConfig):
         target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
     )
+
+
+def merge_saved_adapter(adapter_dir: Path, dtype: str):
+    """The adapter's base loaded afresh (full precision, unsharded) with the saved adapter merged in."""
+    from peft import AutoPeftModelForCausalLM
+
+    from posttrain.models.loading import DTYPES
+
+    return AutoPeftModelForCausalLM.from_pretrained(adapter_dir, dtype=DTYPES[dtype]).merge_and_unload()

@@ -2,7 +2,9 @@
 
 A random-init model never produces a correct answer, so GRPO's group advantages are all zero.
 A short SFT on generated worked examples (TRL's SFTTrainer, loss on the completion only)
-gives the policy the format and some skill; RL then sharpens it.
+gives the policy the format and some skill; RL then sharpens it. With `moe.balancing: loss_free`
+an MoE warm-starts with loss-free balancing too (`balancing_callbacks`), as DeepSeek-V3 trains its
+routing bias throughout pre-training: RL then starts from balanced experts, not from a zero bias.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from posttrain.config.schema import WarmstartConfig
+from posttrain.config.schema import MoEConfig, WarmstartConfig
 from posttrain.config.trl_fields import checkpointing_kwargs
+from posttrain.models.precision import trainer_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,19 @@ def _completion(prompt, solution: str):
     return [{"role": "assistant", "content": solution}] if isinstance(prompt, list) else solution
 
 
+def balancing_callbacks(moe: MoEConfig, model) -> list:
+    """The loss-free bias update for a warm-start when `moe.balancing` is loss_free, else [].
+
+    The routers always train (the warm-start is where a random router learns to route, so
+    `moe.freeze_router` is for the training after it) and log no `moe/*` rows of their own.
+    """
+    if moe.balancing != "loss_free":
+        return []
+    from posttrain.models.balancing import moe_callbacks
+
+    return moe_callbacks(moe.model_copy(update={"freeze_router": False, "telemetry": False}), model)
+
+
 def refuse_sharded_engine(setting: str) -> None:
     """Warm-start trains the model in place and saves it: under ZeRO-3 or FSDP that would be shards."""
     from posttrain.distributed import shards_weights
@@ -41,8 +57,11 @@ def refuse_sharded_engine(setting: str) -> None:
         )
 
 
-def run_warmstart(model, tokenizer, rows: list[dict], prompts: list, cfg: WarmstartConfig, out_dir: Path, callbacks=(), bf16: bool = False):
-    """Train `model` in place on the rows' solutions for `cfg.steps` steps; returns the trainer's metrics."""
+def run_warmstart(model, tokenizer, rows: list[dict], prompts: list, cfg: WarmstartConfig, out_dir: Path, callbacks=(), precision: str = "fp32"):
+    """Train `model` in place on the rows' solutions for `cfg.steps` steps; returns the trainer's metrics.
+
+    `precision`: a resolved `train.precision` (fp32, bf16, fp16, fp8), as the RL stage after it trains.
+    """
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -63,8 +82,8 @@ def run_warmstart(model, tokenizer, rows: list[dict], prompts: list, cfg: Warmst
         disable_tqdm=True,
         # TRL turns checkpointing on by default; on tiny models it only costs time.
         **checkpointing_kwargs("SFTConfig", False),
-        # TRL defaults to bf16 autocast, which is several times slower on CPUs.
-        bf16=bf16,
+        # Explicit, because TRL defaults to bf16 autocast, which is several times slower on CPUs.
+        **trainer_kwargs(precision),
         completion_only_loss=True,
         dataloader_num_workers=0,
         seed=cfg.seed,

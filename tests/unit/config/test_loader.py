@@ -79,6 +79,21 @@ def test_batch_must_hold_whole_groups():
         load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, ["grpo.per_device_train_batch_size=6"])
 
 
+def test_warmup_under_a_constant_schedule_is_refused_not_ignored():
+    # transformers' "constant" schedule drops warmup silently; the recipe says so instead.
+    bad = ["grpo.lr_scheduler_type=constant", "grpo.warmup_steps=20"]
+    with pytest.raises(ConfigError, match="warmup_steps=20 has no effect .*constant_with_warmup"):
+        load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, bad)
+    with pytest.raises(ConfigError, match="warmup_ratio=0.1 has no effect"):
+        load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, ["grpo.lr_scheduler_type=constant", "grpo.warmup_ratio=0.1"])
+    fine = load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, ["grpo.lr_scheduler_type=constant_with_warmup", "grpo.warmup_steps=20"])
+    assert fine.grpo.warmup_steps == 20
+    from posttrain.config.distill_schema import DistillRecipe
+
+    with pytest.raises(ConfigError, match=r"distill \(line \d+\): warmup_steps=20 has no effect"):
+        load_recipe(REPO / "recipes/tiny-distill.yaml", DistillRecipe, ["distill.lr_scheduler_type=constant", "distill.warmup_steps=20"])
+
+
 def test_invalid_yaml_names_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  name_or_path: [unclosed\n")

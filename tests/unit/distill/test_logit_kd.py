@@ -74,3 +74,36 @@ def test_different_tokenizers_are_refused_with_the_way_out(char_tokenizer):
         check_shared_tokenizer(char_tokenizer, other, "teacher T", "student S")
     msg = str(err.value)
     assert "teacher T has 106 tokens and student S has 107" in msg and "distill.logit_kd.enabled=false" in msg
+
+
+@pytest.mark.parametrize("teacher", ["offline", "online"])
+def test_moe_aux_loss_is_added_to_the_kd_loss(char_tokenizer, tmp_path, teacher):
+    """moe.balancing=aux_loss: the KD losses replace SFTTrainer's NLL, which is where TRL adds the router
+    loss, so both logit-KD trainers add it themselves (a Qwen3-MoE student: its forward computes one)."""
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    from posttrain.config.distill_schema import LogitKDConfig
+    from posttrain.distill.kd_trainers import TraceCollator
+    from posttrain.distill.logit_kd import build_trainer, kd_args
+
+    torch.manual_seed(0)
+    config = Qwen3MoeConfig(vocab_size=len(char_tokenizer), hidden_size=16, intermediate_size=32, moe_intermediate_size=16,
+                            num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8, num_experts=4,
+                            num_experts_per_tok=2, pad_token_id=char_tokenizer.pad_token_id)
+    student = Qwen3MoeForCausalLM(config).train()
+    teacher_model = Qwen3MoeForCausalLM(config) if teacher == "online" else None
+    rows = encode_rows(char_tokenizer, TRACES, max_length=512)
+    targets = _targets(rows) if teacher == "offline" else None
+    cfg = LogitKDConfig(teacher=teacher, max_steps=1, per_device_train_batch_size=2)
+    batch = TraceCollator(char_tokenizer.pad_token_id, targets)(rows)
+
+    def kd_loss(coef):
+        args = kd_args(cfg, tmp_path, max_new_tokens=8, max_length=512, precision="fp32", seed=0, logging_steps=1,
+                       save_steps=0, save_total_limit=1, aux_loss_coef=coef)
+        trainer = build_trainer(student, char_tokenizer, rows, cfg, args, targets=targets, teacher=teacher_model)
+        return trainer.compute_loss(student, dict(batch)).item(), trainer._metrics["train"]["aux_loss"]
+
+    plain, none_logged = kd_loss(0.0)
+    weighted, (aux,) = kd_loss(0.5)
+    assert not none_logged and aux > 0
+    assert weighted == pytest.approx(plain + 0.5 * aux, rel=1e-5)

@@ -42,6 +42,6 @@ def test_lora_stage_saves_the_adapter_and_reloads_it_trainable(tmp_path: Path, c
     assert (tmp_path / "sequence_kd" / "model" / "adapter_config.json").is_file()
     again = roles.load_stage(cfg, base, tmp_path / "sequence_kd")
     assert any(p.requires_grad for n, p in again.named_parameters() if "lora_" in n)
-    merged = roles.export_student(again, char_tokenizer, tmp_path / "out", lora)
+    merged = roles.export_student(again, char_tokenizer, tmp_path / "out", ModelConfig(name_or_path=base, lora=lora))
     assert not hasattr(merged, "peft_config")
     assert (tmp_path / "out" / "config.json").is_file() and (tmp_path / "out" / "adapter" / "adapter_config.json").is_file()

@@ -58,6 +58,15 @@ def test_roles_and_misspellings_reported_together():
 
 def test_trl_passthrough_checked_against_sftconfig():
     assert "not a trl.SFTConfig field" in _problems(dict(BASE), ["distill.trl.nonsense=1"])
+    assert "'router_aux_loss_coef' is a recipe field" in _problems(dict(BASE), ["distill.trl.router_aux_loss_coef=0.1"])
+
+
+def test_moe_section_is_the_grpo_one():
+    fresh = lambda: {"teacher": "build:tiny-moe", "student": "build:tiny-moe", "data": {"source": "arithmetic"}}  # noqa: E731
+    assert DistillRecipe.model_validate(fresh()).moe.balancing == "none"
+    cfg = load_recipe(None, DistillRecipe, ["moe.balancing=loss_free", "moe.bias_update_speed=0.01"], data=fresh())
+    assert cfg.moe.balancing == "loss_free" and cfg.moe.bias_update_speed == 0.01
+    assert "loss_free" in _problems(fresh(), ["moe.balancing=switch"])
 
 
 def test_tiny_recipe_validates_and_shrinks():

@@ -26,7 +26,7 @@ def test_recipe_maps_onto_trl_names():
 
 
 def test_warmup_steps_win_over_ratio_and_trl_passthrough():
-    args = _args("grpo.warmup_steps=7", "grpo.warmup_ratio=0.5", "grpo.trl={log_completions: true}")
+    args = _args("grpo.lr_scheduler_type=cosine", "grpo.warmup_steps=7", "grpo.warmup_ratio=0.5", "grpo.trl={log_completions: true}")
     assert args.get_warmup_steps(100) == 7 and args.log_completions is True
 
 
@@ -51,6 +51,17 @@ def test_generation_cache_and_vllm_reach_grpo_config():
     args = _args("generation.backend=vllm", "generation.vllm_mode=server", "generation.vllm_server_host=10.0.0.2",
                  "generation.vllm_server_port=8001")
     assert (args.vllm_mode, args.vllm_server_host, args.vllm_server_port) == ("server", "10.0.0.2", 8001)
+
+
+def test_a_kv_cache_setting_vllm_does_not_use_is_said(caplog):
+    with caplog.at_level("WARNING", logger="posttrain.grpo.trainer"):
+        args = _args("generation.backend=vllm", "generation.cache=static")
+    assert args.cache_implementation is None
+    assert "generation.cache=static applies to the held-out evaluation only" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="posttrain.grpo.trainer"):
+        _args("generation.backend=vllm")
+    assert caplog.text == ""
 
 
 def test_quantized_cache_backend_merges_with_trl_generation_kwargs(monkeypatch):

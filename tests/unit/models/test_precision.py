@@ -79,3 +79,26 @@ def test_fp8_needs_ada_or_hopper_and_torchao(monkeypatch):
         check_hardware("fp8")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "torchao" else real(name, *a))
     check_hardware("fp8")
+
+
+@pytest.mark.parametrize("precision, bf16", [("fp32", False), ("bf16", True)])
+def test_warmstart_trains_in_the_recipes_precision(monkeypatch, tmp_path, precision, bf16):
+    import trl
+
+    from posttrain.config.schema import WarmstartConfig
+    from posttrain.models.warmstart import run_warmstart
+
+    seen = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(*args, **kwargs):
+        seen["args"] = kwargs["args"]
+        raise Captured
+
+    monkeypatch.setattr(trl, "SFTTrainer", capture)
+    rows = [{"id": "a", "question": "1+1", "solution": "<think>1+1=2</think><answer>2</answer>"}]
+    with pytest.raises(Captured):
+        run_warmstart(None, None, rows, ["1+1"], WarmstartConfig(steps=1), tmp_path, precision=precision)
+    assert seen["args"].bf16 is bf16 and seen["args"].fp16 is False

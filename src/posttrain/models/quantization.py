@@ -1,0 +1,79 @@
+"""4-bit QLoRA (bitsandbytes): the frozen base loaded in NF4/FP4, LoRA adapters trained on top.
+
+The recipe keys follow TRL's ModelConfig (`load_in_4bit`, `bnb_4bit_quant_type`,
+`use_bnb_nested_quant`), so an open-r1/TRL user finds them where they expect. TRL's trainers
+take the quantized model with a `peft_config` and do the k-bit preparation themselves (adapter
+weights in bf16, inputs requiring grad); here we only load the model that way.
+
+bitsandbytes runs 4-bit on CPU too since 0.46 (slowly), which is how the tests exercise it; the
+memory saving the method exists for is a GPU one. MoE experts that transformers stores as fused
+3-D tensors (DeepSeek-V3, Qwen3-MoE in transformers 5) are not nn.Linear and stay unquantized:
+attention, shared experts and dense MLPs are quantized.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from posttrain.errors import PosttrainError
+
+MIN_BITSANDBYTES = "0.46"  # first release with a CPU backend for 4-bit layers
+
+
+def bnb_config(model_cfg):
+    """A transformers `BitsAndBytesConfig` for `model.load_in_4bit`, or None when it is off."""
+    if not model_cfg.load_in_4bit:
+        return None
+    require_bitsandbytes()
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=model_cfg.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=model_cfg.use_bnb_nested_quant,
+        bnb_4bit_compute_dtype=compute_dtype(model_cfg.dtype),
+        bnb_4bit_quant_storage=torch.uint8,
+    )
+
+
+def compute_dtype(dtype: str):
+    """The dtype 4-bit layers de-quantize to for their matmuls: the recipe's, else bf16 where the
+    GPU has it (the QLoRA paper's choice), else fp32."""
+    import torch
+
+    named = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    if dtype in named:
+        return named[dtype]
+    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+
+
+def device_map() -> dict[str, int | str]:
+    """bitsandbytes quantizes while loading onto a device: this process's GPU, else the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"": "cpu"}
+    from accelerate import PartialState
+
+    return {"": PartialState().local_process_index}
+
+
+def check_quantization(model_cfg) -> None:
+    """At run start, before anything is written: bitsandbytes is there when the recipe needs it."""
+    if model_cfg.load_in_4bit:
+        require_bitsandbytes()
+
+
+def require_bitsandbytes() -> None:
+    from packaging.version import Version
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise PosttrainError("model.load_in_4bit needs bitsandbytes: pip install 'posttrain[qlora]'")
+    from importlib.metadata import version
+
+    found = version("bitsandbytes")
+    if Version(found) < Version(MIN_BITSANDBYTES):
+        raise PosttrainError(
+            f"model.load_in_4bit needs bitsandbytes>={MIN_BITSANDBYTES}; found {found} (pip install -U 'posttrain[qlora]')"
+        )
