@@ -167,7 +167,7 @@ def trl_config(args, out: Path):
     return GRPOConfig(
         output_dir=str(out), max_steps=args.steps, seed=args.seed, logging_steps=1,
         per_device_train_batch_size=args.batch, num_generations=8, max_completion_length=args.max_completion_length,
-        learning_rate=g.learning_rate, lr_scheduler_type=g.lr_scheduler_type, loss_type=g.loss_type, beta=g.beta,
+        learning_rate=g.learning_rate, lr_scheduler_type=g.lr_scheduler_type, warmup_steps=g.warmup_steps, loss_type=g.loss_type, beta=g.beta,
         scale_rewards=g.scale_rewards, temperature=g.temperature, reward_weights=[1.0, 0.2],
         bf16=False, activation_checkpointing=False,  # TRL defaults both on; the recipe has both off
         router_aux_loss_coef=0.0,  # posttrain's value unless moe.balancing=aux_loss

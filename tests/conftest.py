@@ -49,6 +49,7 @@ def quick_overrides(tmp_path) -> list[str]:
         "model.warmstart.num_examples=64",
         "data.num_train=64",
         "grpo.max_steps=2",
+        "grpo.warmup_steps=0",  # a 2-step run inside a 25-step warmup would barely train
         "grpo.per_device_train_batch_size=8",
         "grpo.num_generations=4",
         "grpo.max_completion_length=12",

@@ -85,7 +85,7 @@ def test_warmup_under_a_constant_schedule_is_refused_not_ignored():
     with pytest.raises(ConfigError, match="warmup_steps=20 has no effect .*constant_with_warmup"):
         load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, bad)
     with pytest.raises(ConfigError, match="warmup_ratio=0.1 has no effect"):
-        load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, ["grpo.lr_scheduler_type=constant", "grpo.warmup_ratio=0.1"])
+        load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, ["grpo.lr_scheduler_type=constant", "grpo.warmup_steps=0", "grpo.warmup_ratio=0.1"])
     fine = load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, ["grpo.lr_scheduler_type=constant_with_warmup", "grpo.warmup_steps=20"])
     assert fine.grpo.warmup_steps == 20
     from posttrain.config.distill_schema import DistillRecipe
