@@ -194,7 +194,7 @@ def main() -> None:
     tokenizer = load_tokenizer(resolve_model_path(recipe.model, args.out, seed=0))
     splits = make_splits(recipe.data, recipe.eval, recipe.model.warmstart)
     prompt = lambda row: to_prompt(row["question"], recipe.data.system_prompt, True)  # noqa: E731
-    rewards, _ = build(recipe.rewards)
+    rewards, _ = build(recipe.rewards.functions)
     correctness = next(fn for fn in rewards if fn.__name__ == recipe.eval.correctness_reward)
     results = {}
     for balancing in ("none", "loss_free"):

@@ -13,7 +13,7 @@ def _args(*overrides):
 
 
 def test_recipe_maps_onto_trl_names():
-    args = _args("grpo.learning_rate=2e-5", "grpo.lr_scheduler_type=cosine", "grpo.warmup_ratio=0.1",
+    args = _args("grpo.learning_rate=2e-5", "grpo.lr_scheduler_type=cosine", "grpo.warmup_steps=0", "grpo.warmup_ratio=0.1",
                  "grpo.gradient_accumulation_steps=4", "grpo.loss_type=dapo", "grpo.epsilon_high=0.28",
                  "grpo.scale_rewards=group", "grpo.beta=0.04", "grpo.seed=11", "grpo.gradient_checkpointing=true")
     assert args.learning_rate == 2e-5 and args.lr_scheduler_type == "cosine"
