@@ -1,10 +1,13 @@
 """Side by side: the same tiny GRPO run with loss-free MoE balancing and without.
 
-    python benchmarks/bench_moe.py [--steps 60] [--gamma 0.003] [--warmstart-steps 300] [--out runs/bench_moe]
+    python benchmarks/bench_moe.py [--steps 60] [--gamma 0.003] [--warmstart-steps 500] [--out runs/bench_moe]
 
 The quickstart recipe (recipes/tiny-math.yaml) shrunk by overrides so the whole comparison takes a
-few minutes on 2 CPU cores: a 2-layer MoE (8 routed experts, top-2, 1 shared) on one-digit sums.
-One warm-started base (cached in OUT/base), then two GRPO runs from it with the same seed and data:
+few minutes on 2 CPU cores: a 2-layer MoE (8 routed experts, top-2, 1 shared) on sums of two
+numbers in 1..20 (400 distinct problems, so the 100 held-out ones leave most of them for training).
+Each run warm-starts its own base with its own balancing, as `posttrain grpo` does
+(`--base-balancing per-arm`, cached in OUT/base-<balancing>), or both start from one shared base
+(`--base-balancing none|loss_free`); then two GRPO runs with the same seed and data:
 `moe.balancing=none` and `moe.balancing=loss_free` (telemetry on in both, so both report MaxVio).
 Prints final MaxVio (mean of the last quarter of logged steps), reward, held-out pass@1 and the
 step-time overhead of balancing + telemetry. The overhead is measured on identical batches (the
@@ -34,9 +37,9 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=60, help="GRPO steps per run")
     p.add_argument("--gamma", type=float, default=3e-3, help="moe.bias_update_speed of the loss_free run")
-    p.add_argument("--warmstart-steps", type=int, default=300, help="SFT steps of the shared base")
+    p.add_argument("--warmstart-steps", type=int, default=500, help="SFT steps of each base")
     p.add_argument("--batch", type=int, default=16, help="completions per step (prompts x 8 generations)")
-    p.add_argument("--eval-problems", type=int, default=200, help="held-out problems (4 samples each)")
+    p.add_argument("--eval-problems", type=int, default=100, help="held-out problems (4 samples each)")
     p.add_argument("--seed", type=int, default=0, help="GRPO seed (sampling), the same for both runs")
     p.add_argument("--base-balancing", choices=["per-arm", "none", "loss_free"], default="per-arm",
                    help="per-arm: each run warm-starts its own base with its own balancing, as `posttrain grpo` does "
@@ -55,7 +58,7 @@ def load(args):
              "moe_intermediate_size": 32, "kv_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16}
     return load_recipe(RECIPE, GRPORecipe, [
         f"output.dir={args.out}", f"model.builder_args={json.dumps(model)}",
-        "data.task_args={num_terms: 2, low: 1, high: 9}", "grpo.max_completion_length=24", "eval.max_new_tokens=24", f"model.warmstart.steps={args.warmstart_steps}", "model.warmstart.batch_size=32",
+        "data.task_args={num_terms: 2, low: 1, high: 20}", "grpo.max_completion_length=24", "eval.max_new_tokens=24", f"model.warmstart.steps={args.warmstart_steps}", "model.warmstart.batch_size=32",
         "model.warmstart.num_examples=4000", f"grpo.max_steps={args.steps}", f"grpo.seed={args.seed}", "grpo.logging_steps=1",
         f"grpo.per_device_train_batch_size={args.batch}", "grpo.num_generations=8", "data.num_train=1000",
         f"eval.num_problems={args.eval_problems}", "eval.num_samples=4",

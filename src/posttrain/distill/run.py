@@ -270,7 +270,6 @@ def _check_machine(recipe: DistillRecipe) -> None:
     """Fail at run start, in one line, on a precision or KV cache this machine cannot do."""
     from posttrain.models.generation import check_cache
     from posttrain.models.precision import check_hardware
-
     from posttrain.models.quantization import check_quantization
 
     check_hardware(resolve(recipe.train.precision, recipe.student.dtype))
