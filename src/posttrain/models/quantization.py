@@ -42,9 +42,8 @@ def compute_dtype(dtype: str):
     GPU has it (the QLoRA paper's choice), else fp32."""
     import torch
 
-    named = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-    if dtype in named:
-        return named[dtype]
+    if dtype != "auto":
+        return getattr(torch, dtype)  # model.dtype is validated: float32, bfloat16 or float16
     return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
 
 
