@@ -4,9 +4,9 @@ The Trainer writes `checkpoint-N/` file by file, so a kill mid-save leaves a fol
 like a checkpoint and does not load. `AtomicCheckpoints` makes every Trainer (GRPO, SFT, GKD)
 write into a hidden staging folder, fsync it, and rename it to `checkpoint-N` in one step; old
 checkpoints are renamed away before they are deleted. A folder named `checkpoint-N` is
-therefore always whole, and `latest_checkpoint` can trust it. `restore_weights` reads a full
-checkpoint's weights back the way `from_pretrained` does, for MoE models whose experts the Trainer's
-own resume would drop.
+therefore always whole, and `latest_checkpoint` can trust it. A run resumed from the checkpoint of
+its last step trains nothing more. `restore_weights` reads a full checkpoint's weights back the way
+`from_pretrained` does, for MoE models whose experts the Trainer's own resume would drop.
 """
 
 from __future__ import annotations
@@ -102,13 +102,23 @@ def rotate(checkpoints_dir: Path, keep: int | None) -> None:
 
 
 class AtomicCheckpoints:
-    """Trainer mixin (put it before the Trainer class): checkpoints appear complete or not at all.
+    """Trainer mixin (put it before the Trainer class): checkpoints appear complete or not at all,
+    and resuming a finished run trains no further.
 
     The Trainer writes the checkpoint into `.staging-N/checkpoint-N` (model, optimizer, scheduler,
     RNG states, trainer state -- everything it normally writes), then the main process fsyncs it
     and renames it into place. Every rank waits for the rename, as they wait for the Trainer's own
     save under DDP, DeepSpeed and FSDP.
     """
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        # transformers checks `max_steps` only after an optimizer step: resumed from the checkpoint
+        # of the last step (a run killed between that save and its final outputs), the epoch loop
+        # would train one step more whenever max_steps is not a whole number of epochs. No batches
+        # means no step; the callbacks still see the training begin and end.
+        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+            return [], None
+        return super().get_batch_samples(epoch_iterator, num_batches, device)
 
     def _save_checkpoint(self, model, trial):
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR

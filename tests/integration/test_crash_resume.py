@@ -63,3 +63,16 @@ def test_resumed_run_reaches_the_same_parameters_as_an_uninterrupted_one(quick_o
         torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+    # Killed after the last checkpoint but before the final outputs: the resume must train nothing
+    # more. transformers alone trains a fifth step here (4 steps are not a whole epoch of 32 batches).
+    (out / "summary.json").unlink()
+    last = runner.invoke(app, ["grpo", RECIPE, *sets, "--resume"])
+    assert last.exit_code == 0, last.output
+    assert json.loads((out / "summary.json").read_text())["steps"] == 4
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("checkpoint-")) == \
+        ["checkpoint-2", "checkpoint-4"]
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    for name, tensor in _state(out).items():
+        torch.testing.assert_close(tensor, resumed[name], rtol=0, atol=0, msg=name)

@@ -131,16 +131,15 @@ class MoEBalancingCallback(TrainerCallback):
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.counter = RoutingCounter(model, layers, training_only=True)
         self._interval = None  # counts since the last log, (layers, experts)
-        self._restore_checked = False
         self.history: list[dict] = []  # the logged moe/* rows, for the heat-map
 
     def on_train_begin(self, args, state, control, **kwargs):
+        # The Trainer has loaded the checkpoint's state (global_step) and weights by now. Restoring
+        # here, not at the first step, also covers a resume from the last step, which runs no step.
+        self._restore(Path(args.output_dir) / f"checkpoint-{state.global_step}" / BIAS_FILE)
         self.counter.attach()
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if not self._restore_checked:  # the Trainer restores global_step only after on_train_begin
-            self._restore_checked = True
-            self._restore(Path(args.output_dir) / f"checkpoint-{state.global_step}" / BIAS_FILE)
         self.counter.reset()
 
     def on_step_end(self, args, state, control, **kwargs):

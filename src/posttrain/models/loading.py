@@ -60,7 +60,7 @@ def load_model(name_or_path: str, dtype: str = "auto", revision: str | None = No
 
         extra = {"quantization_config": quantization, "device_map": device_map()}
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             name_or_path, dtype=DTYPES[dtype], revision=revision, trust_remote_code=trust_remote_code, **extra
         )
     except (OSError, ValueError) as e:
@@ -68,6 +68,11 @@ def load_model(name_or_path: str, dtype: str = "auto", revision: str | None = No
             f"could not load model {name_or_path!r}: {_first_line(e)} "
             "(a Hub name needs network access; a local path needs config.json and weights)"
         ) from None
+    if quantization is not None:
+        from posttrain.models.quantization import keep_trainable_layout
+
+        keep_trainable_layout(model)
+    return model
 
 
 def build_and_save(kind: str, builder_args: dict, out_dir: Path, seed: int) -> Path:

@@ -58,6 +58,21 @@ def device_map() -> dict[str, int | str]:
     return {"": PartialState().local_process_index}
 
 
+def keep_trainable_layout(model) -> None:
+    """Keep every 4-bit layer in the weight layout bitsandbytes trains with, on every CPU.
+
+    On a CPU with AVX512-BF16 (Sapphire Rapids, Zen 4), bitsandbytes >= 0.49 repacks a `Linear4bit`
+    for its inference kernel the first time the layer runs in eval mode without grad, and keeps it
+    so. That layout is for inference: it asserts out_features % 32 == 0 and in_features >= the
+    quantization block, and bitsandbytes converts it back only when saving. GRPO and distillation
+    sample (eval, no grad) and train the same layers in turn, so we switch the repacking off; other
+    CPUs, and GPUs, never take that path, and now no machine does.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 def check_quantization(model_cfg) -> None:
     """At run start, before anything is written: bitsandbytes is there when the recipe needs it."""
     if model_cfg.load_in_4bit:

@@ -276,8 +276,10 @@ def test_bias_sidecar_saved_with_checkpoint_and_restored_on_resume(tiny_moe, tmp
         saving.on_save(args, SimpleNamespace(global_step=2, is_world_process_zero=True), None)
         layers[1].bias.zero_()
         resuming = MoEBalancingCallback(tiny_moe, layers, gamma=0.1)
-        resuming.on_step_begin(args, SimpleNamespace(global_step=2), None)  # the first step after a resume
+        # At train begin, not at the first step: a resume from the last checkpoint runs no step.
+        resuming.on_train_begin(args, SimpleNamespace(global_step=2), None)
         assert layers[1].bias[2] == pytest.approx(0.3)
+        resuming.on_train_end(args, SimpleNamespace(global_step=2, is_world_process_zero=True), None)
     finally:
         for layer in layers:
             layer.bias.zero_()
