@@ -1,6 +1,6 @@
 """Kill a tiny GRPO run with SIGKILL at random moments, resume it each time, and check nothing was lost.
 
-    python benchmarks/bench_crash.py [--trials 20] [--kills 3] [--steps 12] [--seed 0] [--out runs/bench_crash]
+    python benchmarks/bench_crash.py [--quick] [--trials 20] [--kills 3] [--steps 12] [--seed 0] [--json PATH]
 
 Each trial runs `posttrain grpo recipes/tiny-math.yaml` (shrunk to a seconds-long run, a checkpoint
 every step) in a subprocess, SIGKILLs it at a random moment once training has started -- mid-step,
@@ -10,12 +10,12 @@ lets the last attempt finish. A trial survives when:
   - every checkpoint left on disk loads (weights through `from_pretrained`, optimizer, scheduler,
     trainer state) and no staging or trash folder is left behind;
   - metrics.jsonl holds each step exactly once.
-Prints survived/total and the problems of any trial that did not survive.
+Prints survived/total and the problems of any trial that did not survive; the row's ratio is
+trials survived / trials run. Trial t uses seed --seed + t for its kill moments.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -24,6 +24,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Row, parser, start  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "tiny-math.yaml"
@@ -115,28 +118,37 @@ def verify(out: Path, steps: int) -> list[str]:
     return problems
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--kills", type=int, default=3, help="SIGKILLs per trial")
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_crash")
-    args = parser.parse_args()
+def main(argv=None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--trials", type=int, help="runs to kill and resume (20; quick 1)")
+    p.add_argument("--kills", type=int, help="SIGKILLs per trial (3; quick 2)")
+    p.add_argument("--steps", type=int, help="GRPO steps of each run (12; quick 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_crash")
+    args = p.parse_args(argv)
+    trials = args.trials or (1 if args.quick else 20)
+    steps = args.steps or (8 if args.quick else 12)
+    args.kills = args.kills or (2 if args.quick else 3)
+    seeds = [args.seed + t for t in range(trials)]
+    report = start("crash", args, {"trials": trials, "kills": args.kills, "steps": steps}, seeds=seeds)
     import shutil
 
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     survived, kills, started = 0, 0, time.time()
-    for trial in range(args.trials):
-        result = crash_and_resume(args.out / f"trial-{trial:02d}", kills=args.kills, steps=args.steps, seed=args.seed + trial)
+    for trial, seed in enumerate(seeds):
+        result = crash_and_resume(args.out / f"trial-{trial:02d}", kills=args.kills, steps=steps, seed=seed)
         kills += result["killed"]
         ok = not result["problems"]
         survived += ok
         print(f"trial {trial:2d}: {result['killed']} kills, {result['attempts']} starts: "
               f"{'survived' if ok else 'LOST: ' + '; '.join(result['problems'])}", flush=True)
-    print(f"\nsurvived {survived}/{args.trials} trials ({kills} SIGKILLs in all) in {time.time() - started:.0f} s")
+    report.add(Row("crash_resume", survived / trials, "trials that finished with nothing lost", "trials run",
+                   f"{survived}/{trials} survived {kills} SIGKILLs at random moments of {steps}-step runs, "
+                   f"{time.time() - started:.0f} s"))
+    report.write(args.json)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

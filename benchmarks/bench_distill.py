@@ -1,34 +1,41 @@
-"""Side by side: logit-KD student training with offline top-k teacher targets vs an online teacher.
+"""Side by side: logit-KD student training from stored top-k teacher targets vs an online teacher.
 
-    python benchmarks/bench_distill.py [--teacher outputs/tiny-distill/teacher] [--steps 30] [--topk 8]
+    python benchmarks/bench_distill.py [--quick] [--traces 1024] [--batch-size 32] [--epochs 3] [--json PATH]
 
-One process, the same student start, the same traces and batches: the offline trainer reads the
-teacher's stored top-k log-probs (posttrain's TopKDistillTrainer), the online one runs the teacher
-forward every step (TRL's GKDTrainer, lambda = 0 so no sampling muddies the comparison). Prints
-student-training tokens/s for both and their ratio, the one-off cost of storing the targets, and the
-KL gap between top-k and full-vocabulary targets: teacher-only (what `posttrain distill` reports) and
-measured against the trained student, for several k.
+One process, the same student start, the same traces, batches and training settings (checked field
+by field; any difference exits 3): the offline trainer reads the teacher's stored top-k log-probs
+(posttrain's TopKDistillTrainer), the online one runs the teacher forward every step (TRL's
+GKDTrainer, lambda = 0 so no sampling muddies the comparison). Each repeat, alternating, times:
+the teacher pass that stores the targets, one offline epoch, and one online epoch over the traces.
 
-Without --teacher it uses outputs/tiny-distill/teacher when present (the tiny recipe's cached
-teacher), else builds the tiny MoE and warm-starts it briefly: the gap needs a teacher that has
-learned something, a random one spreads its mass over the whole vocabulary.
+Rows, from the medians over repeats:
+- one epoch: online seconds / (teacher top-k pass + offline seconds);
+- a multi-epoch run (--epochs): online seconds x E / (top-k pass + offline seconds x E), the pass
+  stored once and read every epoch, as `posttrain distill` does.
+Also printed: the KL gap between top-k and full-vocabulary targets, teacher-only and against the
+trained student. The teacher is the tiny MoE warm-started here (seeded; --teacher takes a
+checkpoint instead): the gap needs a teacher that has learned something.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import os
+import math
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CACHED_TEACHER = REPO / "outputs" / "tiny-distill" / "teacher"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Row, parser, require_identical, start  # noqa: E402
+
 TEACHER_SPEC = {"hidden_size": 128, "num_layers": 3, "n_routed_experts": 8, "n_shared_experts": 1, "num_experts_per_tok": 2}
+# GKDConfig fields that name a run rather than set it.
+NOT_SETTINGS = {"output_dir", "logging_dir", "run_name"}
 
 
-def make_teacher(path: str | None, warm_steps: int, work: Path):
+def make_teacher(path: str | None, warm_steps: int, seed: int, work: Path):
     from posttrain.config.schema import WarmstartConfig
     from posttrain.data.load import generate_task, to_prompt
     from posttrain.models.builders import build_model
@@ -36,15 +43,14 @@ def make_teacher(path: str | None, warm_steps: int, work: Path):
     from posttrain.models.tokenizer import build_char_tokenizer
     from posttrain.models.warmstart import run_warmstart
 
-    path = path or (str(CACHED_TEACHER) if (CACHED_TEACHER / "config.json").is_file() else None)
     if path:
         return load_model(path, "float32"), load_tokenizer(path), path
     tokenizer = build_char_tokenizer()
-    model = build_model("tiny-moe", tokenizer, seed=0, **TEACHER_SPEC)
+    model = build_model("tiny-moe", tokenizer, seed=seed, **TEACHER_SPEC)
     rows = generate_task("arithmetic", 64 * warm_steps, seed=99, task_args={"num_terms": 3})
-    cfg = WarmstartConfig(steps=warm_steps, batch_size=64, learning_rate=2e-3, warmup_steps=10)
+    cfg = WarmstartConfig(steps=warm_steps, batch_size=64, learning_rate=2e-3, warmup_steps=10, seed=seed)
     run_warmstart(model, tokenizer, rows, [to_prompt(r["question"], None, True) for r in rows], cfg, work / "warm")
-    return model, tokenizer, f"tiny MoE warm-started {warm_steps} steps"
+    return model, tokenizer, f"tiny MoE warm-started {warm_steps} steps (seed {seed})"
 
 
 def make_rows(tokenizer, n: int, max_length: int):
@@ -56,20 +62,38 @@ def make_rows(tokenizer, n: int, max_length: int):
     return encode_rows(tokenizer, traces, max_length)
 
 
-def train(mode: str, student, tokenizer, rows, teacher, targets, steps: int, batch: int, work: Path) -> dict:
+def kd_settings(mode: str, steps: int, batch: int, topk: int, seed: int, work: Path):
     from posttrain.config.distill_schema import LogitKDConfig
-    from posttrain.distill.logit_kd import build_trainer, kd_args
+    from posttrain.distill.logit_kd import kd_args
 
-    cfg = LogitKDConfig(enabled=True, teacher=mode, max_steps=steps, per_device_train_batch_size=batch, learning_rate=3e-4, topk=targets.k)
-    args = kd_args(cfg, work / mode, max_new_tokens=40, max_length=512, bf16=False, seed=0, logging_steps=steps,
+    cfg = LogitKDConfig(enabled=True, teacher=mode, max_steps=steps, per_device_train_batch_size=batch, learning_rate=3e-4, topk=topk)
+    args = kd_args(cfg, work / mode, max_new_tokens=40, max_length=512, precision="fp32", seed=seed, logging_steps=steps,
                    save_steps=10**9, save_total_limit=1)
     args.save_strategy = "no"
+    return cfg, args
+
+
+def check_identical(steps: int, batch: int, topk: int, seed: int, work: Path) -> None:
+    import dataclasses
+
+    sides = {mode: kd_settings(mode, steps, batch, topk, seed, work) for mode in ("offline", "online")}
+    (cfg_off, args_off), (cfg_on, args_on) = sides["offline"], sides["online"]
+    fields = [f.name for f in dataclasses.fields(args_off) if f.name not in NOT_SETTINGS]
+    require_identical({k: getattr(args_off, k) for k in fields}, {k: getattr(args_on, k) for k in fields}, "the two GKDConfigs")
+    # The recipe sections differ only in where the teacher's distribution comes from.
+    require_identical(cfg_off.model_dump(exclude={"teacher"}), cfg_on.model_dump(exclude={"teacher"}), "the two logit_kd sections")
+
+
+def train(mode: str, student, tokenizer, rows, teacher, targets, steps: int, batch: int, seed: int, work: Path) -> dict:
+    from posttrain.distill.logit_kd import build_trainer
+
+    cfg, args = kd_settings(mode, steps, batch, targets.k, seed, work)
     trainer = build_trainer(student, tokenizer, rows, cfg, args, teacher=teacher if mode == "online" else None,
                             targets=targets if mode == "offline" else None)  # the online trainer never sees the targets
-    started = time.perf_counter()
+    begin = time.perf_counter()
     trainer.train()
-    seconds = time.perf_counter() - started
-    return {"tokens": trainer._total_train_tokens, "seconds": seconds, "tokens_per_s": trainer._total_train_tokens / seconds}
+    seconds = time.perf_counter() - begin
+    return {"tokens": trainer._total_train_tokens, "seconds": seconds}
 
 
 def measured_gap(teacher, student, tokenizer, rows, ks) -> dict:
@@ -94,17 +118,25 @@ def measured_gap(teacher, student, tokenizer, rows, ks) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", help="Teacher checkpoint (default: the tiny recipe's cached teacher, else a quick warm-start).")
-    parser.add_argument("--warm-steps", type=int, default=150, help="Warm-start steps when building a teacher here.")
-    parser.add_argument("--steps", type=int, default=40, help="Training steps per mode and repeat.")
-    parser.add_argument("--repeats", type=int, default=2, help="Interleaved runs per mode; the best is reported.")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--topk", type=int, default=8)
-    parser.add_argument("--traces", type=int, default=1024, help="Worked-solution traces to train on.")
-    opts = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def main(argv=None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--teacher", help="teacher checkpoint (default: the tiny MoE warm-started here)")
+    p.add_argument("--warm-steps", type=int, help="warm-start steps of the teacher built here (150; quick 30)")
+    p.add_argument("--traces", type=int, help="worked-solution traces: one epoch (1024; quick 128)")
+    p.add_argument("--batch-size", type=int, help="traces per step (32; quick 16)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs of the multi-epoch row")
+    p.add_argument("--repeats", type=int, help="alternating repeats per mode, median reported (3; quick 2)")
+    p.add_argument("--topk", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    warm_steps = args.warm_steps or (30 if args.quick else 150)
+    traces = args.traces or (128 if args.quick else 1024)
+    batch = args.batch_size or (16 if args.quick else 32)
+    repeats = args.repeats or (2 if args.quick else 3)
+    steps = math.ceil(traces / batch)  # one epoch
+    report = start("distill", args, {"teacher": args.teacher or f"tiny-moe {TEACHER_SPEC}, {warm_steps} warm-start steps",
+                                     "student": "tiny-dense", "traces": traces, "batch_size": batch, "steps_per_epoch": steps,
+                                     "epochs": args.epochs, "repeats": repeats, "topk": args.topk}, seeds=[args.seed])
 
     import torch
 
@@ -114,46 +146,57 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        teacher, tokenizer, teacher_name = make_teacher(opts.teacher, opts.warm_steps, work)
+        teacher, tokenizer, teacher_name = make_teacher(args.teacher, warm_steps, args.seed, work)
         teacher.eval()
-        student = build_model("tiny-dense", tokenizer, seed=0)
-        rows = make_rows(tokenizer, opts.traces, 512)
-        started = time.perf_counter()
-        targets, gap = capture(teacher, [(r["input_ids"], r["prompt_len"]) for r in rows], opts.topk, tokenizer.pad_token_id)
-        capture_s = time.perf_counter() - started
-
-        # Interleaved repeats, best of each: on a shared machine the slowest run measures the neighbours.
-        runs: dict[str, list[dict]] = {"offline": [], "online": []}
-        for _ in range(opts.repeats):
-            for mode in runs:
+        student = build_model("tiny-dense", tokenizer, seed=args.seed)
+        rows = make_rows(tokenizer, traces, 512)
+        encoded = [(r["input_ids"], r["prompt_len"]) for r in rows]
+        check_identical(steps, batch, args.topk, args.seed, work)
+        capture(teacher, encoded[:32], args.topk, tokenizer.pad_token_id)  # warm-up, untimed
+        times: dict[str, list[float]] = {"capture": [], "offline": [], "online": []}
+        tokens = {}
+        for r in range(repeats):
+            begin = time.perf_counter()
+            targets, gap = capture(teacher, encoded, args.topk, tokenizer.pad_token_id)
+            times["capture"].append(time.perf_counter() - begin)
+            for mode in (("offline", "online") if r % 2 == 0 else ("online", "offline")):
                 trained = copy.deepcopy(student)
-                torch.manual_seed(0)
-                runs[mode].append(train(mode, trained, tokenizer, rows, teacher, targets, opts.steps, opts.batch_size, work))
+                torch.manual_seed(args.seed)
+                result = train(mode, trained, tokenizer, rows, teacher, targets, steps, batch, args.seed, work)
+                times[mode].append(result["seconds"])
+                tokens[mode] = result["tokens"]
                 if mode == "offline":
                     offline_student = trained
-        offline, online = (max(runs[m], key=lambda r: r["tokens_per_s"]) for m in ("offline", "online"))
-        ks = sorted({1, 4, opts.topk, 16, 32})
-        held = rows[:64]
-        trained_gap = measured_gap(teacher, offline_student.eval(), tokenizer, held, ks)
+        ks = sorted({1, 4, args.topk, 16, 32})
+        trained_gap = measured_gap(teacher, offline_student.eval(), tokenizer, rows[:64], ks)
 
+    med = {k: statistics.median(v) for k, v in times.items()}
     t_params, s_params = count_parameters(teacher), count_parameters(student)
     print(f"teacher: {teacher_name} ({t_params['total']:,} params, {t_params['active']:,} active); "
           f"student: tiny-dense ({s_params['total']:,} params)")
-    print(f"{len(rows)} traces, {opts.steps} steps x batch {opts.batch_size}, best of {opts.repeats}, torch threads {torch.get_num_threads()}")
-    print(f"{'mode':<28}{'tokens/s':>12}{'seconds':>10}")
-    for label, best, mode in ((f"offline top-{opts.topk} targets", offline, "offline"), ("online teacher (GKD, λ=0)", online, "online")):
-        every = ", ".join(f"{r['tokens_per_s']:,.0f}" for r in runs[mode])
-        print(f"{label:<28}{best['tokens_per_s']:>12,.0f}{best['seconds']:>10.1f}   (runs: {every})")
-    print(f"ratio offline / online: {offline['tokens_per_s'] / online['tokens_per_s']:.2f}x "
-          f"(storing the targets: one teacher pass, {capture_s:.1f} s, {targets.ids.numel() * 8 / 1e6:.1f} MB as int32+fp32)")
-    print(f"top-{opts.topk} KL gap, teacher-only: {gap['kl_gap_nats']:.5f} nats/token "
-          f"(top-{opts.topk} hold {gap['teacher_mass']:.4f} of the teacher's mass, {gap['tokens']} tokens)")
+    for name, values in times.items():
+        print(f"  {name:<8} median {med[name]:7.2f} s  (runs: {', '.join(f'{v:.2f}' for v in values)})")
+    print(f"  student tokens per epoch: offline {tokens['offline']:,}, online {tokens['online']:,}")
+    print(f"top-{args.topk} targets: {targets.ids.numel() * 8 / 1e6:.1f} MB as int32+fp32; KL gap, teacher-only: "
+          f"{gap['kl_gap_nats']:.5f} nats/token (top-{args.topk} hold {gap['teacher_mass']:.4f} of the teacher's mass)")
     print(f"forward KL(teacher || offline-trained student), full vocabulary: {trained_gap['full']:.4f} nats/token")
     for k in ks:
         teacher_only = gap["by_k"].get(k, {}).get("kl_gap_nats")
         extra = f", teacher-only {teacher_only:.5f}" if teacher_only is not None else ""
         print(f"  k={k:<3} full - top-k = {trained_gap[k]:.5f} nats/token{extra}")
+    one = med["online"] / (med["capture"] + med["offline"])
+    e = args.epochs
+    many = e * med["online"] / (med["capture"] + e * med["offline"])
+    report.add(Row("distill_offline_1_epoch", one, "offline top-k throughput incl. the teacher pass", "online teacher throughput",
+                   f"online {med['online']:.2f} s vs top-k pass {med['capture']:.2f} s + offline {med['offline']:.2f} s for one epoch "
+                   f"of {traces} traces ({steps} steps x {batch}); medians of {repeats} alternating repeats"))
+    report.add(Row(f"distill_offline_{e}_epochs", many, f"offline top-k throughput over {e} epochs, teacher pass once",
+                   "online teacher throughput",
+                   f"{e} x {med['online']:.2f} s vs {med['capture']:.2f} s + {e} x {med['offline']:.2f} s, "
+                   "from the per-epoch medians above"))
+    report.write(args.json)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

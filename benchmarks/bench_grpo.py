@@ -1,65 +1,78 @@
 """Side by side: `posttrain grpo` vs a plain TRL GRPOTrainer script, then our reward stage vs math-verify's.
 
-    python benchmarks/bench_grpo.py [--steps 12] [--repeats 3] [--batch 32] [--out runs/bench_grpo]
+    python benchmarks/bench_grpo.py [--quick] [--steps 12] [--repeats 3] [--batch 32] [--json PATH]
 
 Part 1, the step-time ratio. One process, one tiny MoE checkpoint (recipes/tiny-math.yaml's model,
-briefly warm-started once and cached in OUT/base so completions vary in length and rewards are not
-all zero), the same training rows, rewards, settings and seed on both sides:
+briefly warm-started once and cached in OUT/base-* so completions vary in length and rewards are not
+all zero), the same training rows, reward functions, weights, settings and seed on both sides:
 
 - posttrain: `posttrain.grpo.run.run()` on the recipe shrunk by overrides (eval and plots off), with
   everything `posttrain grpo` adds: guarded rewards, MoE routing telemetry, the NaN guard, the time
   split, memory readings, metrics.jsonl, rich progress (to a quiet console) and the checkpoint;
-- TRL: `trl.GRPOTrainer(model=PATH, reward_funcs=[accuracy, format_strict], args=GRPOConfig(...))`
-  with our two built-in rewards called directly. TRL defaults `bf16=True` and
-  `gradient_checkpointing=True`; the recipe runs float32 without checkpointing, so the script
-  sets both off. The script's GRPOConfig is checked field by field against posttrain's.
+- TRL: `trl.GRPOTrainer(model=PATH, reward_funcs=[...], args=GRPOConfig(...))` with the recipe's
+  reward functions called directly (no guard) and the recipe's weights, written out as a TRL user
+  would. TRL defaults `bf16=True` and `gradient_checkpointing=True`; the recipe runs float32
+  without checkpointing, so the script sets both off.
 
-Step time is the wall time between consecutive `on_step_begin` events, so it counts every
-callback and log write; the final checkpoint save (after the last step) is outside it. After an
-untimed warm-up run the runs alternate (posttrain, TRL, TRL, posttrain, ...) so a busy shared
-machine disturbs both alike.
-Prints the median step time of each, the ratio posttrain / TRL (target <= 1.05), whether the two
-trajectories agree, and posttrain's time split.
+Before anything is timed, the two GRPOConfigs are compared field by field and the reward
+functions (the functions, their arguments and weights) one by one: any difference stops the
+script with exit code 3. Step time is the wall time between consecutive `on_step_begin` events, so
+it counts every callback and log write; the final checkpoint save is outside it. After an untimed
+warm-up run the runs alternate (posttrain, TRL, TRL, posttrain, ...) so a busy machine disturbs
+both alike. Row: the ratio of median step times.
 
-Part 2, the reward stage. ~2000 MATH-style completions (4 per MATH-500 answer: boxed, rewritten in
-another form, wrong, no answer; synthetic answers when MATH-500 is absent) scored by our
-`accuracy` and by a math-verify reward written the way open-r1 writes it. Prints the time of each
-(median of --reward-repeats batches, each batch fresh so our result cache cannot help), the ratio
-and how often the two agree.
+Part 2, the reward stage. MATH-style completions (4 per MATH-500 answer from data/math500_test.jsonl:
+boxed, rewritten in another form, wrong, no answer) scored by our `accuracy` and by a math-verify
+reward written the way open-r1 writes it. Both are called once untimed (imports, compiled
+patterns); every timed batch then starts with our parse and result caches cleared, so both sides
+parse everything afresh (cold). A warm batch, the same completions scored again with our caches
+full, is printed on its own. Row: the ratio of median cold batch times.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import re
 import statistics
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, Row, parser, require_identical, start  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "tiny-math.yaml"
-MATH500 = REPO / ".." / "shared" / "data" / "math500_test.jsonl"
+MATH500 = DATA / "math500_test.jsonl"
 # Fields that legitimately differ between the two GRPOConfigs (paths) or are not settings.
 NOT_SETTINGS = {"output_dir", "logging_dir", "run_name"}
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=12, help="GRPO steps per run")
-    p.add_argument("--repeats", type=int, default=3, help="runs of each side, alternating order")
-    p.add_argument("--batch", type=int, default=32, help="completions per step (prompts x 8 generations)")
+def parse_args(argv=None) -> argparse.Namespace:
+    p = parser(__doc__)
+    p.add_argument("--steps", type=int, help="GRPO steps per run (12; quick 4)")
+    p.add_argument("--repeats", type=int, help="runs of each side, alternating order (3; quick 2)")
+    p.add_argument("--batch", type=int, help="completions per step, prompts x 8 generations (32; quick 16)")
     p.add_argument("--max-completion-length", type=int, default=40)
-    p.add_argument("--warmstart-steps", type=int, default=60, help="SFT steps of the shared base (0: random init), built once into OUT/base: delete it to change this")
+    p.add_argument("--warmstart-steps", type=int, help="SFT steps of the shared base (60; quick 20), built once into OUT/base-*")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--math500", type=Path, default=MATH500, help="MATH-500 JSONL with an `answer` column")
-    p.add_argument("--reward-repeats", type=int, default=3, help="timed batches per reward function")
+    p.add_argument("--answers", type=int, help="MATH-500 answers for part 2, 4 completions each (500; quick 100)")
+    p.add_argument("--reward-repeats", type=int, default=3, help="timed cold batches per reward function")
     p.add_argument("--skip-grpo", action="store_true", help="only the reward-stage comparison")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_grpo")
-    return p.parse_args()
+    args = p.parse_args(argv)
+    quick = args.quick
+    for name, full, small in (("steps", 12, 4), ("repeats", 3, 2), ("batch", 32, 16), ("warmstart_steps", 60, 20), ("answers", 500, 100)):
+        if getattr(args, name) is None:
+            setattr(args, name, small if quick else full)
+    if quick:
+        args.out = args.out.with_name(args.out.name + "-quick")
+    return args
 
 
 # -- part 1: posttrain grpo vs plain TRL -------------------------------------------------------
@@ -82,7 +95,7 @@ def load(args, model_path: str | None = None, out: Path | None = None):
 
 
 def base_model(args) -> Path:
-    """The recipe's tiny MoE, warm-started once, saved in OUT/base: both sides start from it."""
+    """The recipe's tiny MoE, warm-started once, saved in OUT/base-*: both sides start from it."""
     from posttrain.data.load import to_prompt
     from posttrain.data.splits import make_splits
     from posttrain.models.loading import (
@@ -93,7 +106,7 @@ def base_model(args) -> Path:
     )
     from posttrain.models.warmstart import run_warmstart
 
-    base = args.out / "base"
+    base = args.out / f"base-ws{args.warmstart_steps}-seed{args.seed}"
     if (base / "config.json").is_file():
         return base
     recipe = load(args)
@@ -168,11 +181,31 @@ def trl_config(args, out: Path):
         output_dir=str(out), max_steps=args.steps, seed=args.seed, logging_steps=1,
         per_device_train_batch_size=args.batch, num_generations=8, max_completion_length=args.max_completion_length,
         learning_rate=g.learning_rate, lr_scheduler_type=g.lr_scheduler_type, warmup_steps=g.warmup_steps, loss_type=g.loss_type, beta=g.beta,
-        scale_rewards=g.scale_rewards, temperature=g.temperature, reward_weights=[1.0, 0.2],
+        scale_rewards=g.scale_rewards, temperature=g.temperature, reward_weights=[r.weight for r in recipe.rewards.functions],
         bf16=False, activation_checkpointing=False,  # TRL defaults both on; the recipe has both off
         router_aux_loss_coef=0.0,  # posttrain's value unless moe.balancing=aux_loss
         save_strategy="steps", save_steps=args.steps, save_total_limit=2, report_to=[], dataloader_pin_memory=False, disable_tqdm=True,
     )
+
+
+def trl_rewards(args) -> list:
+    """The recipe's reward functions as a TRL user passes them: the plain functions, arguments bound."""
+    from functools import partial
+
+    from posttrain.rewards.registry import resolve
+
+    return [partial(resolve(r.name), **r.kwargs) if r.kwargs else resolve(r.name) for r in load(args).rewards.functions]
+
+
+def _plain(fn):
+    """(function, bound arguments) under posttrain's wrappers (guard, argument binding) or a partial."""
+    kwargs = {}
+    while True:
+        kwargs.update(getattr(fn, "kwargs", None) or getattr(fn, "keywords", None) or {})
+        inner = getattr(fn, "func", None)
+        if inner is None or inner is fn:
+            return fn, kwargs
+        fn = inner
 
 
 def run_trl(args, base: Path, rows: list[dict], out: Path) -> dict:
@@ -181,12 +214,9 @@ def run_trl(args, base: Path, rows: list[dict], out: Path) -> dict:
     from transformers.trainer_callback import PrinterCallback
     from trl import GRPOTrainer
 
-    from posttrain.rewards.format import format_strict
-    from posttrain.rewards.math import accuracy
-
     clock = step_clock()
     trainer = GRPOTrainer(
-        model=str(base), reward_funcs=[accuracy, format_strict], args=trl_config(args, out),
+        model=str(base), reward_funcs=trl_rewards(args), args=trl_config(args, out),
         train_dataset=Dataset.from_list(rows), processing_class=AutoTokenizer.from_pretrained(base), callbacks=[clock],
     )
     trainer.remove_callback(PrinterCallback)  # with tqdm off, the Trainer prints every log dict instead
@@ -195,17 +225,20 @@ def run_trl(args, base: Path, rows: list[dict], out: Path) -> dict:
     return {"steps": clock.seconds(), "rows": logged}
 
 
-def config_differences(args, base: Path) -> list[str]:
-    """GRPOConfig fields where the plain script and posttrain's recipe mapping disagree."""
+def check_identical(args, base: Path) -> None:
+    """Exit 3 unless both sides get the same GRPOConfig (every field) and the same reward functions."""
     import dataclasses
 
+    from posttrain.evaluate.scoring import build_rewards
     from posttrain.grpo.trainer import grpo_args
 
-    ours = grpo_args(load(args, str(base)), args.out / "a")
-    theirs = trl_config(args, args.out / "b")
-    return [f"{f.name}: posttrain {getattr(ours, f.name)!r} vs TRL {getattr(theirs, f.name)!r}"
-            for f in dataclasses.fields(ours)
-            if f.name not in NOT_SETTINGS and getattr(ours, f.name) != getattr(theirs, f.name)]
+    recipe = load(args, str(base))
+    ours, theirs = grpo_args(recipe, args.out / "a"), trl_config(args, args.out / "b")
+    fields = [f.name for f in dataclasses.fields(ours) if f.name not in NOT_SETTINGS]
+    require_identical({k: getattr(ours, k) for k in fields}, {k: getattr(theirs, k) for k in fields}, "the two GRPOConfigs")
+    built, _ = build_rewards(recipe.rewards.functions, recipe.eval.correctness_reward)
+    describe = lambda fns: {f"reward {i}": (f.__module__, f.__qualname__, kw) for i, (f, kw) in enumerate(map(_plain, fns))}  # noqa: E731
+    require_identical(describe(built), describe(trl_rewards(args)), "the two sides' reward functions")
 
 
 def train_rows(args, base: Path) -> list[dict]:
@@ -218,16 +251,9 @@ def train_rows(args, base: Path) -> list[dict]:
     return [{**r, "prompt": to_prompt(r["question"], recipe.data.system_prompt, True)} for r in splits.train]
 
 
-def bench_grpo(args) -> None:
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from posttrain.telemetry.progress import quiet_libraries
-
-    quiet_libraries()
+def bench_grpo(args, report) -> None:
     base = base_model(args)
-    differences = config_differences(args, base)
+    check_identical(args, base)
     rows = train_rows(args, base)
     # Untimed: the process's one-time costs (lazy imports, first kernels) would land on the first run.
     run_trl(argparse.Namespace(**{**vars(args), "steps": 2}), base, rows, args.out / "warm-up")
@@ -241,30 +267,28 @@ def bench_grpo(args) -> None:
             results[side].append(result)
             print(f"run {r + 1}/{args.repeats} {side:9}: median step {statistics.median(result['steps']):.3f} s "
                   f"({time.time() - started:.0f} s in all)")
-    report_grpo(args, results, differences)
+    report_grpo(args, results, report)
 
 
-def report_grpo(args, results: dict, differences: list[str]) -> None:
+def report_grpo(args, results: dict, report) -> None:
     medians = {side: statistics.median(s for run in runs for s in run["steps"]) for side, runs in results.items()}
-    print(f"\nGRPO {args.steps} steps x {args.batch} completions (max {args.max_completion_length} tokens), "
-          f"{args.repeats} run(s) per side, seed {args.seed}, {args.threads or 'default'} thread(s)")
-    print("settings: " + ("identical GRPOConfig" if not differences else "differ in " + "; ".join(differences)))
     for side in ("posttrain", "trl"):
         per_run = ", ".join(f"{statistics.median(run['steps']):.3f}" for run in results[side])
         print(f"  {side:9} median step {medians[side]:.3f} s   (per run: {per_run})")
-    pairs = [statistics.median(p["steps"]) / statistics.median(t["steps"]) for p, t in zip(results["posttrain"], results["trl"])]
-    print(f"step-time ratio posttrain / TRL: {medians['posttrain'] / medians['trl']:.3f} (target <= 1.05); "
-          f"per pair of runs: {', '.join(f'{r:.3f}' for r in pairs)}")
     ours, theirs = results["posttrain"][0]["rows"], results["trl"][0]["rows"]
     same = [round(a["reward_mean"], 6) == round(b["reward"], 6) for a, b in zip(ours, theirs)]
     print(f"same reward trajectory (first run of each): {sum(same)}/{len(same)} steps")
     rows = [row for run in results["posttrain"] for row in run["rows"]]
     split = {k: statistics.median(r[f"time/{k}_s"] for r in rows) for k in ("generation", "reward", "optimisation")}
     fracs = {k: statistics.median(r[f"time/{k}_frac"] for r in rows) for k in split}
-    print("posttrain time split (median per step): " + ", ".join(
-        f"{k} {split[k]:.3f} s ({fracs[k]:.0%})" for k in split))
+    print("posttrain time split (median per step): " + ", ".join(f"{k} {split[k]:.3f} s ({fracs[k]:.0%})" for k in split))
     print(f"peak RSS {max(r['memory/peak_rss_mb'] for r in rows):.0f} MiB, "
           f"tokens/s {statistics.median(r['tokens_per_second'] for r in rows if 'tokens_per_second' in r):,.0f}")
+    report.add(Row("grpo_step_time", medians["posttrain"] / medians["trl"], "posttrain GRPO step time",
+                   "plain TRL GRPOTrainer step time",
+                   f"median {medians['posttrain']:.3f} vs {medians['trl']:.3f} s over {args.repeats} alternating runs x "
+                   f"{args.steps} steps x {args.batch} completions per side; identical GRPOConfig and rewards; "
+                   f"time split generation {fracs['generation']:.0%} / rewards {fracs['reward']:.0%} / optimisation {fracs['optimisation']:.0%}"))
 
 
 # -- part 2: the reward stage ------------------------------------------------------------------
@@ -293,7 +317,7 @@ def math_verify_accuracy(completions, solution, **kwargs) -> list[float | None]:
     return rewards
 
 
-def answers(path: Path, n: int = 500) -> list[str]:
+def answers(path: Path, n: int) -> list[str]:
     if path.is_file():
         with path.open(encoding="utf-8") as f:
             return [json.loads(line)["answer"] for line in f if line.strip()][:n]
@@ -344,60 +368,65 @@ def completion_batch(golds: list[str]) -> tuple[list[str], list[str], list[float
     return texts, out_golds, labels
 
 
-def bench_rewards(args) -> None:
-    from posttrain.rewards.math import accuracy
+def bench_rewards(args, report) -> None:
+    from posttrain.rewards.math import accuracy, clear_caches
 
-    texts, golds, labels = completion_batch(answers(args.math500))
+    texts, golds, labels = completion_batch(answers(args.math500, args.answers))
     solutions = [f"$\\boxed{{{g}}}$" for g in golds]  # the gold as a MATH solution ends: boxed
-
-    def batch(repeat: int):
-        # A fresh opening per batch, so our result cache cannot answer from a previous batch. Letters,
-        # not digits: a completion without an answer must not end up with a number in it.
-        tag = "".join(chr(ord("a") + int(d)) for d in str(repeat + 1))
-        return [[{"role": "assistant", "content": f"Attempt {tag}. {t}"}] for t in texts]
+    completions = [[{"role": "assistant", "content": t}] for t in texts]
+    sides = {"posttrain": lambda: accuracy(completions, answer=golds),
+             "math-verify": lambda: math_verify_accuracy(completions, solution=solutions)}
 
     math_verify_accuracy([[{"role": "assistant", "content": "$1$"}]], ["$1$"])  # imports outside the timing
     accuracy([[{"role": "assistant", "content": "$1$"}]], answer=["1"])
-    seconds = {"posttrain": [], "math-verify": []}
+    seconds = {name: [] for name in sides}
     scores = {}
     for repeat in range(args.reward_repeats):
         for name in (("posttrain", "math-verify") if repeat % 2 == 0 else ("math-verify", "posttrain")):
-            completions = batch(repeat)
-            start = time.perf_counter()
             if name == "posttrain":
-                scores[name] = accuracy(completions, answer=golds)
-            else:
-                scores[name] = math_verify_accuracy(completions, solution=solutions)
-            seconds[name].append(time.perf_counter() - start)
+                clear_caches()  # cold: nothing parsed or scored before (math-verify keeps no results)
+            gc.collect()  # neither side pays for the other's garbage
+            begin = time.perf_counter()
+            scores[name] = sides[name]()
+            seconds[name].append(time.perf_counter() - begin)
+    gc.collect()
+    begin = time.perf_counter()
+    sides["posttrain"]()  # warm: the batch scored a moment ago, so its parses and results are cached
+    warm = time.perf_counter() - begin
     ours, theirs = scores["posttrain"], scores["math-verify"]
     n = len(texts)
     median = {k: statistics.median(v) for k, v in seconds.items()}
-    cold = {k: v[0] for k, v in seconds.items()}  # the first batch: no parse cached yet
     print(f"\nreward stage: {n} MATH-style completions ({n // 4} answers x boxed/rewritten/wrong/missing), "
-          f"median of {args.reward_repeats} batches")
-    for name in ("posttrain", "math-verify"):
+          f"median of {args.reward_repeats} cold batches")
+    for name in sides:
         right = sum(s == l for s, l in zip(scores[name], labels))
         print(f"  {name:11} {median[name]:7.3f} s per batch ({median[name] / n * 1e6:6.0f} us/completion; "
-              f"first batch {cold[name]:.3f} s), "
-              f"matches the intended label {right / n:.1%}, None {sum(s is None for s in scores[name])}")
+              f"runs {', '.join(f'{s:.3f}' for s in seconds[name])}), matches the intended label {right / n:.1%}, "
+              f"None {sum(s is None for s in scores[name])}")
+    print(f"  posttrain, warm caches: {warm:.3f} s per batch")
     agree = sum(a == b for a, b in zip(ours, theirs))
-    print(f"reward-stage ratio posttrain / math-verify: {median['posttrain'] / median['math-verify']:.3f} "
-          f"({median['math-verify'] / median['posttrain']:.1f}x faster; first batch "
-          f"{cold['posttrain'] / cold['math-verify']:.3f}); the two agree on {agree / n:.1%} of rows")
-    kinds = ("boxed", "rewritten", "wrong", "missing")
-    for k, kind in enumerate(kinds):
+    for k, kind in enumerate(("boxed", "rewritten", "wrong", "missing")):
         rows = range(k, n, 4)
         print(f"    {kind:9} posttrain {sum(ours[i] == labels[i] for i in rows) / len(rows):.1%}  "
               f"math-verify {sum(theirs[i] == labels[i] for i in rows) / len(rows):.1%}")
+    report.add(Row("reward_stage_cold", median["posttrain"] / median["math-verify"], "posttrain accuracy reward time",
+                   "open-r1-style math-verify reward time",
+                   f"{median['posttrain'] / n * 1e6:.0f} vs {median['math-verify'] / n * 1e6:.0f} us per completion, "
+                   f"median of {args.reward_repeats} alternating batches of {n}, caches cleared before each; "
+                   f"warm {warm / n * 1e6:.0f} us; the two agree on {agree / n:.1%} of rows"))
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv=None) -> int:
+    args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("json", "out", "math500", "threads", "quick")}
+    report = start("grpo", args, {**settings, "math500": str(args.math500.name)}, seeds=[args.seed])
     if not args.skip_grpo:
-        bench_grpo(args)
-    bench_rewards(args)
+        bench_grpo(args, report)
+    bench_rewards(args, report)
+    report.write(args.json)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,21 +1,26 @@
-"""Side by side: the same tiny GRPO run with loss-free MoE balancing and without.
+"""Side by side: the same tiny GRPO runs with loss-free MoE balancing and without, over several seeds.
 
-    python benchmarks/bench_moe.py [--steps 60] [--gamma 0.003] [--warmstart-steps 500] [--out runs/bench_moe]
+    python benchmarks/bench_moe.py [--quick] [--steps 60] [--seeds 0,1,2] [--gamma 0.003] [--json PATH]
 
-The quickstart recipe (recipes/tiny-math.yaml) shrunk by overrides so the whole comparison takes a
-few minutes on 2 CPU cores: a 2-layer MoE (8 routed experts, top-2, 1 shared) on sums of two
-numbers in 1..20 (400 distinct problems, so the 100 held-out ones leave most of them for training).
-Each run warm-starts its own base with its own balancing, as `posttrain grpo` does
-(`--base-balancing per-arm`, cached in OUT/base-<balancing>), or both start from one shared base
-(`--base-balancing none|loss_free`); then two GRPO runs with the same seed and data:
-`moe.balancing=none` and `moe.balancing=loss_free` (telemetry on in both, so both report MaxVio).
-Prints final MaxVio (mean of the last quarter of logged steps), reward, held-out pass@1 and the
-step-time overhead of balancing + telemetry. The overhead is measured on identical batches (the
-routing hooks and callback on vs off, interleaved), because the two GRPO runs sample different
-completions and their wall times differ for that reason alone.
+The quickstart recipe (recipes/tiny-math.yaml) shrunk by overrides: a 2-layer MoE (8 routed experts,
+top-2, 1 shared) on sums of two numbers in 1..20 (400 distinct problems, so the 100 held-out ones
+leave most of them for training). Both arms of a comparison share everything but
+`moe.balancing` (none vs loss_free, telemetry on in both, so both report MaxVio); each seed is
+the GRPO seed (sampling) of both arms.
+
+Rows:
+- `moe_balancing_rl`: both arms start from ONE shared base, warm-started without balancing (a
+  base model as downloaded): the effect of balancing during RL alone;
+- `moe_balancing_warmstart_and_rl`: each arm warm-starts its own base with its own balancing, as
+  `posttrain grpo` does with `model.warmstart` (DeepSeek-V3 trains the bias through pre-training);
+- `moe_balancing_overhead`: step time of a train forward+backward with the routing hooks,
+  bias update and telemetry vs without, on identical batches, interleaved (the GRPO runs sample
+  different completions, so their wall times differ for that reason alone).
+MaxVio is the mean over the last quarter of logged steps; ratios are none / loss_free, the mean
+over seeds with the per-seed spread beside it.
 
 gamma: DeepSeek-V3 uses 1e-3 over thousands of steps; a run of tens of steps needs a larger one
-to move the biases far enough to matter, so the default here is 1e-2.
+to move the biases far enough to matter.
 """
 
 from __future__ import annotations
@@ -23,34 +28,41 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Row, parser, start  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "tiny-math.yaml"
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=60, help="GRPO steps per run")
-    p.add_argument("--gamma", type=float, default=3e-3, help="moe.bias_update_speed of the loss_free run")
-    p.add_argument("--warmstart-steps", type=int, default=500, help="SFT steps of each base")
+def parse_args(argv=None) -> argparse.Namespace:
+    p = parser(__doc__)
+    p.add_argument("--steps", type=int, help="GRPO steps per run (60; quick 6)")
+    p.add_argument("--gamma", type=float, default=3e-3, help="moe.bias_update_speed of the loss_free arms")
+    p.add_argument("--warmstart-steps", type=int, help="SFT steps of each base (500; quick 60)")
     p.add_argument("--batch", type=int, default=16, help="completions per step (prompts x 8 generations)")
-    p.add_argument("--eval-problems", type=int, default=100, help="held-out problems (4 samples each)")
-    p.add_argument("--seed", type=int, default=0, help="GRPO seed (sampling), the same for both runs")
-    p.add_argument("--base-balancing", choices=["per-arm", "none", "loss_free"], default="per-arm",
-                   help="per-arm: each run warm-starts its own base with its own balancing, as `posttrain grpo` does "
-                   "(model.warmstart follows moe.balancing, like DeepSeek-V3, whose bias trains with the model); "
-                   "none / loss_free: one shared base warm-started that way for both runs")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--eval-problems", type=int, help="held-out problems, 4 samples each (100; quick 20)")
+    p.add_argument("--seeds", default="0,1,2", help="GRPO seeds, comma-separated")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_moe")
-    return p.parse_args()
+    args = p.parse_args(argv)
+    for name, full, small in (("steps", 60, 6), ("warmstart_steps", 500, 60), ("eval_problems", 100, 20)):
+        if getattr(args, name) is None:
+            setattr(args, name, small if args.quick else full)
+    args.seeds = [int(x) for x in str(args.seeds).split(",")]
+    if args.quick:
+        args.out = args.out.with_name(args.out.name + "-quick")
+    return args
 
 
-def load(args):
+def load(args, seed: int = 0):
     from posttrain.config.loader import load_recipe
     from posttrain.config.schema import GRPORecipe
 
@@ -58,20 +70,21 @@ def load(args):
              "moe_intermediate_size": 32, "kv_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16}
     return load_recipe(RECIPE, GRPORecipe, [
         f"output.dir={args.out}", f"model.builder_args={json.dumps(model)}",
-        "data.task_args={num_terms: 2, low: 1, high: 20}", "grpo.max_completion_length=24", "eval.max_new_tokens=24", f"model.warmstart.steps={args.warmstart_steps}", "model.warmstart.batch_size=32",
-        "model.warmstart.num_examples=4000", f"grpo.max_steps={args.steps}", f"grpo.seed={args.seed}", "grpo.logging_steps=1",
+        "data.task_args={num_terms: 2, low: 1, high: 20}", "grpo.max_completion_length=24", "eval.max_new_tokens=24",
+        f"model.warmstart.steps={args.warmstart_steps}", "model.warmstart.batch_size=32", "model.warmstart.num_examples=4000",
+        f"grpo.max_steps={args.steps}", f"grpo.seed={seed}", "grpo.logging_steps=1",
         f"grpo.per_device_train_batch_size={args.batch}", "grpo.num_generations=8", "data.num_train=1000",
         f"eval.num_problems={args.eval_problems}", "eval.num_samples=4",
     ])
 
 
 def base_model(recipe, tokenizer, splits, prompt, balancing: str, args, console: Console) -> Path:
-    """Built and warm-started once per balancing, cached in OUT/base-<balancing>."""
+    """Built and warm-started once per balancing, cached in OUT/base-<balancing>-ws<steps>."""
     from posttrain.models.balancing import moe_callbacks
     from posttrain.models.loading import load_model, resolve_model_path, save_pretrained
     from posttrain.models.warmstart import run_warmstart
 
-    base_dir = args.out / f"base-{balancing}"
+    base_dir = args.out / f"base-{balancing}-ws{args.warmstart_steps}"
     if not (base_dir / "config.json").is_file():
         model = load_model(resolve_model_path(recipe.model, args.out, seed=0), "float32")
         moe = recipe.moe.model_copy(update={"balancing": balancing, "bias_update_speed": args.gamma})
@@ -95,6 +108,7 @@ def grpo(recipe, balancing: str, gamma: float, tokenizer, rewards, splits, promp
     set_seed(recipe.grpo.seed)
     model = load_model(str(base), "float32")
     run_dir = out / f"{base.name}-seed{recipe.grpo.seed}" / balancing
+    shutil.rmtree(run_dir, ignore_errors=True)  # metrics.jsonl appends: start each run afresh
     timer = StepTimer()
     logger = MetricsLogger(run_dir / "metrics.jsonl", timer)
     callbacks = [timer, *moe_callbacks(recipe.moe, model, run_dir), logger]
@@ -178,14 +192,57 @@ def tail_mean(rows: list[dict], key: str) -> float:
     return sum(tail) / len(tail)
 
 
-def main() -> None:
-    args = parse_args()
+_ARMS: dict[tuple, dict] = {}
+
+
+def arm(recipe, balancing, base, args, ctx) -> dict:
+    """One GRPO run and its figures; the same (base, balancing, seed) is run once and shared by rows."""
+    key = (str(base), balancing, recipe.grpo.seed)
+    if key not in _ARMS:
+        _ARMS[key] = _run_arm(recipe, balancing, base, args, ctx)
+    return _ARMS[key]
+
+
+def _run_arm(recipe, balancing, base, args, ctx) -> dict:
+    tokenizer, rewards, correctness, splits, prompt = ctx
+    started = time.time()
+    rows, model = grpo(recipe, balancing, args.gamma, tokenizer, rewards, splits, prompt, base, args.out)
+    return {
+        "max_vio": tail_mean(rows, "moe/max_vio_mean"),
+        "reward": sum(r["reward_mean"] for r in rows) / len(rows),
+        "heldout": heldout(model, tokenizer, recipe, splits, prompt, rewards, correctness),
+        "step_s": statistics.median(r["step_seconds"] for r in rows),
+        "wall_s": time.time() - started,
+    }
+
+
+def compare(name: str, bases: dict, args, ctx, report, what: str) -> None:
+    """Both arms over every seed; one row: mean of the per-seed MaxVio ratios, with their spread."""
+    per_seed = []
+    for seed in args.seeds:
+        recipe = load(args, seed)
+        result = {b: arm(recipe, b, bases[b], args, ctx) for b in ("none", "loss_free")}
+        result["ratio"] = result["none"]["max_vio"] / max(result["loss_free"]["max_vio"], 1e-9)
+        per_seed.append(result)
+        print(f"{name} seed {seed}: " + "; ".join(
+            f"{b}: MaxVio {result[b]['max_vio']:.3f}, reward {result[b]['reward']:.3f}, held-out pass@1 {result[b]['heldout']:.3f}"
+            for b in ("none", "loss_free")) + f"; ratio {result['ratio']:.2f}", flush=True)
+    ratios = [r["ratio"] for r in per_seed]
+    mean = lambda arm_name, key: statistics.mean(r[arm_name][key] for r in per_seed)  # noqa: E731
+    report.add(Row(name, statistics.mean(ratios), "MaxVio without balancing", "MaxVio with loss-free balancing",
+                   f"{what}; per seed {', '.join(f'{r:.2f}' for r in ratios)} (min {min(ratios):.2f}, max {max(ratios):.2f}); "
+                   f"MaxVio {mean('none', 'max_vio'):.3f} vs {mean('loss_free', 'max_vio'):.3f}, reward {mean('none', 'reward'):.3f} vs "
+                   f"{mean('loss_free', 'reward'):.3f}, held-out pass@1 {mean('none', 'heldout'):.3f} vs {mean('loss_free', 'heldout'):.3f} "
+                   f"(means over seeds {args.seeds})"))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    settings = {k: v for k, v in vars(args).items() if k not in ("json", "out", "threads", "quick", "seeds")}
+    report = start("moe", args, settings, seeds=args.seeds)
     console = Console()
-    import torch
     from transformers import set_seed
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from posttrain.data.load import to_prompt
     from posttrain.data.splits import make_splits
     from posttrain.models.loading import load_model, load_tokenizer, resolve_model_path
@@ -193,48 +250,28 @@ def main() -> None:
 
     recipe = load(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    set_seed(recipe.grpo.seed)
+    set_seed(0)
     tokenizer = load_tokenizer(resolve_model_path(recipe.model, args.out, seed=0))
     splits = make_splits(recipe.data, recipe.eval, recipe.model.warmstart)
     prompt = lambda row: to_prompt(row["question"], recipe.data.system_prompt, True)  # noqa: E731
     rewards, _ = build(recipe.rewards.functions)
     correctness = next(fn for fn in rewards if fn.__name__ == recipe.eval.correctness_reward)
-    results = {}
-    for balancing in ("none", "loss_free"):
-        base = base_model(recipe, tokenizer, splits, prompt, balancing if args.base_balancing == "per-arm" else args.base_balancing,
-                          args, console)
-        started = time.time()
-        rows, model = grpo(recipe, balancing, args.gamma, tokenizer, rewards, splits, prompt, base, args.out)
-        results[balancing] = {
-            "max_vio": tail_mean(rows, "moe/max_vio_mean"),
-            "max_vio_first": rows[0]["moe/max_vio_mean"],
-            "reward": sum(r["reward_mean"] for r in rows) / len(rows),
-            "reward_tail": tail_mean(rows, "reward_mean"),
-            "step_s": statistics.median(r["step_seconds"] for r in rows),
-            "base_max_vio": base_max_vio(base, tokenizer, splits, prompt),
-            "heldout": heldout(model, tokenizer, recipe, splits, prompt, rewards, correctness),
-            "wall_s": time.time() - started,
-        }
-        console.print(f"{balancing}: {results[balancing]}")
-    cost = overhead(load_model(str(base), "float32"), tokenizer, splits, prompt, args.batch, args.out)
-    report(results, cost, args)
-
-
-def report(results: dict, cost: dict, args) -> None:
-    none, lf = results["none"], results["loss_free"]
-    extra = cost["extra"]
-    print(f"\nGRPO {args.steps} steps x {args.batch} completions, gamma={args.gamma}, seed {args.seed}, "
-          f"base warm-started with balancing {args.base_balancing}")
-    print(f"{'':28}{'none':>10}{'loss_free':>12}")
-    for label, key, fmt in [("MaxVio, base (before GRPO)", "base_max_vio", ".3f"),
-                            ("MaxVio, first step", "max_vio_first", ".3f"), ("MaxVio, last quarter", "max_vio", ".3f"),
-                            ("reward, mean over run", "reward", ".3f"), ("reward, last quarter", "reward_tail", ".3f"),
-                            ("held-out pass@1", "heldout", ".3f"), ("median step seconds", "step_s", ".2f")]:
-        print(f"{label:28}{none[key]:>10{fmt}}{lf[key]:>12{fmt}}")
-    print(f"MaxVio ratio none / loss_free: {none['max_vio'] / max(lf['max_vio'], 1e-9):.2f}x (target >= 2x)")
-    print(f"balancing + telemetry: {extra * 1e3:+.1f} ms per train forward+backward "
-          f"({extra / cost['plain']:+.1%} of it; {extra / lf['step_s']:+.2%} of a GRPO step; target <= 5%)")
+    ctx = (tokenizer, rewards, correctness, splits, prompt)
+    bases = {b: base_model(recipe, tokenizer, splits, prompt, b, args, console) for b in ("none", "loss_free")}
+    for b, path in bases.items():
+        print(f"base warm-started with balancing {b}: MaxVio {base_max_vio(path, tokenizer, splits, prompt):.3f}")
+    compare("moe_balancing_rl", {"none": bases["none"], "loss_free": bases["none"]}, args, ctx, report,
+            f"both arms from one base warm-started without balancing, {args.steps} GRPO steps x {args.batch} completions, gamma {args.gamma}")
+    compare("moe_balancing_warmstart_and_rl", bases, args, ctx, report,
+            f"each arm from a base warm-started with its own balancing ({args.warmstart_steps} steps), then {args.steps} GRPO steps")
+    cost = overhead(load_model(str(bases["none"]), "float32"), tokenizer, splits, prompt, args.batch, args.out,
+                    repeats=20 if args.quick else 60)
+    report.add(Row("moe_balancing_overhead", (cost["plain"] + cost["extra"]) / cost["plain"],
+                   "train forward+backward with balancing and telemetry", "the same without",
+                   f"{cost['extra'] * 1e3:+.1f} ms on {cost['plain'] * 1e3:.1f} ms, median of paired, interleaved runs on one batch of {args.batch}"))
+    report.write(args.json)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -50,7 +50,7 @@ from posttrain.rewards.extract import (
     DEFAULT_ORDER, boxed_spans, check_order, choice_letter, extract_answer, extract_choice,
 )
 
-__all__ = ["verify", "extract_answer", "answers_equivalent", "accuracy", "parse_answer"]
+__all__ = ["verify", "extract_answer", "answers_equivalent", "accuracy", "parse_answer", "clear_caches"]
 
 _WORDS = re.compile(r"[^\W\d_][^\\{}$^_]{0,200}")
 CACHE_SIZE = 16_384
@@ -199,6 +199,13 @@ class _LRU:
 
 
 _RESULTS = _LRU(CACHE_SIZE)
+
+
+def clear_caches() -> None:
+    """Forget every cached parse and result (benchmarks time a cold checker this way)."""
+    parse_answer.cache_clear()
+    with _RESULTS.lock:
+        _RESULTS.data.clear()
 
 
 def _verify_cached(prediction, gold, extract_order):
