@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, git_commit, machine, today, versions  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("grpo", "eval", "distill", "moe", "crash", "rewards")
-TAKES_OUT = {"grpo", "moe", "crash"}  # scripts with a work folder of their own
+BENCHMARKS = ("quickstart", "grpo", "eval", "distill", "moe", "crash", "rewards")
+TAKES_OUT = {"quickstart", "grpo", "moe", "crash"}  # scripts with a work folder of their own
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -233,3 +233,17 @@ def test_qlora_student_distils_into_adapters_on_a_4bit_base(distill_overrides, t
     teacher_4bit = runner.invoke(app, ["distill", RECIPE, *_sets([*distill_overrides, "teacher.load_in_4bit=true", "teacher.warmstart.steps=0",
                                                                   f"output.dir={tmp_path / 'bad'}"])])
     assert teacher_4bit.exit_code == 2 and "load_in_4bit applies to the student" in teacher_4bit.output
+
+
+@pytest.mark.slow
+def test_readme_example_with_a_checkpoint_teacher_and_the_tiny_recipe(distill_overrides, tiny_moe_dir, tmp_path):
+    """README: `posttrain distill --teacher outputs/tiny-math --student build:tiny-dense --recipe recipes/tiny-distill.yaml`.
+    The recipe's teacher is a `build:` model with builder_args; a checkpoint given by flag replaces it."""
+    shrink = [o for o in distill_overrides if not o.startswith("teacher.")]
+    result = runner.invoke(app, ["distill", "--teacher", str(tiny_moe_dir), "--student", "build:tiny-dense",
+                                 "--recipe", RECIPE, *_sets(shrink)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["teacher"]["params_total"] == sum(
+        p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(tiny_moe_dir).parameters())
+    assert "is used as it is" in " ".join(result.output.split())  # the recipe's warm-start is for build: teachers

@@ -114,3 +114,33 @@ def test_failing_reward_plugin_is_reported_not_fatal(tmp_path, monkeypatch):
     assert metrics["reward_errors"] == {"fn": 7}  # a: one '5', b: 0.5 and 0.50, c: four
     assert metrics["rewards"]["fn"] == {"mean": 1.0, "n": 5, "n_none": 7}
     assert "reward_errors" in (out / "report.md").read_text()
+
+
+def test_min_gain_gates_on_the_gain_over_a_baseline_eval(tmp_path):
+    data = str(_data(tmp_path))
+    base = runner.invoke(app, ["eval", "--completions", str(_completions(tmp_path)), "--data", data,
+                               "--output-dir", str(tmp_path / "base")])
+    assert base.exit_code == 0, base.output  # pass@1 (0.5 + 1 + 0) / 3 = 0.5
+    better = tmp_path / "better.jsonl"  # c now right 2 of 4 times: pass@1 (0.5 + 1 + 0.5) / 3 = 2/3
+    better.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "a", "completions": [GOOD.format(3), GOOD.format(3), GOOD.format(5), "no tags 7"]},
+        {"id": "b", "completions": [GOOD.format("0.5")] * 4},
+        {"id": "c", "completions": [GOOD.format(4), GOOD.format(4), GOOD.format(5), GOOD.format(5)]}]))
+    args = ["eval", "--completions", str(better), "--data", data, "--baseline", str(tmp_path / "base" / "report.json"),
+            "--output-dir", str(tmp_path / "better")]
+    passed = runner.invoke(app, [*args, "--min-gain", "pass@1=0.15"])
+    assert passed.exit_code == 0, passed.output
+    report = json.loads((tmp_path / "better" / "report.json").read_text())
+    assert abs(report["baseline"]["gains"]["pass@1"] - 1 / 6) < 1e-9 and report["baseline"]["metrics"]["pass@1"] == 0.5
+    assert "Against the baseline" in (tmp_path / "better" / "report.md").read_text()
+    short = runner.invoke(app, [*args, "--min-gain", "pass@1=0.2"])
+    assert short.exit_code == 1 and "pass@1 gained +0.1667 over the baseline (0.5000 -> 0.6667), below the required +0.2" in short.output
+
+    alone = runner.invoke(app, ["eval", "--completions", str(better), "--data", data, "--min-gain", "pass@1=0.1"])
+    assert alone.exit_code == 2 and "--min-gain needs --baseline" in alone.output
+    other = tmp_path / "other.jsonl"
+    other.write_text((tmp_path / "data.jsonl").read_text())
+    unlike = runner.invoke(app, ["eval", "--completions", str(better), "--data", str(other), "--baseline",
+                                 str(tmp_path / "base" / "report.json"), "--min-gain", "pass@1=0.1", "--output-dir", str(tmp_path / "u")])
+    assert unlike.exit_code == 2 and "evaluated differently" in unlike.output and "Traceback" not in unlike.output
+    assert not (tmp_path / "u" / "report.json").exists()  # refused before any work

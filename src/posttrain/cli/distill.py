@@ -49,11 +49,18 @@ def load(path: Path | None, second: Path | None, teacher, student, data, output_
     """The validated recipe: the file (if any), then the flags, then --set, all checked together."""
     from posttrain.config.distill_schema import DistillRecipe
     from posttrain.config.loader import load_recipe, read_yaml
+    from posttrain.config.schema import BUILD_PREFIX
     from posttrain.errors import ConfigError
 
     if second is not None:
         raise ConfigError("give the recipe once: as the argument or as --recipe, not both")
     base = read_yaml(path)[0] if path is not None else {}
+    for role, name in (("teacher", teacher), ("student", student)):
+        # A checkpoint or Hub name given as a flag replaces the recipe's model, and with it the
+        # builder_args that only described the recipe's `build:` model.
+        section = base.get(role)
+        if name is not None and not name.startswith(BUILD_PREFIX) and isinstance(section, dict):
+            base[role] = {k: v for k, v in section.items() if k != "builder_args"}
     flags = {"teacher.name_or_path": teacher, "student.name_or_path": student, "data.source": data, "output.dir": output_dir}
     given = {key: value for key, value in flags.items() if value is not None}
     missing = [f"--{key.split('.')[0]}" for key in ("teacher.name_or_path", "student.name_or_path", "data.source")
@@ -63,7 +70,7 @@ def load(path: Path | None, second: Path | None, teacher, student, data, output_
     # Flags are overrides like --set (the same validation), applied before --set; quoted, so a name
     # such as "null" or "1e3" stays a string.
     overrides = [f"{key}={json.dumps(value)}" for key, value in given.items()] + sets
-    return load_recipe(path, DistillRecipe, overrides, data=base if path is None else None)
+    return load_recipe(path, DistillRecipe, overrides, data=base)
 
 
 

@@ -27,6 +27,8 @@ def eval_command(
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     output_dir: Path = typer.Option(Path("outputs/eval"), "--output-dir", help="Where report.json, report.md and samples.jsonl go."),
     min_: list[str] = typer.Option(None, "--min", help="Gate: METRIC=VALUE; exit 1 when the metric falls short (repeatable)."),
+    baseline: Path = typer.Option(None, "--baseline", help="report.json of the model to beat, evaluated on the same data with the same sampling.", dir_okay=False),
+    min_gain: list[str] = typer.Option(None, "--min-gain", help="Gate: METRIC=DELTA; exit 1 unless the metric beats --baseline's by DELTA (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Keep problems already in samples.jsonl and sample the rest."),
     set_: list[str] = typer.Option(None, "--set", help=SET_HELP + " Applies to --recipe."),
 ) -> None:
@@ -46,6 +48,7 @@ def eval_command(
         req.completions = str(completions) if completions else None
         req.ks = _parse_ks(k)
         req.gates = list(min_ or [])
+        req.baseline, req.gains = (str(baseline) if baseline else None), list(min_gain or [])
         req.output_dir, req.resume = str(output_dir), resume
         req.num_problems = num_problems or req.num_problems
         if reward:

@@ -117,7 +117,7 @@ def load_recipe(
     data: dict | None = None,
     section: str | None = None,
 ) -> R:
-    """Read `path` (or use `data`), apply overrides, validate against `schema`.
+    """Read `path` (or use `data`, read from `path` and adjusted), apply overrides, validate against `schema`.
 
     `section` names a sub-mapping to validate instead of the whole file (e.g. `distill`).
     """
@@ -126,6 +126,8 @@ def load_recipe(
         if path is None:
             raise ConfigError("no recipe given")
         data, text = read_yaml(path)
+    elif path is not None:
+        text = read_yaml(path)[1]  # errors still name the file's lines
     if section is not None:
         data = data.get(section, {}) if isinstance(data.get(section), dict) else data
     shorthands = list_shorthands(schema)

@@ -72,6 +72,7 @@ class Report(BaseModel):
     sampling: Sampling = Field(default_factory=Sampling)
     metrics: dict[str, Any]
     routing: dict[str, Any] | None = None
+    baseline: dict[str, Any] | None = None  # `--baseline`: its path, metrics and this eval's gains (evaluate.baseline)
     created_at: str = Field(default_factory=_utc_now)
     wall_seconds: float | None = None
 
@@ -182,6 +183,12 @@ def render_markdown(report: Report) -> str:
         "",
         *_md_table(("metric", "value"), metric_rows(m)),
     ]
+    if report.baseline:
+        b = report.baseline
+        rows = [(name, _fmt(b["metrics"].get(name), 3), _fmt(m.get(name), 3), "n/a" if gain is None else f"{gain:+.3f}")
+                for name, gain in b["gains"].items()]
+        lines += ["", f"## Against the baseline `{b['model']}` ({b['report']})", "",
+                  *_md_table(("metric", "baseline", "this model", "gain"), rows)]
     if report.routing:
         lines += ["", "## MoE routing", "", *_md_table(_ROUTING_COLUMNS, routing_rows(report.routing))]
     return "\n".join(lines) + "\n"
@@ -249,20 +256,22 @@ def _unknown(name: str, known: Sequence[str]) -> str:
     return f"unknown metric {name!r}{hint}; known metrics: {', '.join(known)}"
 
 
-def parse_gates(items: Iterable[str], known: Iterable[str] | None = None) -> dict[str, float]:
+def parse_gates(items: Iterable[str], known: Iterable[str] | None = None, flag: str = "--min") -> dict[str, float]:
     """Parse `--min METRIC=VALUE` items; with `known` metric names, reject the others.
 
-    Every bad item is reported in one PosttrainError, so one run fixes them all.
+    Every bad item is reported in one PosttrainError, so one run fixes them all. With
+    `flag="--min-gain"` the values are differences, so a rate's bar lies in [-1, 1].
 
     >>> parse_gates(["pass@1=0.35", "format_rate = 0.9"])
     {'pass@1': 0.35, 'format_rate': 0.9}
     """
+    low = -1 if flag == "--min-gain" else 0
     known = list(known) if known is not None else None
     gates: dict[str, float] = {}
     errors: list[str] = []
     for item in items:
         name, sep, raw = (part.strip() for part in item.partition("="))
-        where = f"--min {item!r}"
+        where = f"{flag} {item!r}"
         if not sep or not name or not raw:
             errors.append(f"{where}: expected METRIC=VALUE, e.g. pass@1=0.35")
             continue
@@ -275,15 +284,15 @@ def parse_gates(items: Iterable[str], known: Iterable[str] | None = None) -> dic
             errors.append(f"{where}: the bar must be a finite number")
         elif known is not None and name not in known:
             errors.append(f"{where}: {_unknown(name, known)}")
-        elif _is_rate(name) and not 0 <= value <= 1:
-            hint = f"; did you mean {name}={value / 100:g}?" if 1 < value <= 100 else ""
-            errors.append(f"{where}: {name} is a fraction in [0, 1]{hint}")
+        elif _is_rate(name) and not low <= value <= 1:
+            hint = f"; did you mean {name}={value / 100:g}?" if 1 < abs(value) <= 100 else ""
+            errors.append(f"{where}: {name} is a fraction in [{low}, 1]{hint}")
         elif name in gates:
             errors.append(f"{where}: {name} is already gated at {gates[name]:g}")
         else:
             gates[name] = value
     if errors:
-        raise PosttrainError("bad --min gate(s):\n  " + "\n  ".join(errors))
+        raise PosttrainError(f"bad {flag} gate(s):\n  " + "\n  ".join(errors))
     return gates
 
 

@@ -1,7 +1,7 @@
 """`posttrain eval`: sample (or read) completions, score them, summarise, report, gate.
 
 load rows -> rewards -> (model: sample in resumable chunks | file: join completions) ->
-score -> summarize -> report.json / report.md / samples.jsonl -> --min gates.
+score -> summarize -> report.json / report.md / samples.jsonl -> --min gates, --min-gain against --baseline.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from posttrain.data.load import load_rows, source_kind, to_prompt
 from posttrain.data.splits import EVAL_SEED_OFFSET
 from posttrain.errors import PosttrainError
 from posttrain.evaluate.metrics import summarize
-from posttrain.evaluate.report import Report, check_gates, gate_names, parse_gates, render_table, write_report
+from posttrain.evaluate.baseline import compare, load_baseline
+from posttrain.evaluate.report import Report, Sampling, check_gates, gate_names, parse_gates, render_table, write_report
 from posttrain.evaluate.sampling import SamplingSettings, generate
 from posttrain.evaluate.scoring import build_rewards, reward_errors, reward_name, score_rows
 from posttrain.io import append_jsonl, read_jsonl, repair_torn_tail
@@ -41,6 +42,8 @@ class EvalRequest:
     strict_rewards: bool = False  # a recipe's rewards.strict: a failing reward stops the eval
     ks: list[int] = field(default_factory=lambda: [1])
     gates: list[str] = field(default_factory=list)
+    baseline: str | None = None  # report.json of the model to beat (evaluate.baseline)
+    gains: list[str] = field(default_factory=list)  # --min-gain METRIC=DELTA, against `baseline`
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     output_dir: str = "outputs/eval"
     resume: bool = False
@@ -60,7 +63,17 @@ def run(req: EvalRequest, console: Console, base_dir: Path | None = None) -> Eva
     if bool(req.model) == bool(req.completions):
         raise PosttrainError("give exactly one of --model (sample completions) or --completions FILE.jsonl")
     rewards, correctness = build_rewards(req.rewards, req.correctness_reward, base_dir, strict=req.strict_rewards)
-    gates = parse_gates(req.gates, known=gate_names(req.ks, [reward_name(f) for f in rewards]))
+    known = gate_names(req.ks, [reward_name(f) for f in rewards])
+    gates = parse_gates(req.gates, known=known)
+    bars = parse_gates(req.gains, known=known, flag="--min-gain")
+    s = req.sampling
+    sampling = Sampling(n=None if req.completions else s.n, temperature=None if req.completions else s.temperature,
+                        top_p=None if req.completions else s.top_p, max_new_tokens=None if req.completions else s.max_new_tokens,
+                        seed=None if req.completions else s.seed)
+    if bars and not req.baseline:
+        raise PosttrainError("--min-gain needs --baseline REPORT.json: the eval of the model to beat")
+    # Before any sampling: a baseline evaluated differently is refused now, not after the work.
+    baseline = load_baseline(req.baseline, req.data, sampling) if req.baseline else None
     rows = _rows(req)
     out = Path(req.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,24 +87,24 @@ def run(req: EvalRequest, console: Console, base_dir: Path | None = None) -> Eva
     errors = {name: count for name, count in reward_errors(rewards, correctness).items() if count}
     if errors:  # rows this eval scored None because the reward failed (chunks resumed from disk excluded)
         metrics["reward_errors"] = errors
-    s = req.sampling
     report = Report(
-        model=req.model or "(completions file)",
-        data=req.completions or req.data,
-        sampling={"n": s.n if not req.completions else None, "temperature": None if req.completions else s.temperature,
-                  "top_p": None if req.completions else s.top_p, "max_new_tokens": None if req.completions else s.max_new_tokens,
-                  "seed": None if req.completions else s.seed},
+        model=req.model or f"completions: {req.completions}",
+        data=req.data,
+        sampling=sampling,
         metrics=metrics,
         routing=routing,
         wall_seconds=round(time.time() - started, 2),
     )
+    failures = []
+    if baseline is not None:
+        report.baseline, failures = compare(metrics, baseline, req.baseline, bars)
     if req.completions:
         from posttrain.evaluate.report import write_samples
 
         write_samples(records, out)
     write_report(report, out)
     render_table(report, console)
-    return EvalResult(report=report, failures=check_gates(report.metrics, gates))
+    return EvalResult(report=report, failures=check_gates(report.metrics, gates) + failures)
 
 
 

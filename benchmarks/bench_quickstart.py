@@ -1,0 +1,98 @@
+"""The README's two quickstarts, exactly as a user runs them, over several seeds.
+
+    python benchmarks/bench_quickstart.py [--quick] [--seeds 0,1,2] [--json PATH]
+
+For each seed: `posttrain grpo recipes/tiny-math.yaml --set grpo.seed=S` and
+`posttrain distill recipes/tiny-distill.yaml --set distill.seed=S`, each in its own process with
+a fresh output folder and torch's default threads (what the README command gets). The seed sets the
+model's initialisation and the sampling during training; the held-out problems are the same for
+every seed. Rows (means over seeds, every seed listed beside them):
+- `quickstart_grpo`: held-out pass@1 of the GRPO policy / of the warm-started base it started from;
+- `quickstart_distill`: held-out pass@1 of the distilled student / of the teacher.
+--quick shrinks both recipes to a smoke test of this script; its figures mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, Row, parser, start  # noqa: E402
+
+GRPO_QUICK = ["model.warmstart.steps=20", "grpo.max_steps=3", "grpo.warmup_steps=0", "eval.num_problems=10", "eval.num_samples=2",
+              "data.num_train=200"]
+DISTILL_QUICK = ["teacher.warmstart.steps=20", "data.num_train=16", "distill.max_steps=3", "distill.logit_kd.max_steps=2",
+                 "eval.num_problems=10", "eval.num_samples=2", "distill.traces.require={}"]
+
+
+def posttrain(command: str, recipe: str, sets: list[str]) -> tuple[dict, float]:
+    cmd = [sys.executable, "-m", "posttrain", command, recipe, *[a for s in sets for a in ("--set", s)]]
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # the README command's threads
+    started = time.time()
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    out = next(s.split("=", 1)[1] for s in sets if s.startswith("output.dir="))
+    return json.loads((Path(out) / "summary.json").read_text()), time.time() - started
+
+
+def points(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def main(argv=None) -> int:
+    p = parser(__doc__)
+    p.set_defaults(threads=0)  # the README commands run with torch's default threads
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_quickstart")
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    report = start("quickstart", args, {"grpo": "posttrain grpo recipes/tiny-math.yaml --set grpo.seed=S",
+                                        "distill": "posttrain distill recipes/tiny-distill.yaml --set distill.seed=S",
+                                        "shrunk": args.quick}, seeds=seeds)
+    shutil.rmtree(args.out, ignore_errors=True)  # each run starts in a fresh folder, as a new user's would
+    grpo, distill = [], []
+    for seed in seeds:
+        sets = [f"output.dir={args.out / f'grpo-{seed}'}", f"grpo.seed={seed}"] + (GRPO_QUICK if args.quick else [])
+        summary, seconds = posttrain("grpo", "recipes/tiny-math.yaml", sets)
+        grpo.append({**summary, "seconds": seconds})
+        print(f"grpo seed {seed}: pass@1 {points(summary['base_accuracy'])} -> {points(summary['final_accuracy'])}, "
+              f"greedy {points(summary['base_greedy_accuracy'])} -> {points(summary['final_greedy_accuracy'])}, {seconds:.0f} s", flush=True)
+        sets = [f"output.dir={args.out / f'distill-{seed}'}", f"distill.seed={seed}"] + (DISTILL_QUICK if args.quick else [])
+        summary, seconds = posttrain("distill", "recipes/tiny-distill.yaml", sets)
+        distill.append({**summary, "seconds": seconds})
+        print(f"distill seed {seed}: teacher pass@1 {points(summary['teacher']['accuracy'])}, student "
+              f"{points(summary['student_before_accuracy'])} -> {points(summary['student']['accuracy'])}, {seconds:.0f} s", flush=True)
+
+    base = [r["base_accuracy"] for r in grpo]
+    final = [r["final_accuracy"] for r in grpo]
+    gains = [100 * (f - b) for b, f in zip(base, final)]
+    greedy = [100 * (r["final_greedy_accuracy"] - r["base_greedy_accuracy"]) for r in grpo]
+    report.add(Row("quickstart_grpo", statistics.mean(final) / statistics.mean(base), "held-out pass@1 after GRPO",
+                   "held-out pass@1 of the warm-started base",
+                   f"{points(statistics.mean(base))} -> {points(statistics.mean(final))} on average; gain per seed "
+                   f"{', '.join(f'{g:+.1f}' for g in gains)} points (mean {statistics.mean(gains):+.1f}, min {min(gains):+.1f}); "
+                   f"greedy {', '.join(f'{g:+.1f}' for g in greedy)}; {grpo[0]['eval']['num_problems']} problems x "
+                   f"{grpo[0]['eval']['num_samples']} samples at T={grpo[0]['eval']['temperature']}; "
+                   f"{', '.join(str(round(r['seconds'])) for r in grpo)} s per run"))
+    teacher = [r["teacher"]["accuracy"] for r in distill]
+    student = [r["student"]["accuracy"] for r in distill]
+    report.add(Row("quickstart_distill", statistics.mean(student) / statistics.mean(teacher), "held-out pass@1 of the distilled student",
+                   "held-out pass@1 of the teacher",
+                   f"student {', '.join(points(s) for s in student)} vs teacher {', '.join(points(t) for t in teacher)} per seed; "
+                   f"student before distillation {', '.join(points(r['student_before_accuracy']) for r in distill)}; "
+                   f"{distill[0]['student']['params_total']:,} vs {distill[0]['teacher']['params_total']:,} parameters; "
+                   f"{', '.join(str(round(r['seconds'])) for r in distill)} s per run"))
+    report.write(args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""What the README tells a user to run points at files a fresh clone has."""
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    return [line for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S) for line in block.splitlines()]
+
+
+def test_every_file_a_readme_command_names_is_in_the_repository():
+    named = {m for line in _commands() for m in re.findall(r"(?<![\w./-])((?:recipes|data|benchmarks|requirements|rewards)/[\w./-]+\.\w+)", line)}
+    assert {"recipes/tiny-math.yaml", "requirements/lock.txt", "data/gsm8k_test_250.jsonl"} <= named
+    missing = sorted(path for path in named if not (REPO / path).is_file())
+    assert not missing, f"README commands name files a clone does not have: {missing}"
+
+
+def test_nothing_a_user_runs_reads_outside_the_clone():
+    places = [REPO / "README.md", *REPO.glob("recipes/**/*.yaml"), *REPO.glob("src/**/*.py"), *REPO.glob("benchmarks/*.py"),
+              *REPO.glob("tests/**/*.py")]
+    offenders = [str(p.relative_to(REPO)) for p in places if p != Path(__file__) and "../shared" in p.read_text()]
+    assert not offenders
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (REPO / ".ci" / "run").read_text()
+    test_command = next(line for line in _commands() if "pytest" in line and "lock.txt" in line)
+    assert test_command.strip() in ci
