@@ -1,7 +1,7 @@
 """Training, held-out and warm-start rows for a run, with held-out problems never seen in training.
 
 Built-in tasks draw each split from its own seed and drop any training or warm-start problem
-whose text equals a held-out one. Files and Hub datasets use `eval.source`, else the source's
+whose text equals a held-out one (also when the run's own evaluation is off). Files and Hub datasets use `eval.source`, else the source's
 test split (Hub), else a seeded slice of the file set aside before training.
 """
 
@@ -44,9 +44,13 @@ def _load(data: DataConfig, source: str, split: str, n: int | None, seed: int) -
 def make_splits(data: DataConfig, evaluation: EvalConfig, warm: WarmstartConfig | None = None) -> Splits:
     kind = source_kind(data.source)
     heldout: list[dict] = []
+    reserved: set[str] = set()
     if kind == "task":
-        if evaluation.enabled:
-            heldout = _load(data, evaluation.source or data.source, evaluation.split, evaluation.num_problems, evaluation.seed + EVAL_SEED_OFFSET)
+        # Drawn even with eval.enabled=false: `posttrain eval --recipe` scores these problems later,
+        # so training and the warm-start must never see them either way.
+        drawn = _load(data, evaluation.source or data.source, evaluation.split, evaluation.num_problems, evaluation.seed + EVAL_SEED_OFFSET)
+        reserved = {r["question"] for r in drawn}
+        heldout = drawn if evaluation.enabled else []
         train = _load(data, data.source, data.split, data.num_train or 5000, data.seed)
     else:
         train = _load(data, data.source, data.split, None, data.seed)
@@ -54,7 +58,7 @@ def make_splits(data: DataConfig, evaluation: EvalConfig, warm: WarmstartConfig 
             train, heldout = _file_heldout(data, evaluation, train, kind)
         if data.num_train:
             train = train[: data.num_train]
-    seen = {r["question"] for r in heldout}
+    seen = {r["question"] for r in heldout} | reserved
     train = without_questions(train, seen)
     warm_rows: list[dict] = []
     if warm is not None and warm.steps > 0:

@@ -86,6 +86,12 @@ def test_heldout_never_in_training_or_warmstart():
     assert held.isdisjoint(r["question"] for r in splits.train)
     assert held.isdisjoint(r["question"] for r in splits.warmstart)
     assert splits.warmstart and all(r["solution"] for r in splits.warmstart)
+    # With the run's own eval off, `posttrain eval --recipe` still scores these problems later:
+    # training and the warm-start must not have seen them.
+    quiet = make_splits(data, EvalConfig(num_problems=40, enabled=False), WarmstartConfig(steps=1, num_examples=300))
+    assert quiet.heldout == []
+    assert held.isdisjoint(r["question"] for r in quiet.train) and held.isdisjoint(r["question"] for r in quiet.warmstart)
+    assert [r["question"] for r in quiet.train] == [r["question"] for r in splits.train]
 
 
 def test_file_source_sets_aside_heldout(tmp_path):
