@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 ROW = re.compile(r"^(\w+): ratio (\d+\.\d\d) \((.+) / (.+)\)$")
-EXPECTED = {"grpo_step_time", "reward_stage_cold", "eval_sampling", "distill_offline_1_epoch", "distill_offline_3_epochs",
+EXPECTED = {"quickstart_grpo", "quickstart_distill", "grpo_step_time", "reward_stage_cold", "eval_sampling", "distill_offline_1_epoch", "distill_offline_3_epochs",
             "moe_balancing_rl", "moe_balancing_warmstart_and_rl", "moe_balancing_overhead", "crash_resume",
             "verifier_accuracy", "verifier_time_cold"}
 
@@ -32,7 +32,7 @@ def test_quick_run_writes_one_row_per_measurement(tmp_path):
     block = text.split("## Rows", 1)[1].split("```")[1]
     rows = {m[1]: (float(m[2]), m[3], m[4]) for m in map(ROW.match, block.strip().splitlines()) if m}
     assert set(rows) == EXPECTED, block
-    assert all(math.isfinite(r[0]) and r[0] > 0 for r in rows.values())
+    assert all(math.isfinite(r[0]) and r[0] >= 0 for r in rows.values())
     # What holds at any size on any machine: batching beats a per-prompt loop; our checker is at least as
     # accurate as math-verify on its development set and far faster cold; the crash trials all survive.
     assert rows["eval_sampling"][0] > 1.5
