@@ -74,8 +74,7 @@ def main(argv=None) -> int:
         print(f"error: no labelled pairs at {args.data} (pass --data PATH)", file=sys.stderr)
         return 2
     rows = load(args.data)
-    report = start("rewards", args, {"data": str(args.data.resolve().relative_to(DATA.parent)) if args.data.resolve().is_relative_to(DATA.parent) else str(args.data),
-                                     "pairs": len(rows), "caches": "cleared before every timed call"}, seeds=[])
+    report = start("rewards", args, {"data": args.data.name, "pairs": len(rows), "caches": "cleared before every timed call"}, seeds=[])
     ours("1", "1"), math_verify("1", "1")  # imports and first-call setup outside the timing
     results = {"posttrain": run(ours, rows, cold=True), "math-verify": run(math_verify, rows, cold=True)}
     run(ours, rows, cold=False)  # fills the caches (the cold pass emptied them before every pair)

@@ -80,15 +80,11 @@ def start(name: str, args: argparse.Namespace, settings: dict, seeds: list[int])
     quiet_libraries()
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = " ".join(["python", str(Path(sys.argv[0]).resolve().relative_to(REPO)) if Path(sys.argv[0]).is_file() else sys.argv[0],
-                        *sys.argv[1:]])
+    script = Path(sys.argv[0]).resolve()
+    command = " ".join(["python", str(script.relative_to(REPO) if script.is_relative_to(REPO) else script), *sys.argv[1:]])
     report = Report(name, settings={**settings, "threads": torch.get_num_threads()}, seeds=list(seeds), command=command)
     print(f"{name}: {json.dumps(report.settings)}; seeds {seeds}", flush=True)
     return report
-
-
-class SettingsDiffer(SystemExit):
-    pass
 
 
 def require_identical(ours: dict, theirs: dict, what: str) -> None:
@@ -97,7 +93,7 @@ def require_identical(ours: dict, theirs: dict, what: str) -> None:
     differences = [f"{k}: {ours.get(k, '<absent>')!r} vs {theirs.get(k, '<absent>')!r}" for k in keys if ours.get(k) != theirs.get(k)]
     if differences:
         print(f"refusing to compare {what}: the settings differ in\n  " + "\n  ".join(differences), file=sys.stderr)
-        raise SettingsDiffer(3)
+        raise SystemExit(3)
     print(f"settings of {what}: identical ({len(keys)} fields compared)", flush=True)
 
 
