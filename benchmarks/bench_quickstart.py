@@ -64,7 +64,8 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in ("0" if args.quick and args.seeds == "0,1,2" else args.seeds).split(",")]
     report = start("quickstart", args, {"grpo": "posttrain grpo recipes/tiny-math.yaml --set grpo.seed=S",
                                         "distill": "posttrain distill recipes/tiny-distill.yaml --set distill.seed=S",
-                                        "shrunk": args.quick}, seeds=seeds)
+                                        "shrunk": args.quick, "posttrain_threads": "torch's default, as the README command"},
+                   seeds=seeds)
     shutil.rmtree(args.out, ignore_errors=True)  # each run starts in a fresh folder, as a new user's would
     grpo, distill = [], []
     for seed in seeds:
