@@ -110,4 +110,6 @@ class NonFiniteGuard(TrainerCallback):
         for key in ("loss", "reward", "grad_norm"):
             value = logs.get(key)
             if isinstance(value, int | float) and not math.isfinite(value):
-                raise NonFiniteError(f"step {state.global_step}: {key} is {value}; the newest checkpoint is the last good one")
+                raise NonFiniteError(
+                    f"step {state.global_step}: {key} is {value}; the newest checkpoint is the last good one"
+                )

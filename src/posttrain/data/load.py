@@ -124,7 +124,14 @@ def normalise_rows(
         if preset == "gsm8k":
             answer = gsm8k_answer(answer)
         extra = {k: v for k, v in row.items() if k not in (prompt_col, answer_col, "id")}
-        out.append({**extra, "id": str(row.get("id", row.get("unique_id", i))), "question": str(row[prompt_col]), "answer": answer})
+        out.append(
+            {
+                **extra,
+                "id": str(row.get("id", row.get("unique_id", i))),
+                "question": str(row[prompt_col]),
+                "answer": answer,
+            }
+        )
     if not out:
         raise DataError(f"{origin}: every row was malformed ({skipped} skipped)")
     return out, skipped
@@ -155,8 +162,14 @@ def load_rows(
     rows, incomplete = normalise_rows(raw, origin, preset, prompt_column, answer_column, skip_bad_rows)
     if malformed or incomplete:
         first = f" (first: {malformed[0]})" if malformed else ""
-        log.warning("%s: skipped %d bad rows (data.skip_bad_rows): %d malformed, %d without the prompt/answer "
-                    "columns%s", origin, len(malformed) + incomplete, len(malformed), incomplete, first)
+        log.warning(
+            "%s: skipped %d bad rows (data.skip_bad_rows): %d malformed, %d without the prompt/answer columns%s",
+            origin,
+            len(malformed) + incomplete,
+            len(malformed),
+            incomplete,
+            first,
+        )
     return rows[:n] if n else rows
 
 

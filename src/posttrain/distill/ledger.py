@@ -50,7 +50,19 @@ class Ledger:
         return self.info[key]
 
 
-def evaluate_cached(model_fn, tokenizer, rows, prompts, settings, rewards, correctness, console: Console, label: str, out: Path, ledger: Ledger) -> dict | None:
+def evaluate_cached(
+    model_fn,
+    tokenizer,
+    rows,
+    prompts,
+    settings,
+    rewards,
+    correctness,
+    console: Console,
+    label: str,
+    out: Path,
+    ledger: Ledger,
+) -> dict | None:
     """Held-out accuracy of `model_fn()` (`posttrain.evaluate.heldout`), or its cached result."""
     if not rows:
         return None

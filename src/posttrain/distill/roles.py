@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from posttrain.config.schema import LoraConfig, ModelConfig
+from posttrain.config.schema import ModelConfig
 from posttrain.distributed import on_main
 from posttrain.models.loading import load_model, load_tokenizer, resolve_model_path, save_pretrained
 from posttrain.models.precision import resolve
@@ -27,7 +27,9 @@ def teacher_source(cfg: ModelConfig, out: Path, seed: int) -> str:
     return on_main(lambda: resolve_model_path(cfg, out / "build" / "teacher", seed=seed))
 
 
-def warm_teacher(cfg: ModelConfig, source: str, tokenizer, warm_rows: list[dict], prompts: list, out: Path, console: Console):
+def warm_teacher(
+    cfg: ModelConfig, source: str, tokenizer, warm_rows: list[dict], prompts: list, out: Path, console: Console
+):
     """(path, in-memory model or None): a `build:` teacher warm-started on worked solutions, once.
 
     A random `build:` teacher knows nothing to distil; its warm-start is the same SFT GRPO uses
@@ -38,7 +40,9 @@ def warm_teacher(cfg: ModelConfig, source: str, tokenizer, warm_rows: list[dict]
     target = out / TEACHER_DIR
     if not needs_warmstart(cfg):
         if cfg.warmstart.steps:
-            console.print(f"teacher: {cfg.name_or_path} is used as it is (teacher.warmstart applies to build: teachers)")
+            console.print(
+                f"teacher: {cfg.name_or_path} is used as it is (teacher.warmstart applies to build: teachers)"
+            )
         return source, None
     if (target / "config.json").is_file():
         console.print(f"teacher: reusing the warm-started teacher in {target}")
@@ -49,7 +53,12 @@ def warm_teacher(cfg: ModelConfig, source: str, tokenizer, warm_rows: list[dict]
     model = load_model(source, cfg.dtype, cfg.revision, cfg.trust_remote_code)
     console.print(f"teacher: warm-start, {cfg.warmstart.steps} SFT steps on {len(warm_rows)} worked examples")
     run_warmstart(
-        model, tokenizer, warm_rows, prompts, cfg.warmstart, out / "build" / "warmstart-tmp",
+        model,
+        tokenizer,
+        warm_rows,
+        prompts,
+        cfg.warmstart,
+        out / "build" / "warmstart-tmp",
         callbacks=[RichProgressCallback(console, "teacher warm-start", accuracy_reward=None)],
         precision=resolve("auto", cfg.dtype),  # train.precision is the student's
     )

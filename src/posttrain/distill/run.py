@@ -23,23 +23,24 @@ from pathlib import Path
 
 from rich.console import Console
 
+from posttrain.checkpoints import checkpoint_step, latest_checkpoint, remove_leftovers
 from posttrain.config.distill_schema import DistillRecipe
 from posttrain.data.load import to_prompt
 from posttrain.data.splits import make_splits
 from posttrain.distill import roles
 from posttrain.distill.ledger import Ledger, evaluate_cached, recipe_changes
 from posttrain.distill.traces import generate_traces, make_filter, select
-from posttrain.models.precision import resolve
 from posttrain.distributed import gathered_state_dict, on_main, sum_counts
 from posttrain.errors import PosttrainError
 from posttrain.evaluate.heldout import eval_sampling
 from posttrain.evaluate.scoring import build_rewards, reward_errors, reward_name
 from posttrain.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from posttrain.models.loading import count_parameters, load_tokenizer
-from posttrain.checkpoints import checkpoint_step, latest_checkpoint, remove_leftovers, restore_weights
-from posttrain.safety import GracefulStop
+from posttrain.models.precision import resolve
 from posttrain.outputs import prepare_output_dir, write_recipe
+from posttrain.safety import GracefulStop
 from posttrain.telemetry.progress import quiet_libraries
+from posttrain.trl_adapter import restore_weights
 
 
 class LazyModel:
@@ -62,7 +63,14 @@ class LazyModel:
         gc.collect()
 
 
-def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwrite: bool = False, base_dir: Path | None = None) -> dict:
+def run(
+    recipe: DistillRecipe,
+    console: Console,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    base_dir: Path | None = None,
+) -> dict:
     from transformers import set_seed
 
     started = time.time()
@@ -78,29 +86,49 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
     ledger = Ledger(out / "stages.json")
     kd = recipe.distill.logit_kd
 
-    rewards, correctness = build_rewards(recipe.rewards.functions, recipe.eval.correctness_reward, base_dir,
-                                         strict=recipe.rewards.strict)
+    rewards, correctness = build_rewards(
+        recipe.rewards.functions, recipe.eval.correctness_reward, base_dir, strict=recipe.rewards.strict
+    )
     trace_filter = make_filter(recipe.distill.traces, [reward_name(f) for f in rewards], recipe.eval.correctness_reward)
-    splits = make_splits(recipe.data, recipe.eval, recipe.teacher.warmstart if roles.needs_warmstart(recipe.teacher) else None)
-    console.print(f"data: {len(splits.train)} prompts for traces, {len(splits.heldout)} held-out, source {recipe.data.source}")
+    splits = make_splits(
+        recipe.data, recipe.eval, recipe.teacher.warmstart if roles.needs_warmstart(recipe.teacher) else None
+    )
+    console.print(
+        f"data: {len(splits.train)} prompts for traces, {len(splits.heldout)} held-out, source {recipe.data.source}"
+    )
 
     teacher_src = roles.teacher_source(recipe.teacher, out, seed=recipe.distill.seed)
-    tokenizer = load_tokenizer(recipe.teacher.tokenizer or teacher_src, recipe.teacher.revision, recipe.teacher.trust_remote_code)
+    tokenizer = load_tokenizer(
+        recipe.teacher.tokenizer or teacher_src, recipe.teacher.revision, recipe.teacher.trust_remote_code
+    )
     chat = tokenizer.chat_template is not None
     prompt = lambda row: to_prompt(row["question"], recipe.data.system_prompt, chat)  # noqa: E731
     student_src = roles.student_source(recipe.student, out, tokenizer, seed=recipe.distill.seed)
-    student_tok = load_tokenizer(recipe.student.tokenizer or student_src, recipe.student.revision, recipe.student.trust_remote_code)
+    student_tok = load_tokenizer(
+        recipe.student.tokenizer or student_src, recipe.student.revision, recipe.student.trust_remote_code
+    )
     if kd.enabled:  # before any slow work: a mismatch would only surface at stage 3
         from posttrain.distill.logit_kd import check_shared_tokenizer
 
-        check_shared_tokenizer(tokenizer, student_tok, f"teacher {recipe.teacher.name_or_path}", f"student {recipe.student.name_or_path}")
+        check_shared_tokenizer(
+            tokenizer, student_tok, f"teacher {recipe.teacher.name_or_path}", f"student {recipe.student.name_or_path}"
+        )
     _check_student_moe(recipe, student_src)
     # Only now does the folder hold a run: one that failed on its inputs can be re-run as it was.
     write_recipe(out, recipe)
 
-    with ledger.stage("teacher", reused=not roles.needs_warmstart(recipe.teacher) or (out / roles.TEACHER_DIR / "config.json").is_file()):
+    with ledger.stage(
+        "teacher",
+        reused=not roles.needs_warmstart(recipe.teacher) or (out / roles.TEACHER_DIR / "config.json").is_file(),
+    ):
         teacher_path, warmed = roles.warm_teacher(
-            recipe.teacher, teacher_src, tokenizer, splits.warmstart, [prompt(r) for r in splits.warmstart], out, console
+            recipe.teacher,
+            teacher_src,
+            tokenizer,
+            splits.warmstart,
+            [prompt(r) for r in splits.warmstart],
+            out,
+            console,
         )
     teacher = LazyModel(lambda: roles.load(recipe.teacher, teacher_path))
     if warmed is not None:
@@ -110,13 +138,19 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
     settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
 
     def evaluate(model_fn, tok, label):
-        prompts = [to_prompt(r["question"], recipe.data.system_prompt, tok.chat_template is not None) for r in splits.heldout]
-        return evaluate_cached(model_fn, tok, splits.heldout, prompts, settings, rewards, correctness, console, label, out, ledger)
+        prompts = [
+            to_prompt(r["question"], recipe.data.system_prompt, tok.chat_template is not None) for r in splits.heldout
+        ]
+        return evaluate_cached(
+            model_fn, tok, splits.heldout, prompts, settings, rewards, correctness, console, label, out, ledger
+        )
 
     teacher_eval = evaluate(teacher.get, tokenizer, "teacher")
 
     with ledger.stage("traces", reused=(out / "traces.jsonl").is_file()):
-        traces, trace_stats = _traces(recipe, teacher, tokenizer, splits.train, prompt, rewards, correctness, trace_filter, out, console)
+        traces, trace_stats = _traces(
+            recipe, teacher, tokenizer, splits.train, prompt, rewards, correctness, trace_filter, out, console
+        )
     if _offline(recipe) and not (out / "topk.safetensors").is_file():
         with ledger.stage("topk", reused=False):  # one forward pass over the kept traces, on the main process
             ledger.info["topk"] = on_main(lambda: _capture_topk(recipe, teacher.get(), tokenizer, traces, out, console))
@@ -153,23 +187,29 @@ def _warn_if_recipe_changed(out: Path, recipe: DistillRecipe, console: Console) 
         )
 
 
-
-
 def _offline(recipe: DistillRecipe) -> bool:
     return recipe.distill.logit_kd.enabled and recipe.distill.logit_kd.teacher == "offline"
 
 
-
-
-def _traces(recipe, teacher: LazyModel, tokenizer, rows, prompt, rewards, correctness, trace_filter, out: Path, console: Console):
+def _traces(
+    recipe, teacher: LazyModel, tokenizer, rows, prompt, rewards, correctness, trace_filter, out: Path, console: Console
+):
     """traces.jsonl (kept) and its statistics, from traces_raw.jsonl (every scored sample)."""
     kept_path, stats_path = out / "traces.jsonl", out / "traces_stats.json"
     if kept_path.is_file() and stats_path.is_file():
         console.print(f"traces: reusing {kept_path}")
         return read_jsonl(kept_path), json.loads(stats_path.read_text(encoding="utf-8"))
     records = generate_traces(
-        teacher.get(), tokenizer, rows, [prompt(r) for r in rows], recipe.distill.traces, rewards, correctness,
-        out / "traces_raw.jsonl", console, cache=recipe.generation.cache,
+        teacher.get(),
+        tokenizer,
+        rows,
+        [prompt(r) for r in rows],
+        recipe.distill.traces,
+        rewards,
+        correctness,
+        out / "traces_raw.jsonl",
+        console,
+        cache=recipe.generation.cache,
     )
     kept, stats = select(records, trace_filter)
     if not kept:
@@ -208,8 +248,9 @@ def _capture_topk(recipe: DistillRecipe, teacher, tokenizer, traces: list[dict],
     return gap
 
 
-def _trainer_callbacks(recipe: DistillRecipe, out: Path, stage: str, console: Console, title: str,
-                       checkpoint: Path | None, model) -> tuple[list, GracefulStop]:
+def _trainer_callbacks(
+    recipe: DistillRecipe, out: Path, stage: str, console: Console, title: str, checkpoint: Path | None, model
+) -> tuple[list, GracefulStop]:
     """Timing, NaN guard, memory/GPU readings, MoE balancing and routing telemetry, metrics.jsonl, progress, and the
     SIGINT/SIGTERM stop (returned separately: training runs inside `stop.guarding(...)`)."""
     from posttrain.models.balancing import moe_callbacks
@@ -243,7 +284,9 @@ def _check_student_moe(recipe: DistillRecipe, student_src: str) -> None:
     try:
         config = AutoConfig.from_pretrained(student_src, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as e:
-        raise PosttrainError(f"could not read the student's config from {student_src!r}: {str(e).strip().splitlines()[0]}") from None
+        raise PosttrainError(
+            f"could not read the student's config from {student_src!r}: {str(e).strip().splitlines()[0]}"
+        ) from None
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
     check_moe_settings(recipe.moe, model)
@@ -277,7 +320,16 @@ def _check_machine(recipe: DistillRecipe) -> None:
     check_quantization(recipe.student)
 
 
-def _sequence_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src: str, traces, out: Path, console: Console, resume: bool):
+def _sequence_kd(
+    recipe: DistillRecipe,
+    student: LazyModel,
+    tokenizer,
+    student_src: str,
+    traces,
+    out: Path,
+    console: Console,
+    resume: bool,
+):
     """Stage 2: SFT on the kept traces (or the student a finished stage 2 saved)."""
     from posttrain.distill import sequence_kd
     from posttrain.models.balancing import aux_loss_coef
@@ -293,22 +345,39 @@ def _sequence_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_s
     callbacks, stop = _trainer_callbacks(recipe, out, "sequence_kd", console, "sequence KD", checkpoint, model)
     with stop.guarding(stage_dir / "checkpoints"):
         trainer = sequence_kd.train(
-            model, tokenizer, traces, cfg, recipe.student.lora, stage_dir / "checkpoints",
+            model,
+            tokenizer,
+            traces,
+            cfg,
+            recipe.student.lora,
+            stage_dir / "checkpoints",
             callbacks=callbacks,
-            resume_from=checkpoint, precision=resolve(recipe.train.precision, recipe.student.dtype),
-            save_steps=recipe.output.save_steps, save_total_limit=recipe.output.save_total_limit,
+            resume_from=checkpoint,
+            precision=resolve(recipe.train.precision, recipe.student.dtype),
+            save_steps=recipe.output.save_steps,
+            save_total_limit=recipe.output.save_total_limit,
             aux_loss_coef=aux_loss_coef(recipe.moe),
         )
     roles.save_stage(trainer.model, tokenizer, stage_dir, gathered_state_dict(trainer))
     return trainer.model
 
 
-def _logit_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src: str, teacher: LazyModel, traces, out: Path, console: Console, resume: bool):
+def _logit_kd(
+    recipe: DistillRecipe,
+    student: LazyModel,
+    tokenizer,
+    student_src: str,
+    teacher: LazyModel,
+    traces,
+    out: Path,
+    console: Console,
+    resume: bool,
+):
     """Stage 3: match the teacher's distributions, online (teacher in memory) or offline (top-k)."""
     from posttrain.distill import logit_kd
+    from posttrain.distill.topk import TopKTargets
     from posttrain.models.balancing import aux_loss_coef
     from posttrain.models.lora import peft_config
-    from posttrain.distill.topk import TopKTargets
 
     stage_dir = out / "logit_kd"
     if roles.stage_done(stage_dir):
@@ -321,9 +390,16 @@ def _logit_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src:
         targets = TopKTargets.load(out / "topk.safetensors")
         logit_kd.check_targets(rows, traces, targets, out / "topk.safetensors")
     args = logit_kd.kd_args(
-        cfg, stage_dir / "checkpoints", max_new_tokens=cfg.max_new_tokens or d.traces.max_new_tokens,
-        max_length=d.max_length, precision=resolve(recipe.train.precision, recipe.student.dtype), seed=d.seed, logging_steps=d.logging_steps,
-        save_steps=recipe.output.save_steps, save_total_limit=recipe.output.save_total_limit, aux_loss_coef=aux_loss_coef(recipe.moe),
+        cfg,
+        stage_dir / "checkpoints",
+        max_new_tokens=cfg.max_new_tokens or d.traces.max_new_tokens,
+        max_length=d.max_length,
+        precision=resolve(recipe.train.precision, recipe.student.dtype),
+        seed=d.seed,
+        logging_steps=d.logging_steps,
+        save_steps=recipe.output.save_steps,
+        save_total_limit=recipe.output.save_total_limit,
+        aux_loss_coef=aux_loss_coef(recipe.moe),
     )
     checkpoint = _checkpoint(stage_dir, resume)
     model = student.get()
@@ -331,10 +407,19 @@ def _logit_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src:
     title = f"logit KD ({cfg.teacher}, {cfg.divergence})"
     callbacks, stop = _trainer_callbacks(recipe, out, "logit_kd", console, title, checkpoint, model)
     trainer = logit_kd.build_trainer(
-        model, tokenizer, rows, cfg, args, teacher=teacher.get() if cfg.teacher == "online" else None, targets=targets,
-        callbacks=callbacks, peft_config=None if already_adapted else peft_config(recipe.student.lora),
+        model,
+        tokenizer,
+        rows,
+        cfg,
+        args,
+        teacher=teacher.get() if cfg.teacher == "online" else None,
+        targets=targets,
+        callbacks=callbacks,
+        peft_config=None if already_adapted else peft_config(recipe.student.lora),
     )
-    console.print(f"logit KD: {cfg.max_steps} steps, {cfg.divergence}, teacher {cfg.teacher}, on-policy fraction {cfg.lmbda}")
+    console.print(
+        f"logit KD: {cfg.max_steps} steps, {cfg.divergence}, teacher {cfg.teacher}, on-policy fraction {cfg.lmbda}"
+    )
     if checkpoint:
         restore_weights(trainer, checkpoint, is_adapter=recipe.student.lora.enabled)
     with stop.guarding(stage_dir / "checkpoints"):
@@ -343,7 +428,9 @@ def _logit_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src:
     return trainer.model
 
 
-def _summary(recipe: DistillRecipe, ledger: Ledger, teacher_eval, before, after, trace_stats: dict, wall: float) -> dict:
+def _summary(
+    recipe: DistillRecipe, ledger: Ledger, teacher_eval, before, after, trace_stats: dict, wall: float
+) -> dict:
     pick = lambda result, key: None if result is None else result[key]  # noqa: E731
     t_params, s_params = ledger.info["teacher_params"], ledger.info["student_params"]
     role = lambda cfg, params, result: {  # noqa: E731
@@ -364,13 +451,26 @@ def _summary(recipe: DistillRecipe, ledger: Ledger, teacher_eval, before, after,
         "accuracy_ratio": student_acc / teacher_acc if teacher_acc and student_acc is not None else None,
         "params_ratio": s_params["total"] / t_params["total"],
         "traces": trace_stats,
-        "logit_kd": {"enabled": kd.enabled, "teacher": kd.teacher, "divergence": kd.divergence,
-                     "beta": kd.jsd_beta, "lmbda": kd.lmbda} if kd.enabled else {"enabled": False},
+        "logit_kd": {
+            "enabled": kd.enabled,
+            "teacher": kd.teacher,
+            "divergence": kd.divergence,
+            "beta": kd.jsd_beta,
+            "lmbda": kd.lmbda,
+        }
+        if kd.enabled
+        else {"enabled": False},
         "topk": ledger.info.get("topk"),
         "stage_seconds": ledger.seconds,
         "stages_reused": [name for name, reused in ledger.reused.items() if reused],
         "wall_seconds": round(wall, 1),
         "data": recipe.data.source,
-        "eval": {"num_problems": pick(teacher_eval or after, "num_problems"), "num_samples": recipe.eval.num_samples,
-                 "temperature": recipe.eval.temperature, "teacher": teacher_eval, "student_before": before, "student": after},
+        "eval": {
+            "num_problems": pick(teacher_eval or after, "num_problems"),
+            "num_samples": recipe.eval.num_samples,
+            "temperature": recipe.eval.temperature,
+            "teacher": teacher_eval,
+            "student_before": before,
+            "student": after,
+        },
     }

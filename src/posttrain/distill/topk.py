@@ -59,7 +59,10 @@ class TopKTargets:
         from safetensors.torch import save_file
 
         tmp = path.with_name(path.name + ".tmp")
-        save_file({"ids": self.ids.int().contiguous(), "logprobs": self.logprobs.contiguous(), "offsets": self.offsets}, str(tmp))
+        save_file(
+            {"ids": self.ids.int().contiguous(), "logprobs": self.logprobs.contiguous(), "offsets": self.offsets},
+            str(tmp),
+        )
         tmp.replace(path)
 
     @classmethod
@@ -70,7 +73,9 @@ class TopKTargets:
         return cls(data["ids"].long(), data["logprobs"].float(), data["offsets"].long())
 
 
-def capture(model, encoded: Sequence[tuple[list[int], int]], k: int, pad_id: int, batch_size: int = 32, on_batch=None) -> tuple[TopKTargets, dict]:
+def capture(
+    model, encoded: Sequence[tuple[list[int], int]], k: int, pad_id: int, batch_size: int = 32, on_batch=None
+) -> tuple[TopKTargets, dict]:
     """Teacher top-k log-probs at every completion token of `encoded`, and the top-k gap statistics."""
     import torch
 
@@ -146,7 +151,10 @@ class _GapAccumulator:
 
     def summary(self) -> dict:
         n = max(self.tokens, 1)
-        by_k = {k: {"teacher_mass": round(m / n, 6), "kl_gap_nats": round(g / n, 6), "kl_gap_max": round(mx, 6)} for k, (m, g, mx) in sorted(self.sums.items())}
+        by_k = {
+            k: {"teacher_mass": round(m / n, 6), "kl_gap_nats": round(g / n, 6), "kl_gap_max": round(mx, 6)}
+            for k, (m, g, mx) in sorted(self.sums.items())
+        }
         chosen = by_k.get(self.k) or by_k[max(by_k)] if by_k else {}
         return {"k": self.k, "tokens": self.tokens, **chosen, "by_k": by_k}
 
@@ -180,7 +188,10 @@ def topk_divergence(student_logits, target_ids, target_logprobs, labels, beta: f
     # TRL's loss applies log_softmax to what it is given; on normalised log-probs that is the identity,
     # so the coarsened distributions pass through unchanged.
     return gkd_trainer_class().generalized_jsd_loss(
-        coarsen(student_top), coarsen(target_logprobs.float()), labels=labels, beta=beta,
+        coarsen(student_top),
+        coarsen(target_logprobs.float()),
+        labels=labels,
+        beta=beta,
         num_items_in_batch=num_items_in_batch,
     )
 

@@ -13,30 +13,38 @@ from rich.console import Console
 
 from posttrain.evaluate.metrics import summarize
 from posttrain.evaluate.sampling import SamplingSettings, generate
-from posttrain.evaluate.scoring import score_rows
+from posttrain.evaluate.scoring import answers_of, score_rows
 from posttrain.telemetry.progress import progress_task
 
 
 def eval_sampling(cfg, cache: str = "dynamic") -> SamplingSettings:
     """A recipe's `eval` section (and `generation.cache`) as sampling settings."""
     return SamplingSettings(
-        n=cfg.num_samples, temperature=cfg.temperature, top_p=cfg.top_p,
-        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed, cache=cache,
+        n=cfg.num_samples,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        cache=cache,
     )
 
 
-def sample_and_score(model, tokenizer, rows, prompts, settings: SamplingSettings, reward_funcs, correctness, console: Console, label: str) -> list[dict]:
+def sample_and_score(
+    model, tokenizer, rows, prompts, settings: SamplingSettings, reward_funcs, correctness, console: Console, label: str
+) -> list[dict]:
     """One scored record per row, in order. Under `accelerate launch` each process samples a block of
     the rows (seeded from the block's first index) and every process gets all the records back."""
     from posttrain import distributed
-    from posttrain.rewards.math import extract_answer
 
     mine = distributed.share(len(prompts))
     my_rows, my_prompts = [rows[i] for i in mine], [prompts[i] for i in mine]
     settings = replace(settings, seed=settings.seed + (mine[0] if mine else 0))
     with progress_task(console, label, total=len(mine)) as advance:
         samples = generate(model, tokenizer, my_prompts, settings, on_batch=advance)
-    records = score_rows(my_rows, samples, reward_funcs, correctness, extract_answer, prompts=my_prompts)
+    records = score_rows(
+        my_rows, samples, reward_funcs, correctness, answers_of(correctness).extract, prompts=my_prompts
+    )
     return distributed.gather_shares(mine, records)
 
 
@@ -52,12 +60,23 @@ def heldout_accuracy(
     label: str,
 ) -> dict:
     """pass@1 (mean over `settings.n` samples) and greedy accuracy on the held-out rows."""
-    from posttrain.rewards.math import answers_equivalent
-
-    sampled = sample_and_score(model, tokenizer, rows, prompts, settings, reward_funcs, correctness, console, f"{label}: sampling")
-    greedy = sample_and_score(model, tokenizer, rows, prompts, replace(settings, temperature=0.0), reward_funcs, correctness, console, f"{label}: greedy")
-    metrics = summarize(sampled, [1], answers_equivalent)
-    greedy_metrics = summarize(greedy, [1], answers_equivalent)
+    equivalent = answers_of(correctness).equivalent
+    sampled = sample_and_score(
+        model, tokenizer, rows, prompts, settings, reward_funcs, correctness, console, f"{label}: sampling"
+    )
+    greedy = sample_and_score(
+        model,
+        tokenizer,
+        rows,
+        prompts,
+        replace(settings, temperature=0.0),
+        reward_funcs,
+        correctness,
+        console,
+        f"{label}: greedy",
+    )
+    metrics = summarize(sampled, [1], equivalent)
+    greedy_metrics = summarize(greedy, [1], equivalent)
     return {
         "accuracy": metrics["pass@1"],
         "accuracy_ci95": metrics["pass@1_ci95"],

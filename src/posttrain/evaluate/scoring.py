@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from posttrain.evaluate.sampling import Sample
+from posttrain.rewards.registry import AnswerRule, answer_rule
 
 RewardFn = Callable[..., list]
 
@@ -18,7 +19,9 @@ def reward_name(fn: RewardFn) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
 
 
-def build_rewards(specs, correctness_reward: str, base_dir=None, *, strict: bool = False) -> tuple[list[RewardFn], RewardFn]:
+def build_rewards(
+    specs, correctness_reward: str, base_dir=None, *, strict: bool = False
+) -> tuple[list[RewardFn], RewardFn]:
     """The recipe's reward functions, and the one that decides correctness (built on its own when
     the recipe does not list it). grpo, distill and eval all score through this pair.
 
@@ -32,6 +35,11 @@ def build_rewards(specs, correctness_reward: str, base_dir=None, *, strict: bool
         return rewards, by_name[correctness_reward]
     (correctness,), _ = build([{"name": correctness_reward}], base_dir=base_dir, strict=strict)
     return rewards, correctness
+
+
+def answers_of(correctness: RewardFn) -> AnswerRule:
+    """How answers are read and grouped for maj@k, for the reward that judges correctness."""
+    return answer_rule(reward_name(correctness))
 
 
 def reward_errors(rewards: Sequence[RewardFn], correctness: RewardFn) -> dict[str, int]:

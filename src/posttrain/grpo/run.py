@@ -10,13 +10,13 @@ held-out sampling; only the main process writes files (`posttrain.distributed`).
 
 from __future__ import annotations
 
-import logging
 import shutil
 import time
 from pathlib import Path
 
 from rich.console import Console
 
+from posttrain.checkpoints import checkpoint_step, latest_checkpoint, remove_leftovers
 from posttrain.config.schema import GRPORecipe
 from posttrain.data.load import to_prompt
 from posttrain.data.splits import make_splits
@@ -25,18 +25,18 @@ from posttrain.evaluate.heldout import eval_sampling, heldout_accuracy
 from posttrain.evaluate.scoring import build_rewards, reward_errors
 from posttrain.io import atomic_write_json, atomic_write_jsonl
 from posttrain.models.loading import count_parameters, load_model, load_tokenizer, resolve_model_path, save_pretrained
-from posttrain.models.precision import resolve
-from posttrain.checkpoints import checkpoint_step, latest_checkpoint, remove_leftovers, restore_weights
 from posttrain.models.lora import merge_saved_adapter
+from posttrain.models.precision import resolve
 from posttrain.outputs import prepare_output_dir, write_recipe
+from posttrain.trl_adapter import restore_weights
 
-log = logging.getLogger(__name__)
 
-
-def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite: bool = False, base_dir: Path | None = None) -> dict:
-    from posttrain.telemetry.progress import quiet_libraries
-
+def run(
+    recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite: bool = False, base_dir: Path | None = None
+) -> dict:
     from transformers import set_seed
+
+    from posttrain.telemetry.progress import quiet_libraries
 
     started = time.time()
     quiet_libraries()
@@ -53,14 +53,19 @@ def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite
 
     t = time.time()
     model_path = on_main(lambda: resolve_model_path(recipe.model, out, seed=recipe.grpo.seed))
-    tokenizer = load_tokenizer(recipe.model.tokenizer or model_path, recipe.model.revision, recipe.model.trust_remote_code)
+    tokenizer = load_tokenizer(
+        recipe.model.tokenizer or model_path, recipe.model.revision, recipe.model.trust_remote_code
+    )
     _warn_think_prefill(tokenizer)
     chat = tokenizer.chat_template is not None
     splits = make_splits(recipe.data, recipe.eval, recipe.model.warmstart)
     prompt = lambda row: to_prompt(row["question"], recipe.data.system_prompt, chat)  # noqa: E731
-    console.print(f"data: {len(splits.train)} training problems, {len(splits.heldout)} held-out, source {recipe.data.source}")
-    rewards, correctness = build_rewards(recipe.rewards.functions, recipe.eval.correctness_reward, base_dir,
-                                         strict=recipe.rewards.strict)
+    console.print(
+        f"data: {len(splits.train)} training problems, {len(splits.heldout)} held-out, source {recipe.data.source}"
+    )
+    rewards, correctness = build_rewards(
+        recipe.rewards.functions, recipe.eval.correctness_reward, base_dir, strict=recipe.rewards.strict
+    )
     # Only now does the folder hold a run: one that failed on its inputs can be re-run as it was.
     write_recipe(out, recipe)
     timings["setup"] = time.time() - t
@@ -74,7 +79,9 @@ def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite
     settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
     heldout_prompts = [prompt(r) for r in splits.heldout]
     t = time.time()
-    base = _evaluate(model, tokenizer, splits.heldout, heldout_prompts, settings, rewards, correctness, console, "base", out)
+    base = _evaluate(
+        model, tokenizer, splits.heldout, heldout_prompts, settings, rewards, correctness, console, "base", out
+    )
     timings["eval_base"] = time.time() - t
 
     t = time.time()
@@ -87,7 +94,9 @@ def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite
 
     # The trained model whole on every process (ZeRO-3 gathers its shards; otherwise the model itself).
     with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as policy:
-        final = _evaluate(policy, tokenizer, splits.heldout, heldout_prompts, settings, rewards, correctness, console, "trained", out)
+        final = _evaluate(
+            policy, tokenizer, splits.heldout, heldout_prompts, settings, rewards, correctness, console, "trained", out
+        )
     timings["eval_final"] = time.time() - t
 
     summary = _summary(recipe, base, final, trainer, params, timings, time.time() - started)
@@ -104,14 +113,11 @@ def _write_summary(summary: dict, out: Path, metric_rows: list[dict] | None) -> 
         plot_rewards(metric_rows, out / "reward.png", heldout=summary)
 
 
-
-
 def _warn_think_prefill(tokenizer) -> None:
     from posttrain.rewards.format import warn_if_template_prefills_think
 
     if tokenizer.chat_template:
         warn_if_template_prefills_think(tokenizer.chat_template)
-
 
 
 def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, out: Path, console: Console):
@@ -123,8 +129,13 @@ def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, 
         return load_model(str(base_dir), recipe.model.dtype)
     from posttrain.models.quantization import bnb_config
 
-    model = load_model(model_path, recipe.model.dtype, recipe.model.revision, recipe.model.trust_remote_code,
-                       quantization=bnb_config(recipe.model))
+    model = load_model(
+        model_path,
+        recipe.model.dtype,
+        recipe.model.revision,
+        recipe.model.trust_remote_code,
+        quantization=bnb_config(recipe.model),
+    )
     if not warm.steps:
         return model
     from posttrain.models.warmstart import balancing_callbacks, run_warmstart
@@ -133,8 +144,14 @@ def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, 
     console.print(f"warm-start: {warm.steps} SFT steps on {len(splits.warmstart)} worked examples")
     progress = RichProgressCallback(console, "warm-start SFT", accuracy_reward=None)
     run_warmstart(
-        model, tokenizer, splits.warmstart, [prompt(r) for r in splits.warmstart], warm, out / "warmstart-tmp",
-        callbacks=[*balancing_callbacks(recipe.moe, model), progress], precision=resolve(recipe.train.precision, recipe.model.dtype),
+        model,
+        tokenizer,
+        splits.warmstart,
+        [prompt(r) for r in splits.warmstart],
+        warm,
+        out / "warmstart-tmp",
+        callbacks=[*balancing_callbacks(recipe.moe, model), progress],
+        precision=resolve(recipe.train.precision, recipe.model.dtype),
     )
     on_main(lambda: _save_base(model, tokenizer, base_dir, out / "warmstart-tmp"))
     # TRL builds the KL reference model from `config._name_or_path`: point it at the warm-started
@@ -143,13 +160,14 @@ def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, 
     return model
 
 
-
 def _save_base(model, tokenizer, base_dir: Path, scratch: Path) -> None:
     save_pretrained(model, tokenizer, base_dir)
     shutil.rmtree(scratch, ignore_errors=True)  # SFTTrainer's scratch folder
 
 
-def _evaluate(model, tokenizer, rows, prompts, settings, rewards, correctness, console, label, out: Path) -> dict | None:
+def _evaluate(
+    model, tokenizer, rows, prompts, settings, rewards, correctness, console, label, out: Path
+) -> dict | None:
     if not rows:
         return None
     result = heldout_accuracy(model, tokenizer, rows, prompts, settings, rewards, correctness, console, label)
@@ -174,7 +192,9 @@ def _train(recipe: GRPORecipe, model, tokenizer, rewards, splits, prompt, out: P
     on_main(lambda: remove_leftovers(out / "checkpoints"))
     checkpoint = latest_checkpoint(out / "checkpoints") if resume else None
     timer = StepTimer()
-    logger = MetricsLogger(out / "metrics.jsonl", timer, stage="grpo", start_step=checkpoint_step(checkpoint) if checkpoint else 0)
+    logger = MetricsLogger(
+        out / "metrics.jsonl", timer, stage="grpo", start_step=checkpoint_step(checkpoint) if checkpoint else 0
+    )
     accuracy = recipe.eval.correctness_reward
     progress = RichProgressCallback(console, "GRPO", accuracy_reward=accuracy)
     from posttrain.models.balancing import moe_callbacks

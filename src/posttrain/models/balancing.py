@@ -95,8 +95,10 @@ def check_moe_settings(cfg: MoEConfig, model) -> None:
     if not is_moe(model):
         if wants_routers:
             setting = f"moe.balancing={cfg.balancing}" if cfg.balancing != "none" else "moe.freeze_router=true"
-            raise PosttrainError(f"{setting}: {type(model).__name__} has no MoE layers; use moe.balancing=none "
-                                 "and moe.freeze_router=false for a dense model")
+            raise PosttrainError(
+                f"{setting}: {type(model).__name__} has no MoE layers; use moe.balancing=none "
+                "and moe.freeze_router=false for a dense model"
+            )
         return
     if cfg.balancing == "aux_loss":
         check_aux_loss(model)
@@ -125,8 +127,14 @@ class MoEBalancingCallback(TrainerCallback):
     `moe_router_bias.safetensors`, read back on resume, because LoRA checkpoints hold only the adapter.
     """
 
-    def __init__(self, model, layers: list[MoELayer], gamma: float | None = None, telemetry: bool = True,
-                 out_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        layers: list[MoELayer],
+        gamma: float | None = None,
+        telemetry: bool = True,
+        out_dir: Path | None = None,
+    ) -> None:
         self.layers, self.gamma, self.telemetry = layers, gamma, telemetry
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.counter = RoutingCounter(model, layers, training_only=True)
@@ -163,7 +171,9 @@ class MoEBalancingCallback(TrainerCallback):
 
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
-            save_file({layer.key: layer.bias.detach().cpu().contiguous() for layer in self.layers}, str(folder / BIAS_FILE))
+            save_file(
+                {layer.key: layer.bias.detach().cpu().contiguous() for layer in self.layers}, str(folder / BIAS_FILE)
+            )
 
     def _restore(self, path: Path) -> None:
         if self.gamma is None or not path.is_file():
@@ -210,17 +220,6 @@ def telemetry_logs(counts: dict[str, list]) -> dict:
         out[f"moe/{name}/max_vio"] = stats["max_vio"]
         out[f"moe/{name}/load"] = [round(x, 4) for x in stats["load_share"]]
     return {k: v for k, v in out.items() if v is not None}
-
-
-def routing_line(logs: dict) -> str:
-    """The progress-bar fragment, e.g. "MaxVio 0.42 dead 0"; "" when the logs hold no routing stats.
-
-    >>> routing_line({"moe/max_vio_mean": 0.4213, "moe/dead_experts": 0})
-    'MaxVio 0.42 dead 0'
-    """
-    if "moe/max_vio_mean" not in logs:
-        return ""
-    return f"MaxVio {float(logs['moe/max_vio_mean']):.2f} dead {int(logs.get('moe/dead_experts', 0))}"
 
 
 def _all_reduce(counts):

@@ -47,7 +47,9 @@ def check_cache(cache: str, key: str = "generation.cache") -> None:
 def refused(cache: str, model, error: Exception) -> PosttrainError:
     """transformers' refusal of `cache` for this architecture, as one line naming both."""
     arch = type(model).__name__
-    return PosttrainError(f"generation.cache: transformers cannot use a {cache} cache with {arch} ({error}); use dynamic")
+    return PosttrainError(
+        f"generation.cache: transformers cannot use a {cache} cache with {arch} ({error}); use dynamic"
+    )
 
 
 def check_backend(backend: str, key: str = "generation.backend") -> None:

@@ -97,12 +97,20 @@ def find_moe_layers(model) -> list[MoELayer]:
     for name, module in model.named_modules():
         if type(module).__name__ == class_name:
             match = re.search(r"layers\.(\d+)\.", name)
-            layers.append(MoELayer(
-                index=int(match.group(1)) if match else len(layers), name=name, router=module,
-                num_experts=int(module.weight.shape[0]), top_k=int(module.top_k), kind=kind,
-            ))
+            layers.append(
+                MoELayer(
+                    index=int(match.group(1)) if match else len(layers),
+                    name=name,
+                    router=module,
+                    num_experts=int(module.weight.shape[0]),
+                    top_k=int(module.top_k),
+                    kind=kind,
+                )
+            )
     if not layers:
-        raise UnsupportedMoEError(f"{type(model).__name__}: config declares experts but no {class_name} module was found")
+        raise UnsupportedMoEError(
+            f"{type(model).__name__}: config declares experts but no {class_name} module was found"
+        )
     return layers
 
 
@@ -121,7 +129,9 @@ def install_selection_bias(layers: list[MoELayer]) -> None:
             continue
         if getattr(router, SELECTION_BIAS, None) is not None:
             continue
-        router.register_buffer(SELECTION_BIAS, torch.zeros(layer.num_experts, dtype=torch.float32, device=router.weight.device))
+        router.register_buffer(
+            SELECTION_BIAS, torch.zeros(layer.num_experts, dtype=torch.float32, device=router.weight.device)
+        )
         router.register_forward_hook(_biased_selection(layer.kind), prepend=True)  # before any counting hook
 
 
@@ -154,7 +164,7 @@ def restore_selection_bias(layers: list[MoELayer], checkpoint_dir) -> int:
     loaded = 0
     for file in sorted(Path(checkpoint_dir).glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 - safe_open handles are not iterable
+            for key in f.keys():
                 match = re.search(r"layers\.(\d+)\..*\." + SELECTION_BIAS + "$", key)
                 if match and int(match.group(1)) in by_index:
                     by_index[int(match.group(1))].bias.copy_(f.get_tensor(key))
@@ -208,8 +218,10 @@ class RoutingCounter:
         import torch
 
         device = self.layers[0].router.weight.device
-        rows = [torch.zeros(layer.num_experts, dtype=torch.long, device=device) if c is None else c.to(device)
-                for layer, c in zip(self.layers, self._counts)]
+        rows = [
+            torch.zeros(layer.num_experts, dtype=torch.long, device=device) if c is None else c.to(device)
+            for layer, c in zip(self.layers, self._counts)
+        ]
         return torch.stack(rows)
 
     def counts(self) -> dict[str, list[int]]:
@@ -250,7 +262,7 @@ def _token_mask(mask, num_tokens: int):
         return mask.reshape(-1).bool()
     batch = mask.shape[0]
     if num_tokens % batch == 0 and num_tokens // batch <= mask.shape[1]:  # cached decoding: the newest columns
-        return mask[:, -(num_tokens // batch):].reshape(-1).bool()
+        return mask[:, -(num_tokens // batch) :].reshape(-1).bool()
     return None
 
 

@@ -47,7 +47,9 @@ def _check_fp8(key: str, has_cuda: bool) -> None:
     capability = torch.cuda.get_device_capability(0)
     if tuple(capability) < FP8_MIN_CAPABILITY:
         name = torch.cuda.get_device_name(0)
-        raise PosttrainError(f"{key}: {need}; this machine has {name} (compute capability {capability[0]}.{capability[1]})")
+        raise PosttrainError(
+            f"{key}: {need}; this machine has {name} (compute capability {capability[0]}.{capability[1]})"
+        )
     if importlib.util.find_spec("torchao") is None:
         raise PosttrainError(f"{key}: {need}; torchao is not installed (pip install torchao)")
 
@@ -61,7 +63,9 @@ def trainer_kwargs(precision: str) -> dict[str, bool]:
     Untested here (the project's CI has no FP8 GPU); `check_hardware` guards it at run start.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)} (resolve 'auto' first)")
+        raise ValueError(
+            f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)} (resolve 'auto' first)"
+        )
     if precision == "fp8":
         os.environ["ACCELERATE_MIXED_PRECISION"] = "fp8"
         os.environ["ACCELERATE_FP8_BACKEND"] = "AO"

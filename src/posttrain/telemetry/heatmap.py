@@ -47,8 +47,15 @@ def plot_expert_load(rows: list[dict], out_path: Path) -> Path | None:
     fig, (ax_map, ax_vio) = plt.subplots(
         1, 2, figsize=(12, max(3.5, min(14, 0.5 + 0.06 * len(matrix)))), gridspec_kw={"width_ratios": [3, 2]}
     )
-    image = ax_map.imshow(data, aspect="auto", interpolation="nearest", cmap="RdBu_r", vmin=0, vmax=2,
-                          extent=(-0.5, len(steps) - 0.5, len(matrix) - 0.5, -0.5))
+    image = ax_map.imshow(
+        data,
+        aspect="auto",
+        interpolation="nearest",
+        cmap="RdBu_r",
+        vmin=0,
+        vmax=2,
+        extent=(-0.5, len(steps) - 0.5, len(matrix) - 0.5, -0.5),
+    )
     for boundary in range(1, len(layers)):
         ax_map.axhline(boundary * experts_per_layer - 0.5, color="black", lw=0.6)
     ax_map.set_yticks([(k + 0.5) * experts_per_layer - 0.5 for k in range(len(layers))], [f"layer {i}" for i in layers])

@@ -7,7 +7,9 @@ from posttrain.rewards.registry import build
 
 def test_generated_solutions_score_one():
     rows = TASKS["countdown"][0](40, seed=2)
-    scores = countdown([r["solution"] for r in rows], answer=[r["answer"] for r in rows], numbers=[r["numbers"] for r in rows])
+    scores = countdown(
+        [r["solution"] for r in rows], answer=[r["answer"] for r in rows], numbers=[r["numbers"] for r in rows]
+    )
     assert scores == [1.0] * 40
 
 
@@ -21,8 +23,15 @@ def test_wrong_value_extra_or_missing_numbers():
 
 
 def test_hostile_expressions_are_bounded():
-    hostile = ["__import__('os').system('echo hi')", "9**9**9**9", "(" * 10000 + "1" + ")" * 10000,
-               "1/0", "1" * 1_000_000, "2\x00+2", "２+２"]
+    hostile = [
+        "__import__('os').system('echo hi')",
+        "9**9**9**9",
+        "(" * 10000 + "1" + ")" * 10000,
+        "1/0",
+        "1" * 1_000_000,
+        "2\x00+2",
+        "２+２",
+    ]
     start = time.perf_counter()
     for expr in hostile:
         assert countdown([f"<answer>{expr}</answer>"], answer=["4"], numbers=[[2, 2]]) == [0.0]
