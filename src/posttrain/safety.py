@@ -15,6 +15,7 @@ import math
 import signal
 from contextlib import contextmanager
 
+import torch
 from transformers import TrainerCallback
 
 from posttrain.errors import Interrupted, PosttrainError
@@ -84,7 +85,6 @@ class NonFiniteGuard(TrainerCallback):
         self.skipped = 0
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        import torch
 
         for name, param in model.named_parameters():
             if param.grad is not None and not torch.isfinite(param.grad).all():

@@ -22,6 +22,11 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import transformers
+import trl
+from transformers import AutoModelForCausalLM
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
 from posttrain.checkpoints import STAGING, publish, rotate
 from posttrain.errors import PosttrainError
 
@@ -45,8 +50,6 @@ class TrainerAPIChanged(PosttrainError):
 
 
 def versions() -> str:
-    import transformers
-    import trl
 
     return f"trl {trl.__version__}, transformers {transformers.__version__}"
 
@@ -106,7 +109,6 @@ class AtomicCheckpoints:
         return super().get_batch_samples(epoch_iterator, num_batches, device)
 
     def _save_checkpoint(self, model, trial):
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
         run_dir = Path(self._get_output_dir(trial=trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
@@ -143,7 +145,6 @@ def restore_weights(trainer, checkpoint: Path, is_adapter: bool) -> None:
     """
     if is_adapter:
         return
-    from transformers import AutoModelForCausalLM
 
     loaded = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=next(trainer.model.parameters()).dtype)
     trainer.model.load_state_dict(loaded.state_dict())

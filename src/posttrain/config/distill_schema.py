@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import yaml
 from pydantic import Field, field_validator, model_validator
 
 from posttrain.config.schema import (
@@ -221,7 +222,6 @@ def split_builder_spec(section: dict) -> dict:
     name = section.get("name_or_path")
     if not isinstance(name, str) or not name.startswith(BUILD_PREFIX) or "?" not in name:
         return section
-    import yaml
 
     base, _, query = name.partition("?")
     parsed = {}

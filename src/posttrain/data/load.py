@@ -12,6 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import datasets
+import pyarrow.parquet as pq
+
 from posttrain.data.tasks import TASKS
 from posttrain.errors import DataError
 from posttrain.io import iter_jsonl
@@ -72,14 +75,11 @@ def read_file_rows(path: Path, skip_bad_rows: bool, skipped: list[str] | None = 
             raise DataError(f"{path}: expected a JSON list of objects")
         return rows
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
         return pq.read_table(path).to_pylist()
     raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(FILE_SUFFIXES)}")
 
 
 def read_hub_rows(name: str, config_name: str | None, split: str) -> list[dict]:
-    import datasets
 
     try:
         ds = datasets.load_dataset(name, config_name, split=split)

@@ -13,9 +13,11 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 
 from posttrain.distributed import on_main
+from posttrain.evaluate.heldout import heldout_accuracy
 from posttrain.io import atomic_write_json, atomic_write_jsonl
 
 
@@ -69,7 +71,6 @@ def evaluate_cached(
     path = out / f"eval_{label}.json"
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
-    from posttrain.evaluate.heldout import heldout_accuracy
 
     with ledger.stage(f"eval_{label}", reused=False):
         result = heldout_accuracy(model_fn(), tokenizer, rows, prompts, settings, rewards, correctness, console, label)
@@ -89,7 +90,6 @@ def evaluate_cached(
 
 def recipe_changes(old_path: Path, new: dict, prefix: str = "") -> list[str]:
     """Keys whose value differs from the recipe a run started with (dotted paths), for a resume warning."""
-    import yaml
 
     if not old_path.is_file():
         return []

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datasets import Dataset
+
 from posttrain.config.distill_schema import LogitKDConfig
 from posttrain.config.trl_fields import DISTILL_GKD, build
+from posttrain.distill.kd_trainers import OnlineKDTrainer, TopKDistillTrainer, TraceCollator
 from posttrain.distill.sequence_kd import training_kwargs
 from posttrain.distill.topk import TopKTargets, encode_trace, gkd_classes
 from posttrain.errors import PosttrainError
+from posttrain.telemetry.progress import quiet_trainer
 
 
 class TokenizerMismatch(PosttrainError):
@@ -121,10 +125,6 @@ def build_trainer(
     peft_config=None,
 ):
     """The online (teacher given) or offline (targets given) trainer over the same batches."""
-    from datasets import Dataset
-
-    from posttrain.distill.kd_trainers import OnlineKDTrainer, TopKDistillTrainer, TraceCollator
-    from posttrain.telemetry.progress import quiet_trainer
 
     common = dict(
         model=model,

@@ -21,25 +21,38 @@ import json
 import time
 from pathlib import Path
 
+import torch
 from rich.console import Console
+from transformers import AutoConfig, AutoModelForCausalLM, set_seed
 
 from posttrain.checkpoints import checkpoint_step, latest_checkpoint, remove_leftovers
 from posttrain.config.distill_schema import DistillRecipe
 from posttrain.data.load import to_prompt
 from posttrain.data.splits import make_splits
-from posttrain.distill import roles
+from posttrain.distill import logit_kd, roles, sequence_kd
 from posttrain.distill.ledger import Ledger, evaluate_cached, recipe_changes
+from posttrain.distill.logit_kd import check_shared_tokenizer
+from posttrain.distill.topk import TopKTargets, capture, encode_trace
 from posttrain.distill.traces import generate_traces, make_filter, select
 from posttrain.distributed import gathered_state_dict, on_main, sum_counts
 from posttrain.errors import PosttrainError
 from posttrain.evaluate.heldout import eval_sampling
 from posttrain.evaluate.scoring import build_rewards, reward_errors, reward_name
 from posttrain.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+from posttrain.models.balancing import aux_loss_coef, check_moe_settings, moe_callbacks
+from posttrain.models.generation import check_cache
 from posttrain.models.loading import count_parameters, load_tokenizer
-from posttrain.models.precision import resolve
+from posttrain.models.lora import peft_config
+from posttrain.models.precision import check_hardware, resolve
+from posttrain.models.quantization import check_quantization
+from posttrain.models.warmstart import refuse_sharded_engine
 from posttrain.outputs import prepare_output_dir, write_recipe
-from posttrain.safety import GracefulStop
-from posttrain.telemetry.progress import quiet_libraries
+from posttrain.safety import GracefulStop, NonFiniteGuard
+from posttrain.telemetry.heatmap import plot_expert_load
+from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
+from posttrain.telemetry.progress import progress_task, quiet_libraries
+from posttrain.telemetry.resources import ResourceMonitor
+from posttrain.telemetry.trainer_progress import RichProgressCallback
 from posttrain.trl_adapter import restore_weights
 
 
@@ -71,14 +84,11 @@ def run(
     overwrite: bool = False,
     base_dir: Path | None = None,
 ) -> dict:
-    from transformers import set_seed
 
     started = time.time()
     quiet_libraries()
     _check_machine(recipe)
     if roles.needs_warmstart(recipe.teacher):
-        from posttrain.models.warmstart import refuse_sharded_engine
-
         refuse_sharded_engine("teacher.warmstart")
     out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
     _warn_if_recipe_changed(out, recipe, console)
@@ -108,8 +118,6 @@ def run(
         recipe.student.tokenizer or student_src, recipe.student.revision, recipe.student.trust_remote_code
     )
     if kd.enabled:  # before any slow work: a mismatch would only surface at stage 3
-        from posttrain.distill.logit_kd import check_shared_tokenizer
-
         check_shared_tokenizer(
             tokenizer, student_tok, f"teacher {recipe.teacher.name_or_path}", f"student {recipe.student.name_or_path}"
         )
@@ -233,8 +241,6 @@ def _traces(
 
 def _capture_topk(recipe: DistillRecipe, teacher, tokenizer, traces: list[dict], out: Path, console: Console) -> dict:
     """topk.safetensors: the teacher's top-k log-probs on every kept trace, for offline logit KD."""
-    from posttrain.distill.topk import capture, encode_trace
-    from posttrain.telemetry.progress import progress_task
 
     k = recipe.distill.logit_kd.topk
     encoded = [encode_trace(tokenizer, t["prompt"], t["completion"]) for t in traces]
@@ -253,11 +259,6 @@ def _trainer_callbacks(
 ) -> tuple[list, GracefulStop]:
     """Timing, NaN guard, memory/GPU readings, MoE balancing and routing telemetry, metrics.jsonl, progress, and the
     SIGINT/SIGTERM stop (returned separately: training runs inside `stop.guarding(...)`)."""
-    from posttrain.models.balancing import moe_callbacks
-    from posttrain.safety import NonFiniteGuard
-    from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
-    from posttrain.telemetry.resources import ResourceMonitor
-    from posttrain.telemetry.trainer_progress import RichProgressCallback
 
     timer, stop = StepTimer(), GracefulStop()
     start = checkpoint_step(checkpoint) if checkpoint else 0
@@ -275,10 +276,6 @@ def _check_student_moe(recipe: DistillRecipe, student_src: str) -> None:
     now, on a weightless (meta-device) copy, not after the teacher has sampled its traces."""
     if recipe.moe.balancing == "none" and not recipe.moe.freeze_router:
         return  # telemetry alone fits any student
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from posttrain.models.balancing import check_moe_settings
 
     cfg = recipe.student
     try:
@@ -295,7 +292,6 @@ def _check_student_moe(recipe: DistillRecipe, student_src: str) -> None:
 def _plot_expert_load(out: Path) -> None:
     """expert_load.png from metrics.jsonl over both KD stages, logit-KD steps numbered on from sequence KD's
     (metrics.jsonl, unlike a callback's memory, also holds the steps before a resume). Nothing for a dense student."""
-    from posttrain.telemetry.heatmap import plot_expert_load
 
     rows = read_jsonl(out / "metrics.jsonl") if (out / "metrics.jsonl").is_file() else []
     offset = max((row["step"] for row in rows if row.get("stage") == "sequence_kd"), default=0)
@@ -311,9 +307,6 @@ def _checkpoint(stage_dir: Path, resume: bool) -> Path | None:
 
 def _check_machine(recipe: DistillRecipe) -> None:
     """Fail at run start, in one line, on a precision or KV cache this machine cannot do."""
-    from posttrain.models.generation import check_cache
-    from posttrain.models.precision import check_hardware
-    from posttrain.models.quantization import check_quantization
 
     check_hardware(resolve(recipe.train.precision, recipe.student.dtype))
     check_cache(recipe.generation.cache)
@@ -331,8 +324,6 @@ def _sequence_kd(
     resume: bool,
 ):
     """Stage 2: SFT on the kept traces (or the student a finished stage 2 saved)."""
-    from posttrain.distill import sequence_kd
-    from posttrain.models.balancing import aux_loss_coef
 
     stage_dir = out / "sequence_kd"
     if roles.stage_done(stage_dir):
@@ -374,10 +365,6 @@ def _logit_kd(
     resume: bool,
 ):
     """Stage 3: match the teacher's distributions, online (teacher in memory) or offline (top-k)."""
-    from posttrain.distill import logit_kd
-    from posttrain.distill.topk import TopKTargets
-    from posttrain.models.balancing import aux_loss_coef
-    from posttrain.models.lora import peft_config
 
     stage_dir = out / "logit_kd"
     if roles.stage_done(stage_dir):

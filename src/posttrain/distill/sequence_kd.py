@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
 from posttrain.config.distill_schema import DistillConfig
 from posttrain.config.schema import LoraConfig
 from posttrain.config.trl_fields import DISTILL_SFT, build, checkpointing_kwargs, warmup_kwargs
 from posttrain.models.lora import peft_config
 from posttrain.models.precision import trainer_kwargs
+from posttrain.models.warmstart import sft_rows
 from posttrain.telemetry.progress import quiet_trainer
+from posttrain.trl_adapter import atomic, restore_weights
 
 
 def use_packing(setting: str, model) -> bool:
@@ -72,7 +77,6 @@ def sft_args(
     save_total_limit: int,
     aux_loss_coef: float = 0.0,
 ):
-    from trl import SFTConfig
 
     ours = dict(
         **training_kwargs(
@@ -108,11 +112,6 @@ def train(
     aux_loss_coef: float = 0.0,
 ):
     """Fine-tune `model` on the traces; returns the trainer (its `.model` may be a PeftModel)."""
-    from datasets import Dataset
-    from trl import SFTTrainer
-
-    from posttrain.models.warmstart import sft_rows
-    from posttrain.trl_adapter import atomic, restore_weights
 
     rows = sft_rows([{"solution": t["completion"]} for t in traces], [t["prompt"] for t in traces])
     args = sft_args(

@@ -20,6 +20,7 @@ from rich.console import Console
 from posttrain.config.distill_schema import TracesConfig
 from posttrain.distributed import on_main
 from posttrain.errors import ConfigError, PosttrainError
+from posttrain.evaluate.heldout import sample_and_score
 from posttrain.evaluate.sampling import SamplingSettings
 from posttrain.io import iter_jsonl
 
@@ -154,7 +155,6 @@ def generate_traces(
     cache: str = "dynamic",
 ) -> list[dict]:
     """Scored teacher samples for every row, resuming after the records already in `raw_path`."""
-    from posttrain.evaluate.heldout import sample_and_score
 
     done = list(iter_jsonl(raw_path)) if raw_path.is_file() else []
     _check_resumable(done, rows, raw_path)

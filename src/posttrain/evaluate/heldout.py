@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from rich.console import Console
 
+from posttrain import distributed
 from posttrain.evaluate.metrics import summarize
 from posttrain.evaluate.sampling import SamplingSettings, generate
 from posttrain.evaluate.scoring import answers_of, score_rows
@@ -35,7 +36,6 @@ def sample_and_score(
 ) -> list[dict]:
     """One scored record per row, in order. Under `accelerate launch` each process samples a block of
     the rows (seeded from the block's first index) and every process gets all the records back."""
-    from posttrain import distributed
 
     mine = distributed.share(len(prompts))
     my_rows, my_prompts = [rows[i] for i in mine], [prompts[i] for i in mine]

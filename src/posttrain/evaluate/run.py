@@ -16,12 +16,25 @@ from posttrain.data.load import load_rows, source_kind, to_prompt
 from posttrain.data.splits import EVAL_SEED_OFFSET
 from posttrain.errors import PosttrainError
 from posttrain.evaluate.baseline import compare, load_baseline
+from posttrain.evaluate.completions import join_completions
 from posttrain.evaluate.metrics import summarize
-from posttrain.evaluate.report import Report, Sampling, check_gates, gate_names, parse_gates, render_table, write_report
+from posttrain.evaluate.report import (
+    Report,
+    Sampling,
+    check_gates,
+    gate_names,
+    parse_gates,
+    render_table,
+    write_report,
+    write_samples,
+)
 from posttrain.evaluate.sampling import SamplingSettings, generate_batches
 from posttrain.evaluate.scoring import answers_of, build_rewards, reward_errors, reward_name, score_rows
 from posttrain.io import append_jsonl, read_jsonl, repair_torn_tail
-from posttrain.telemetry.progress import progress_task
+from posttrain.models.loading import load_model, load_tokenizer
+from posttrain.models.moe import count_routing
+from posttrain.telemetry.progress import progress_task, quiet_libraries
+from posttrain.telemetry.routing_stats import routing_summary
 
 
 @dataclass
@@ -55,7 +68,6 @@ class EvalResult:
 
 
 def run(req: EvalRequest, console: Console, base_dir: Path | None = None) -> EvalResult:
-    from posttrain.telemetry.progress import quiet_libraries
 
     started = time.time()
     quiet_libraries()
@@ -100,8 +112,6 @@ def run(req: EvalRequest, console: Console, base_dir: Path | None = None) -> Eva
     if baseline is not None:
         report.baseline, failures = compare(metrics, baseline, req.baseline, bars)
     if req.completions:
-        from posttrain.evaluate.report import write_samples
-
         write_samples(records, out)
     write_report(report, out)
     render_table(report, console)
@@ -119,15 +129,12 @@ def _rows(req: EvalRequest) -> list[dict]:
 
 
 def _score_file(req: EvalRequest, rows, rewards, correctness) -> list[dict]:
-    from posttrain.evaluate.completions import join_completions
 
     matched, samples = join_completions(req.completions, rows)
     return score_rows(matched, samples, rewards, correctness, answers_of(correctness).extract)
 
 
 def _sample_model(req: EvalRequest, rows, rewards, correctness, out: Path, console: Console):
-    from posttrain.models.loading import load_model, load_tokenizer
-    from posttrain.models.moe import count_routing
 
     samples_path = out / "samples.jsonl"
     done = _already_done(samples_path, req.resume)
@@ -173,6 +180,5 @@ def _routing_report(counts: dict) -> dict | None:
     """Expert load of this eval's sampling (resumed chunks excluded); None for dense models."""
     if not counts or not any(sum(row) for row in counts.values()):
         return None
-    from posttrain.telemetry.routing_stats import routing_summary
 
     return routing_summary(counts)

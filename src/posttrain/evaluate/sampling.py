@@ -11,6 +11,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from posttrain.models.generation import cache_kwargs, refused
+
 
 @dataclass(frozen=True)
 class SamplingSettings:
@@ -93,7 +97,6 @@ def generate_batches(
 def _generate_batch(
     model, tokenizer, ids: list[list[int]], settings: SamplingSettings, n: int, seed: int
 ) -> list[Sample]:
-    import torch
 
     pad = tokenizer.pad_token_id
     width = max(len(x) for x in ids)
@@ -110,7 +113,6 @@ def _generate_batch(
             "top_k": 0,
             "num_return_sequences": n,
         }
-    from posttrain.models.generation import cache_kwargs, refused
 
     torch.manual_seed(seed)
     try:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from posttrain.evaluate.sampling import Sample
-from posttrain.rewards.registry import AnswerRule, answer_rule
+from posttrain.rewards.guard import error_counts
+from posttrain.rewards.registry import AnswerRule, answer_rule, build
 
 RewardFn = Callable[..., list]
 
@@ -27,7 +28,6 @@ def build_rewards(
 
     A reward that fails scores None on the rows it fails and is counted (`reward_errors`); with
     *strict* (the recipe's `rewards.strict`) its first failure raises RewardError instead."""
-    from posttrain.rewards.registry import build
 
     rewards, _ = build(specs, base_dir=base_dir, strict=strict)
     by_name = {reward_name(fn): fn for fn in rewards}
@@ -44,7 +44,6 @@ def answers_of(correctness: RewardFn) -> AnswerRule:
 
 def reward_errors(rewards: Sequence[RewardFn], correctness: RewardFn) -> dict[str, int]:
     """Rows scored None because a reward failed, by name: the `reward_errors` of summaries and reports."""
-    from posttrain.rewards.guard import error_counts
 
     return error_counts([*rewards, correctness])
 

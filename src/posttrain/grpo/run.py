@@ -14,7 +14,10 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
 from rich.console import Console
+from transformers import set_seed
+from trl.models import unwrap_model_for_generation
 
 from posttrain.checkpoints import checkpoint_step, latest_checkpoint, remove_leftovers
 from posttrain.config.schema import GRPORecipe
@@ -23,29 +26,36 @@ from posttrain.data.splits import make_splits
 from posttrain.distributed import gathered_state_dict, on_main, sum_counts, world_size
 from posttrain.evaluate.heldout import eval_sampling, heldout_accuracy
 from posttrain.evaluate.scoring import build_rewards, reward_errors
+from posttrain.grpo.trainer import build_trainer, check_machine
 from posttrain.io import atomic_write_json, atomic_write_jsonl
+from posttrain.models.balancing import moe_callbacks
 from posttrain.models.loading import count_parameters, load_model, load_tokenizer, resolve_model_path, save_pretrained
 from posttrain.models.lora import merge_saved_adapter
 from posttrain.models.precision import resolve
+from posttrain.models.quantization import bnb_config
+from posttrain.models.warmstart import balancing_callbacks, refuse_sharded_engine, run_warmstart
 from posttrain.outputs import prepare_output_dir, write_recipe
+from posttrain.rewards.format import warn_if_template_prefills_think
+from posttrain.safety import GracefulStop, NonFiniteGuard
+from posttrain.telemetry.cost import price
+from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
+from posttrain.telemetry.plots import plot_rewards
+from posttrain.telemetry.progress import quiet_libraries
+from posttrain.telemetry.resources import ResourceMonitor
+from posttrain.telemetry.step_split import StepSplit
+from posttrain.telemetry.trainer_progress import RichProgressCallback
 from posttrain.trl_adapter import restore_weights
 
 
 def run(
     recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite: bool = False, base_dir: Path | None = None
 ) -> dict:
-    from transformers import set_seed
-
-    from posttrain.telemetry.progress import quiet_libraries
 
     started = time.time()
     quiet_libraries()
-    from posttrain.grpo.trainer import check_machine
 
     check_machine(recipe)
     if recipe.model.warmstart.steps:
-        from posttrain.models.warmstart import refuse_sharded_engine
-
         refuse_sharded_engine("model.warmstart")
     timings: dict[str, float] = {}
     out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
@@ -90,7 +100,6 @@ def run(
     _save_policy(trainer, tokenizer, out, recipe)
 
     t = time.time()
-    from trl.models import unwrap_model_for_generation
 
     # The trained model whole on every process (ZeRO-3 gathers its shards; otherwise the model itself).
     with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as policy:
@@ -108,13 +117,10 @@ def run(
 def _write_summary(summary: dict, out: Path, metric_rows: list[dict] | None) -> None:
     atomic_write_json(out / "summary.json", summary)
     if metric_rows is not None:
-        from posttrain.telemetry.plots import plot_rewards
-
         plot_rewards(metric_rows, out / "reward.png", heldout=summary)
 
 
 def _warn_think_prefill(tokenizer) -> None:
-    from posttrain.rewards.format import warn_if_template_prefills_think
 
     if tokenizer.chat_template:
         warn_if_template_prefills_think(tokenizer.chat_template)
@@ -127,7 +133,6 @@ def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, 
     if warm.steps and (base_dir / "config.json").is_file():
         console.print(f"warm-start: reusing {base_dir}")
         return load_model(str(base_dir), recipe.model.dtype)
-    from posttrain.models.quantization import bnb_config
 
     model = load_model(
         model_path,
@@ -138,8 +143,6 @@ def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, 
     )
     if not warm.steps:
         return model
-    from posttrain.models.warmstart import balancing_callbacks, run_warmstart
-    from posttrain.telemetry.trainer_progress import RichProgressCallback
 
     console.print(f"warm-start: {warm.steps} SFT steps on {len(splits.warmstart)} worked examples")
     progress = RichProgressCallback(console, "warm-start SFT", accuracy_reward=None)
@@ -181,12 +184,6 @@ def _evaluate(
 
 
 def _train(recipe: GRPORecipe, model, tokenizer, rewards, splits, prompt, out: Path, console: Console, resume: bool):
-    from posttrain.grpo.trainer import build_trainer
-    from posttrain.safety import GracefulStop, NonFiniteGuard
-    from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
-    from posttrain.telemetry.resources import ResourceMonitor
-    from posttrain.telemetry.step_split import StepSplit
-    from posttrain.telemetry.trainer_progress import RichProgressCallback
 
     train_rows = [{**row, "prompt": prompt(row)} for row in splits.train]
     on_main(lambda: remove_leftovers(out / "checkpoints"))
@@ -197,7 +194,6 @@ def _train(recipe: GRPORecipe, model, tokenizer, rewards, splits, prompt, out: P
     )
     accuracy = recipe.eval.correctness_reward
     progress = RichProgressCallback(console, "GRPO", accuracy_reward=accuracy)
-    from posttrain.models.balancing import moe_callbacks
 
     stop = GracefulStop()
     # The time split, resources, MoE callbacks and the guard add to `logs`: before the logger and progress.
@@ -245,9 +241,6 @@ def _publish_policy(model, tokenizer, out: Path, state_dict) -> None:
 
 def _cost(timings: dict[str, float], usd_per_gpu_hour: float) -> dict:
     """Device-hours and dollars per stage: wall time times the devices this run held."""
-    import torch
-
-    from posttrain.telemetry.cost import price
 
     devices = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
     if world_size() > 1:  # one device per launched process, on every node

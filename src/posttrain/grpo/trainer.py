@@ -6,19 +6,25 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
 from posttrain.config.schema import GRPORecipe
 from posttrain.config.trl_fields import GRPO, build, checkpointing_kwargs, warmup_kwargs
 from posttrain.models.balancing import aux_loss_coef
+from posttrain.models.generation import cache_kwargs, check_backend, check_cache
 from posttrain.models.lora import peft_config
-from posttrain.models.precision import resolve, trainer_kwargs
+from posttrain.models.precision import check_hardware, resolve, trainer_kwargs
+from posttrain.models.quantization import check_quantization
 from posttrain.telemetry.progress import quiet_trainer
+from posttrain.telemetry.step_split import attach
+from posttrain.trl_adapter import atomic
 
 log = logging.getLogger(__name__)
 
 
 def grpo_args(recipe: GRPORecipe, output_dir: Path):
     """`trl.GRPOConfig` for the recipe: the fields mapped in `config.trl_fields.GRPO`, then `grpo.trl`."""
-    from trl import GRPOConfig
 
     g = recipe.grpo
     ours = dict(
@@ -73,7 +79,6 @@ def rollout_kwargs(recipe: GRPORecipe) -> dict:
         return {"use_vllm": True, "vllm_mode": gen.vllm_mode, **server}
     if gen.cache == "dynamic":
         return {}
-    from posttrain.models.generation import cache_kwargs
 
     kwargs = cache_kwargs(gen.cache)
     out = {"cache_implementation": kwargs.pop("cache_implementation")}
@@ -84,9 +89,6 @@ def rollout_kwargs(recipe: GRPORecipe) -> dict:
 
 def check_machine(recipe: GRPORecipe) -> None:
     """Fail at run start, in one line, on a precision or generation setting this machine cannot do."""
-    from posttrain.models.generation import check_backend, check_cache
-    from posttrain.models.precision import check_hardware
-    from posttrain.models.quantization import check_quantization
 
     check_hardware(resolve(recipe.train.precision, recipe.model.dtype))
     check_backend(recipe.generation.backend)
@@ -97,11 +99,6 @@ def check_machine(recipe: GRPORecipe) -> None:
 def build_trainer(
     recipe: GRPORecipe, model, tokenizer, reward_funcs, train_rows: list[dict], output_dir: Path, callbacks=()
 ):
-    from datasets import Dataset
-    from trl import GRPOTrainer
-
-    from posttrain.telemetry.step_split import attach
-    from posttrain.trl_adapter import atomic
 
     trainer = atomic(GRPOTrainer)(
         model=model,

@@ -18,6 +18,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
 from posttrain.config.schema import MoEConfig
@@ -33,6 +36,7 @@ from posttrain.models.moe import (
     install_selection_bias,
     is_moe,
 )
+from posttrain.telemetry.heatmap import plot_expert_load
 from posttrain.telemetry.routing_stats import routing_summary
 
 log = logging.getLogger(__name__)
@@ -48,7 +52,6 @@ def update_bias(bias, counts, gamma: float):
     >>> update_bias(torch.zeros(4), torch.tensor([10, 10, 10, 30]), 0.1)
     tensor([ 0.1000,  0.1000,  0.1000, -0.1000])
     """
-    import torch
 
     load = counts.to(device=bias.device, dtype=torch.float32)
     mean = load.mean(dim=-1, keepdim=True)
@@ -158,7 +161,6 @@ class MoEBalancingCallback(TrainerCallback):
             self._apply_update(counts)
 
     def _apply_update(self, counts) -> None:
-        import torch
 
         with torch.no_grad():
             for layer, row in zip(self.layers, counts):
@@ -167,7 +169,6 @@ class MoEBalancingCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if self.gamma is None or not state.is_world_process_zero:
             return
-        from safetensors.torch import save_file
 
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
@@ -178,8 +179,6 @@ class MoEBalancingCallback(TrainerCallback):
     def _restore(self, path: Path) -> None:
         if self.gamma is None or not path.is_file():
             return
-        import torch
-        from safetensors.torch import load_file
 
         saved = load_file(str(path))
         with torch.no_grad():
@@ -201,8 +200,6 @@ class MoEBalancingCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         self.counter.detach()
         if self.out_dir is not None and self.history and state.is_world_process_zero:
-            from posttrain.telemetry.heatmap import plot_expert_load
-
             plot_expert_load(self.history, self.out_dir / "expert_load.png")
 
 
@@ -224,7 +221,6 @@ def telemetry_logs(counts: dict[str, list]) -> dict:
 
 def _all_reduce(counts):
     """Sum counts over data-parallel ranks (a no-op in a single process)."""
-    import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(counts, op=dist.ReduceOp.SUM)

@@ -7,6 +7,9 @@ loaded through the normal `from_pretrained` path, like any Hub model.
 
 from __future__ import annotations
 
+import torch
+from transformers import AutoModelForCausalLM, DeepseekV3Config, Qwen3Config
+
 from posttrain.config.builders import BUILDERS, TinyDenseSpec, TinyMoESpec
 
 
@@ -20,7 +23,6 @@ def _token_ids(tokenizer) -> dict:
 
 
 def moe_config(spec: TinyMoESpec, tokenizer):
-    from transformers import DeepseekV3Config
 
     return DeepseekV3Config(
         hidden_size=spec.hidden_size,
@@ -48,7 +50,6 @@ def moe_config(spec: TinyMoESpec, tokenizer):
 
 
 def dense_config(spec: TinyDenseSpec, tokenizer):
-    from transformers import Qwen3Config
 
     return Qwen3Config(
         hidden_size=spec.hidden_size,
@@ -65,8 +66,6 @@ def dense_config(spec: TinyDenseSpec, tokenizer):
 
 def build_model(kind: str, tokenizer, seed: int = 0, **overrides):
     """Random-init a tiny model of `kind` ("tiny-moe" or "tiny-dense") sized for `tokenizer`."""
-    import torch
-    from transformers import AutoModelForCausalLM
 
     spec_cls = BUILDERS[kind]
     spec = spec_cls(**overrides)

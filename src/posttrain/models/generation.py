@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 
+import torch
+
 from posttrain.errors import PosttrainError
 
 CACHES = ("dynamic", "static", "quantized")
@@ -58,7 +60,6 @@ def check_backend(backend: str, key: str = "generation.backend") -> None:
         return
     if not _installed("vllm"):
         raise PosttrainError(f"{key}: vllm needs the vllm extra (pip install 'posttrain[vllm]')")
-    import torch
 
     if not torch.cuda.is_available():
         raise PosttrainError(f"{key}: vllm needs a CUDA GPU; this machine has none (use transformers)")

@@ -7,10 +7,17 @@ from then on.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from posttrain.checkpoints import publish
 from posttrain.config.schema import ModelConfig
 from posttrain.errors import PosttrainError
+from posttrain.models.builders import build_model
+from posttrain.models.quantization import device_map, keep_trainable_layout
+from posttrain.models.tokenizer import build_char_tokenizer
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16", "auto": "auto"}
 
@@ -34,7 +41,6 @@ def check_local(name_or_path: str) -> None:
 
 
 def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
 
     check_local(name_or_path)
     try:
@@ -55,13 +61,10 @@ def load_model(
     quantization=None,
 ):
     """`quantization`: a transformers BitsAndBytesConfig (QLoRA, `posttrain.models.quantization`) or None."""
-    from transformers import AutoModelForCausalLM
 
     check_local(name_or_path)
     extra = {}
     if quantization is not None:
-        from posttrain.models.quantization import device_map
-
         extra = {"quantization_config": quantization, "device_map": device_map()}
     try:
         model = AutoModelForCausalLM.from_pretrained(
@@ -73,16 +76,12 @@ def load_model(
             "(a Hub name needs network access; a local path needs config.json and weights)"
         ) from None
     if quantization is not None:
-        from posttrain.models.quantization import keep_trainable_layout
-
         keep_trainable_layout(model)
     return model
 
 
 def build_and_save(kind: str, builder_args: dict, out_dir: Path, seed: int) -> Path:
     """Random-init a tiny model + the char tokenizer and save both as a normal checkpoint."""
-    from posttrain.models.builders import build_model
-    from posttrain.models.tokenizer import build_char_tokenizer
 
     tokenizer = build_char_tokenizer()
     model = build_model(kind, tokenizer, seed=seed, **builder_args)
@@ -95,9 +94,6 @@ def save_pretrained(model, tokenizer, out_dir: Path, state_dict: dict | None = N
 
     `state_dict`: the weights to write instead of the model's own (gathered from ZeRO-3 / FSDP shards).
     """
-    import shutil
-
-    from posttrain.checkpoints import publish
 
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")

@@ -25,6 +25,10 @@ import logging
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
 
 from posttrain.errors import PosttrainError
 
@@ -120,7 +124,6 @@ def install_selection_bias(layers: list[MoELayer]) -> None:
     Native routers keep their `e_score_correction_bias` (cast to float32 so small updates are not
     rounded away in bf16); the others get a `selection_bias` buffer and a hook that applies it.
     """
-    import torch
 
     for layer in layers:
         router = layer.router
@@ -136,7 +139,6 @@ def install_selection_bias(layers: list[MoELayer]) -> None:
 
 
 def _biased_selection(kind: str):
-    import torch
 
     def hook(router, args, output):
         logits, weights, _ = output
@@ -156,9 +158,6 @@ def _biased_selection(kind: str):
 def restore_selection_bias(layers: list[MoELayer], checkpoint_dir) -> int:
     """Load saved `selection_bias` tensors into installed routers, matched by layer index (checkpoints
     may store modules under their original names, e.g. Mixtral's `block_sparse_moe`); returns how many."""
-    from pathlib import Path
-
-    from safetensors import safe_open
 
     by_index = {layer.index: layer for layer in layers if layer.kind != "native"}
     loaded = 0
@@ -215,7 +214,6 @@ class RoutingCounter:
 
     def tensor(self):
         """Counts as an int64 tensor (layers, experts) on the first router's device."""
-        import torch
 
         device = self.layers[0].router.weight.device
         rows = [
@@ -235,7 +233,6 @@ class RoutingCounter:
         self._mask = mask if mask is not None and getattr(mask, "dim", lambda: 0)() == 2 else None
 
     def _counter(self, i: int):
-        import torch
 
         num_experts = self.layers[i].num_experts
 
@@ -267,7 +264,6 @@ def _token_mask(mask, num_tokens: int):
 
 
 def _in_backward() -> bool:
-    import torch
 
     graph_task_id = getattr(torch._C, "_current_graph_task_id", None)  # private; absent -> count everything
     return graph_task_id is not None and graph_task_id() != -1

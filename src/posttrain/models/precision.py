@@ -6,7 +6,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+
+import torch
+from transformers.utils import is_torch_bf16_gpu_available
 
 from posttrain.errors import PosttrainError
 
@@ -24,7 +28,6 @@ def resolve(precision: str, dtype: str) -> str:
 
 def check_hardware(precision: str, key: str = "train.precision") -> None:
     """Raise one clear line when this machine cannot train in `precision` (fp32 always can)."""
-    import torch
 
     has_cuda = torch.cuda.is_available()
     if precision == "fp16" and not has_cuda:
@@ -37,9 +40,6 @@ def check_hardware(precision: str, key: str = "train.precision") -> None:
 
 
 def _check_fp8(key: str, has_cuda: bool) -> None:
-    import importlib.util
-
-    import torch
 
     need = "fp8 needs an NVIDIA GPU with compute capability 8.9+ (Hopper/Ada) and torchao"
     if not has_cuda:
@@ -71,8 +71,6 @@ def trainer_kwargs(precision: str) -> dict[str, bool]:
         os.environ["ACCELERATE_FP8_BACKEND"] = "AO"
     kwargs = {"bf16": precision == "bf16", "fp16": precision == "fp16"}
     if precision == "bf16":
-        from transformers.utils import is_torch_bf16_gpu_available
-
         if not is_torch_bf16_gpu_available():
             kwargs["use_cpu"] = True  # TrainingArguments refuses bf16 without a GPU unless told it is CPU autocast
     return kwargs

@@ -11,9 +11,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
 from posttrain.config.schema import MoEConfig, WarmstartConfig
 from posttrain.config.trl_fields import WARMSTART, build, checkpointing_kwargs
+from posttrain.distributed import shards_weights
+from posttrain.errors import ConfigError
+from posttrain.models.balancing import moe_callbacks
 from posttrain.models.precision import trainer_kwargs
+from posttrain.telemetry.progress import quiet_trainer
 
 
 def sft_rows(rows: list[dict], prompts: list) -> list[dict]:
@@ -35,15 +42,12 @@ def balancing_callbacks(moe: MoEConfig, model) -> list:
     """
     if moe.balancing != "loss_free":
         return []
-    from posttrain.models.balancing import moe_callbacks
 
     return moe_callbacks(moe.model_copy(update={"freeze_router": False, "telemetry": False}), model)
 
 
 def refuse_sharded_engine(setting: str) -> None:
     """Warm-start trains the model in place and saves it: under ZeRO-3 or FSDP that would be shards."""
-    from posttrain.distributed import shards_weights
-    from posttrain.errors import ConfigError
 
     if shards_weights():
         raise ConfigError(
@@ -67,8 +71,6 @@ def run_warmstart(
 
     `precision`: a resolved `train.precision` (fp32, bf16, fp16, fp8), as the RL stage after it trains.
     """
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
 
     missing = [r.get("id") for r in rows if not r.get("solution")]
     if missing:
@@ -96,7 +98,6 @@ def run_warmstart(
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
-    from posttrain.telemetry.progress import quiet_trainer
 
     quiet_trainer(trainer)
     result = trainer.train()

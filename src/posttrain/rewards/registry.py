@@ -26,6 +26,7 @@ from posttrain.rewards import format as fmt
 from posttrain.rewards import math as math_rewards
 from posttrain.rewards.extract import check_order
 from posttrain.rewards.guard import GuardedReward
+from posttrain.rewards.pool import parallel
 
 
 @dataclass(frozen=True)
@@ -321,8 +322,6 @@ def build(
             display = f"{display}_{seen[display]}"
         reward = bind(func, dict(kwargs), display)
         if processes and processes >= 2:
-            from posttrain.rewards.pool import parallel
-
             reward = parallel(reward, processes=processes, min_batch=min_batch, name=display)
         funcs.append(GuardedReward(reward, strict=strict, name=display))
         weights.append(float(weight))

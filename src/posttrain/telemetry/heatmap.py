@@ -11,6 +11,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+
+from posttrain.telemetry.plots import save_figure
+
 _LOAD = re.compile(r"^moe/layer(\d+)/load$")
 
 
@@ -36,11 +42,8 @@ def plot_expert_load(rows: list[dict], out_path: Path) -> Path | None:
     steps, layers, matrix = load_matrix(rows)
     if not matrix:
         return None
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     data = np.asarray(matrix, dtype=float)
     experts_per_layer = len(matrix) // len(layers)
@@ -70,6 +73,5 @@ def plot_expert_load(rows: list[dict], out_path: Path) -> Path | None:
     ax_vio.set(xlabel="step", ylabel="MaxVio (max / mean load - 1)", title="imbalance per layer")
     if len(layers) <= 12:
         ax_vio.legend(fontsize=7)
-    from posttrain.telemetry.plots import save_figure
 
     return save_figure(fig, out_path)

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from transformers import TrainerCallback
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,6 @@ class Sensors:
 
 def detect() -> Sensors:
     """CUDA readings when CUDA is in use, NVML readings when `pynvml` also answers."""
-    import torch
 
     sensors = Sensors()
     if not torch.cuda.is_available():
