@@ -152,7 +152,7 @@ def grpo(
 
 
 def heldout(model, tokenizer, recipe, splits, prompt, rewards, correctness) -> float:
-    from posttrain.evaluate.heldout import heldout_accuracy
+    from posttrain.evaluate.heldout import HeldOut, heldout_accuracy
     from posttrain.evaluate.sampling import SamplingSettings
 
     e = recipe.eval
@@ -160,17 +160,8 @@ def heldout(model, tokenizer, recipe, splits, prompt, rewards, correctness) -> f
         n=e.num_samples, temperature=e.temperature, max_new_tokens=e.max_new_tokens, seed=e.seed
     )
     quiet = Console(quiet=True)
-    result = heldout_accuracy(
-        model,
-        tokenizer,
-        splits.heldout,
-        [prompt(r) for r in splits.heldout],
-        settings,
-        rewards,
-        correctness,
-        quiet,
-        "eval",
-    )
+    heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, quiet)
+    result = heldout_accuracy(model, tokenizer, heldout, "eval")
     return result["accuracy"]
 
 

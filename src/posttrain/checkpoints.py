@@ -14,6 +14,8 @@ import re
 import shutil
 from pathlib import Path
 
+from posttrain.distributed import on_main
+
 STAGING = ".staging-"  # checkpoint being written: never resumed from, removed on the next start
 TRASH = ".trash-"  # checkpoint being deleted
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -97,3 +99,9 @@ def rotate(checkpoints_dir: Path, keep: int | None) -> None:
         return
     for _, folder in checkpoints(checkpoints_dir)[:-keep]:
         _discard(folder)
+
+
+def resume_point(checkpoints_dir: Path, resume: bool) -> Path | None:
+    """The newest complete checkpoint when resuming, else None; clears what a killed save left either way."""
+    on_main(lambda: remove_leftovers(checkpoints_dir))
+    return latest_checkpoint(checkpoints_dir) if resume else None

@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 from transformers import AutoConfig, AutoModelForCausalLM, set_seed
 
-from posttrain.checkpoints import checkpoint_step, latest_checkpoint, remove_leftovers
+from posttrain.checkpoints import checkpoint_step, resume_point
 from posttrain.config.distill_schema import DistillRecipe
 from posttrain.data.load import to_prompt
 from posttrain.data.splits import make_splits
@@ -36,23 +36,19 @@ from posttrain.distill.topk import TopKTargets, capture, encode_trace
 from posttrain.distill.traces import generate_traces, make_filter, select
 from posttrain.distributed import gathered_state_dict, on_main, sum_counts
 from posttrain.errors import PosttrainError
-from posttrain.evaluate.heldout import eval_sampling
+from posttrain.evaluate.heldout import HeldOut, eval_sampling
 from posttrain.evaluate.scoring import build_rewards, reward_errors, reward_name
 from posttrain.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from posttrain.models.balancing import aux_loss_coef, check_moe_settings, moe_callbacks
-from posttrain.models.generation import check_cache
 from posttrain.models.loading import count_parameters, load_tokenizer
 from posttrain.models.lora import peft_config
-from posttrain.models.precision import check_hardware, resolve
-from posttrain.models.quantization import check_quantization
+from posttrain.models.machine import check_machine
+from posttrain.models.precision import resolve
 from posttrain.models.warmstart import refuse_sharded_engine
 from posttrain.outputs import prepare_output_dir, write_recipe
-from posttrain.safety import GracefulStop, NonFiniteGuard
+from posttrain.telemetry.callbacks import StageCallbacks, stage_callbacks
 from posttrain.telemetry.heatmap import plot_expert_load
-from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
 from posttrain.telemetry.progress import progress_task, quiet_libraries
-from posttrain.telemetry.resources import ResourceMonitor
-from posttrain.telemetry.trainer_progress import RichProgressCallback
 from posttrain.trl_adapter import restore_weights
 
 
@@ -87,7 +83,7 @@ def run(
 
     started = time.time()
     quiet_libraries()
-    _check_machine(recipe)
+    check_machine(recipe.train.precision, recipe.student, recipe.generation.cache)
     if roles.needs_warmstart(recipe.teacher):
         refuse_sharded_engine("teacher.warmstart")
     out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
@@ -144,14 +140,10 @@ def run(
     ledger.params_once("teacher", lambda: count_parameters(teacher.get()))
 
     settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
+    heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, console)
 
     def evaluate(model_fn, tok, label):
-        prompts = [
-            to_prompt(r["question"], recipe.data.system_prompt, tok.chat_template is not None) for r in splits.heldout
-        ]
-        return evaluate_cached(
-            model_fn, tok, splits.heldout, prompts, settings, rewards, correctness, console, label, out, ledger
-        )
+        return evaluate_cached(model_fn, tok, heldout, label, out, ledger)
 
     teacher_eval = evaluate(teacher.get, tokenizer, "teacher")
 
@@ -256,19 +248,18 @@ def _capture_topk(recipe: DistillRecipe, teacher, tokenizer, traces: list[dict],
 
 def _trainer_callbacks(
     recipe: DistillRecipe, out: Path, stage: str, console: Console, title: str, checkpoint: Path | None, model
-) -> tuple[list, GracefulStop]:
-    """Timing, NaN guard, memory/GPU readings, MoE balancing and routing telemetry, metrics.jsonl, progress, and the
-    SIGINT/SIGTERM stop (returned separately: training runs inside `stop.guarding(...)`)."""
-
-    timer, stop = StepTimer(), GracefulStop()
-    start = checkpoint_step(checkpoint) if checkpoint else 0
-    logger = MetricsLogger(out / "metrics.jsonl", timer, stage=stage, start_step=start)
-    guard = NonFiniteGuard(skip=recipe.distill.on_nonfinite == "skip")
-    # The MoE callbacks add `moe/*` keys to the logs: before the logger and the progress line. No out_dir: the
-    # heat-map spans both stages (`_plot_expert_load`), where one per stage would overwrite the other.
-    moe = moe_callbacks(recipe.moe, model)
-    progress = RichProgressCallback(console, title, accuracy_reward=None)
-    return [timer, guard, ResourceMonitor(), *moe, logger, progress, stop], stop
+) -> StageCallbacks:
+    # No out_dir for the MoE callbacks: the heat-map spans both stages (`_plot_expert_load`), where one per stage
+    # would overwrite the other.
+    return stage_callbacks(
+        out / "metrics.jsonl",
+        stage,
+        console,
+        title,
+        start_step=checkpoint_step(checkpoint) if checkpoint else 0,
+        on_nonfinite=recipe.distill.on_nonfinite,
+        routing=moe_callbacks(recipe.moe, model),
+    )
 
 
 def _check_student_moe(recipe: DistillRecipe, student_src: str) -> None:
@@ -299,20 +290,6 @@ def _plot_expert_load(out: Path) -> None:
     plot_expert_load(rows, out / "expert_load.png")
 
 
-def _checkpoint(stage_dir: Path, resume: bool) -> Path | None:
-    """The stage's newest complete checkpoint when resuming; clears what a killed save left."""
-    on_main(lambda: remove_leftovers(stage_dir / "checkpoints"))
-    return latest_checkpoint(stage_dir / "checkpoints") if resume else None
-
-
-def _check_machine(recipe: DistillRecipe) -> None:
-    """Fail at run start, in one line, on a precision or KV cache this machine cannot do."""
-
-    check_hardware(resolve(recipe.train.precision, recipe.student.dtype))
-    check_cache(recipe.generation.cache)
-    check_quantization(recipe.student)
-
-
 def _sequence_kd(
     recipe: DistillRecipe,
     student: LazyModel,
@@ -331,10 +308,10 @@ def _sequence_kd(
         return roles.load_stage(recipe.student, student_src, stage_dir)
     cfg = recipe.distill
     console.print(f"sequence KD: {cfg.max_steps} SFT steps on {len(traces)} traces")
-    checkpoint = _checkpoint(stage_dir, resume)
+    checkpoint = resume_point(stage_dir / "checkpoints", resume)
     model = student.get()
-    callbacks, stop = _trainer_callbacks(recipe, out, "sequence_kd", console, "sequence KD", checkpoint, model)
-    with stop.guarding(stage_dir / "checkpoints"):
+    stage = _trainer_callbacks(recipe, out, "sequence_kd", console, "sequence KD", checkpoint, model)
+    with stage.stop.guarding(stage_dir / "checkpoints"):
         trainer = sequence_kd.train(
             model,
             tokenizer,
@@ -342,7 +319,7 @@ def _sequence_kd(
             cfg,
             recipe.student.lora,
             stage_dir / "checkpoints",
-            callbacks=callbacks,
+            callbacks=stage.callbacks,
             resume_from=checkpoint,
             precision=resolve(recipe.train.precision, recipe.student.dtype),
             save_steps=recipe.output.save_steps,
@@ -388,11 +365,11 @@ def _logit_kd(
         save_total_limit=recipe.output.save_total_limit,
         aux_loss_coef=aux_loss_coef(recipe.moe),
     )
-    checkpoint = _checkpoint(stage_dir, resume)
+    checkpoint = resume_point(stage_dir / "checkpoints", resume)
     model = student.get()
     already_adapted = hasattr(model, "peft_config")  # stage 2's adapter keeps training
     title = f"logit KD ({cfg.teacher}, {cfg.divergence})"
-    callbacks, stop = _trainer_callbacks(recipe, out, "logit_kd", console, title, checkpoint, model)
+    stage = _trainer_callbacks(recipe, out, "logit_kd", console, title, checkpoint, model)
     trainer = logit_kd.build_trainer(
         model,
         tokenizer,
@@ -401,7 +378,7 @@ def _logit_kd(
         args,
         teacher=teacher.get() if cfg.teacher == "online" else None,
         targets=targets,
-        callbacks=callbacks,
+        callbacks=stage.callbacks,
         peft_config=None if already_adapted else peft_config(recipe.student.lora),
     )
     console.print(
@@ -409,7 +386,7 @@ def _logit_kd(
     )
     if checkpoint:
         restore_weights(trainer, checkpoint, is_adapter=recipe.student.lora.enabled)
-    with stop.guarding(stage_dir / "checkpoints"):
+    with stage.stop.guarding(stage_dir / "checkpoints"):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     roles.save_stage(trainer.model, tokenizer, stage_dir, gathered_state_dict(trainer))
     return trainer.model

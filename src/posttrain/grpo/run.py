@@ -19,30 +19,28 @@ from rich.console import Console
 from transformers import set_seed
 from trl.models import unwrap_model_for_generation
 
-from posttrain.checkpoints import checkpoint_step, latest_checkpoint, remove_leftovers
+from posttrain.checkpoints import checkpoint_step, resume_point
 from posttrain.config.schema import GRPORecipe
 from posttrain.data.load import to_prompt
 from posttrain.data.splits import make_splits
 from posttrain.distributed import gathered_state_dict, on_main, sum_counts, world_size
-from posttrain.evaluate.heldout import eval_sampling, heldout_accuracy
+from posttrain.evaluate.heldout import HeldOut, eval_sampling, heldout_accuracy, result_line
 from posttrain.evaluate.scoring import build_rewards, reward_errors
-from posttrain.grpo.trainer import build_trainer, check_machine
+from posttrain.grpo.trainer import build_trainer
 from posttrain.io import atomic_write_json, atomic_write_jsonl
 from posttrain.models.balancing import moe_callbacks
 from posttrain.models.loading import count_parameters, load_model, load_tokenizer, resolve_model_path, save_pretrained
 from posttrain.models.lora import merge_saved_adapter
+from posttrain.models.machine import check_machine
 from posttrain.models.precision import resolve
 from posttrain.models.quantization import bnb_config
 from posttrain.models.warmstart import balancing_callbacks, refuse_sharded_engine, run_warmstart
 from posttrain.outputs import prepare_output_dir, write_recipe
 from posttrain.rewards.format import warn_if_template_prefills_think
-from posttrain.safety import GracefulStop, NonFiniteGuard
+from posttrain.telemetry.callbacks import stage_callbacks
 from posttrain.telemetry.cost import price
-from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
 from posttrain.telemetry.plots import plot_rewards
 from posttrain.telemetry.progress import quiet_libraries
-from posttrain.telemetry.resources import ResourceMonitor
-from posttrain.telemetry.step_split import StepSplit
 from posttrain.telemetry.trainer_progress import RichProgressCallback
 from posttrain.trl_adapter import restore_weights
 
@@ -54,7 +52,7 @@ def run(
     started = time.time()
     quiet_libraries()
 
-    check_machine(recipe)
+    check_machine(recipe.train.precision, recipe.model, recipe.generation.cache, recipe.generation.backend)
     if recipe.model.warmstart.steps:
         refuse_sharded_engine("model.warmstart")
     timings: dict[str, float] = {}
@@ -87,11 +85,9 @@ def run(
     console.print(f"model: {recipe.model.name_or_path} ({params['total']:,} parameters, {params['active']:,} active)")
 
     settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
-    heldout_prompts = [prompt(r) for r in splits.heldout]
+    heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, console)
     t = time.time()
-    base = _evaluate(
-        model, tokenizer, splits.heldout, heldout_prompts, settings, rewards, correctness, console, "base", out
-    )
+    base = _evaluate(model, tokenizer, heldout, "base", out)
     timings["eval_base"] = time.time() - t
 
     t = time.time()
@@ -103,9 +99,7 @@ def run(
 
     # The trained model whole on every process (ZeRO-3 gathers its shards; otherwise the model itself).
     with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as policy:
-        final = _evaluate(
-            policy, tokenizer, splits.heldout, heldout_prompts, settings, rewards, correctness, console, "trained", out
-        )
+        final = _evaluate(policy, tokenizer, heldout, "trained", out)
     timings["eval_final"] = time.time() - t
 
     summary = _summary(recipe, base, final, trainer, params, timings, time.time() - started)
@@ -168,44 +162,39 @@ def _save_base(model, tokenizer, base_dir: Path, scratch: Path) -> None:
     shutil.rmtree(scratch, ignore_errors=True)  # SFTTrainer's scratch folder
 
 
-def _evaluate(
-    model, tokenizer, rows, prompts, settings, rewards, correctness, console, label, out: Path
-) -> dict | None:
-    if not rows:
+def _evaluate(model, tokenizer, heldout: HeldOut, label: str, out: Path) -> dict | None:
+    if not heldout.rows:
         return None
-    result = heldout_accuracy(model, tokenizer, rows, prompts, settings, rewards, correctness, console, label)
+    result = heldout_accuracy(model, tokenizer, heldout, label)
     records = result.pop("records")
     on_main(lambda: atomic_write_jsonl(out / f"heldout_{label}.jsonl", records))
-    console.print(
-        f"held-out ({label}): pass@1 {result['accuracy']:.3f} (n={settings.n}, T={settings.temperature}), "
-        f"greedy {result['greedy_accuracy']:.3f}, format {result['format_rate'] or 0:.3f}"
-    )
+    heldout.console.print(result_line(result, heldout.settings, label))
     return result
 
 
 def _train(recipe: GRPORecipe, model, tokenizer, rewards, splits, prompt, out: Path, console: Console, resume: bool):
 
     train_rows = [{**row, "prompt": prompt(row)} for row in splits.train]
-    on_main(lambda: remove_leftovers(out / "checkpoints"))
-    checkpoint = latest_checkpoint(out / "checkpoints") if resume else None
-    timer = StepTimer()
-    logger = MetricsLogger(
-        out / "metrics.jsonl", timer, stage="grpo", start_step=checkpoint_step(checkpoint) if checkpoint else 0
+    checkpoint = resume_point(out / "checkpoints", resume)
+    stage = stage_callbacks(
+        out / "metrics.jsonl",
+        "grpo",
+        console,
+        "GRPO",
+        start_step=checkpoint_step(checkpoint) if checkpoint else 0,
+        on_nonfinite=recipe.grpo.on_nonfinite,
+        routing=moe_callbacks(recipe.moe, model, out),
+        accuracy_reward=recipe.eval.correctness_reward,
+        split_step=True,
     )
-    accuracy = recipe.eval.correctness_reward
-    progress = RichProgressCallback(console, "GRPO", accuracy_reward=accuracy)
-
-    stop = GracefulStop()
-    # The time split, resources, MoE callbacks and the guard add to `logs`: before the logger and progress.
-    moe = moe_callbacks(recipe.moe, model, out)
-    guard = NonFiniteGuard(skip=recipe.grpo.on_nonfinite == "skip")
-    callbacks = [timer, StepSplit(), ResourceMonitor(), *moe, guard, logger, progress, stop]
-    trainer = build_trainer(recipe, model, tokenizer, rewards, train_rows, out / "checkpoints", callbacks=callbacks)
-    trainer.metrics_logger = logger
+    trainer = build_trainer(
+        recipe, model, tokenizer, rewards, train_rows, out / "checkpoints", callbacks=stage.callbacks
+    )
+    trainer.metrics_logger = stage.logger
     if checkpoint:
         console.print(f"resuming from {checkpoint}")
         restore_weights(trainer, checkpoint, recipe.model.lora.enabled)
-    with stop.guarding(out / "checkpoints"):
+    with stage.stop.guarding(out / "checkpoints"):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return trainer
 

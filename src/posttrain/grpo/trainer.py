@@ -12,10 +12,9 @@ from trl import GRPOConfig, GRPOTrainer
 from posttrain.config.schema import GRPORecipe
 from posttrain.config.trl_fields import GRPO, build, checkpointing_kwargs, warmup_kwargs
 from posttrain.models.balancing import aux_loss_coef
-from posttrain.models.generation import cache_kwargs, check_backend, check_cache
+from posttrain.models.generation import cache_kwargs
 from posttrain.models.lora import peft_config
-from posttrain.models.precision import check_hardware, resolve, trainer_kwargs
-from posttrain.models.quantization import check_quantization
+from posttrain.models.precision import resolve, trainer_kwargs
 from posttrain.telemetry.progress import quiet_trainer
 from posttrain.telemetry.step_split import attach
 from posttrain.trl_adapter import atomic
@@ -85,15 +84,6 @@ def rollout_kwargs(recipe: GRPORecipe) -> dict:
     if kwargs:  # quantized: the backend reaches transformers' GenerationConfig through TRL
         out["generation_kwargs"] = kwargs  # merged with grpo.trl's generation_kwargs, which win
     return out
-
-
-def check_machine(recipe: GRPORecipe) -> None:
-    """Fail at run start, in one line, on a precision or generation setting this machine cannot do."""
-
-    check_hardware(resolve(recipe.train.precision, recipe.model.dtype))
-    check_backend(recipe.generation.backend)
-    check_cache(recipe.generation.cache)
-    check_quantization(recipe.model)
 
 
 def build_trainer(
