@@ -19,6 +19,8 @@ from __future__ import annotations
 import gc
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -70,6 +72,18 @@ class LazyModel:
     def release(self) -> None:
         self._model = None
         gc.collect()
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every stage of one distillation run shares."""
+
+    recipe: DistillRecipe
+    out: Path
+    console: Console
+    resume: bool
+    rewards: list
+    correctness: Callable
 
 
 def run(
@@ -141,6 +155,7 @@ def run(
 
     settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
     heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, console)
+    job = Job(recipe, out, console, resume, rewards, correctness)
 
     def evaluate(model_fn, tok, label):
         return evaluate_cached(model_fn, tok, heldout, label, out, ledger)
@@ -148,12 +163,10 @@ def run(
     teacher_eval = evaluate(teacher.get, tokenizer, "teacher")
 
     with ledger.stage("traces", reused=(out / "traces.jsonl").is_file()):
-        traces, trace_stats = _traces(
-            recipe, teacher, tokenizer, splits.train, prompt, rewards, correctness, trace_filter, out, console
-        )
+        traces, trace_stats = _traces(job, teacher, tokenizer, splits.train, prompt, trace_filter)
     if _offline(recipe) and not (out / "topk.safetensors").is_file():
         with ledger.stage("topk", reused=False):  # one forward pass over the kept traces, on the main process
-            ledger.info["topk"] = on_main(lambda: _capture_topk(recipe, teacher.get(), tokenizer, traces, out, console))
+            ledger.info["topk"] = on_main(lambda: _capture_topk(job, teacher.get(), tokenizer, traces))
     if not (kd.enabled and kd.teacher == "online"):
         teacher.release()  # the student trains without it
 
@@ -162,10 +175,10 @@ def run(
     before = evaluate(student.get, student_tok, "student_before")
 
     with ledger.stage("sequence_kd", reused=roles.stage_done(out / "sequence_kd")):
-        student.set(_sequence_kd(recipe, student, student_tok, student_src, traces, out, console, resume))
+        student.set(_sequence_kd(job, student, student_tok, student_src, traces))
     if kd.enabled:
         with ledger.stage("logit_kd", reused=roles.stage_done(out / "logit_kd")):
-            student.set(_logit_kd(recipe, student, student_tok, student_src, teacher, traces, out, console, resume))
+            student.set(_logit_kd(job, student, student_tok, student_src, teacher, traces))
     on_main(lambda: _plot_expert_load(out))
     teacher.release()
     final = roles.export_student(student.get(), student_tok, out, recipe.student)
@@ -191,10 +204,9 @@ def _offline(recipe: DistillRecipe) -> bool:
     return recipe.distill.logit_kd.enabled and recipe.distill.logit_kd.teacher == "offline"
 
 
-def _traces(
-    recipe, teacher: LazyModel, tokenizer, rows, prompt, rewards, correctness, trace_filter, out: Path, console: Console
-):
+def _traces(job: Job, teacher: LazyModel, tokenizer, rows, prompt, trace_filter):
     """traces.jsonl (kept) and its statistics, from traces_raw.jsonl (every scored sample)."""
+    recipe, out, console = job.recipe, job.out, job.console
     kept_path, stats_path = out / "traces.jsonl", out / "traces_stats.json"
     if kept_path.is_file() and stats_path.is_file():
         console.print(f"traces: reusing {kept_path}")
@@ -205,8 +217,8 @@ def _traces(
         rows,
         [prompt(r) for r in rows],
         recipe.distill.traces,
-        rewards,
-        correctness,
+        job.rewards,
+        job.correctness,
         out / "traces_raw.jsonl",
         console,
         cache=recipe.generation.cache,
@@ -231,8 +243,9 @@ def _traces(
     return kept, stats
 
 
-def _capture_topk(recipe: DistillRecipe, teacher, tokenizer, traces: list[dict], out: Path, console: Console) -> dict:
+def _capture_topk(job: Job, teacher, tokenizer, traces: list[dict]) -> dict:
     """topk.safetensors: the teacher's top-k log-probs on every kept trace, for offline logit KD."""
+    recipe, out, console = job.recipe, job.out, job.console
 
     k = recipe.distill.logit_kd.topk
     encoded = [encode_trace(tokenizer, t["prompt"], t["completion"]) for t in traces]
@@ -246,19 +259,17 @@ def _capture_topk(recipe: DistillRecipe, teacher, tokenizer, traces: list[dict],
     return gap
 
 
-def _trainer_callbacks(
-    recipe: DistillRecipe, out: Path, stage: str, console: Console, title: str, checkpoint: Path | None, model
-) -> StageCallbacks:
+def _trainer_callbacks(job: Job, stage: str, title: str, checkpoint: Path | None, model) -> StageCallbacks:
     # No out_dir for the MoE callbacks: the heat-map spans both stages (`_plot_expert_load`), where one per stage
     # would overwrite the other.
     return stage_callbacks(
-        out / "metrics.jsonl",
+        job.out / "metrics.jsonl",
         stage,
-        console,
+        job.console,
         title,
         start_step=checkpoint_step(checkpoint) if checkpoint else 0,
-        on_nonfinite=recipe.distill.on_nonfinite,
-        routing=moe_callbacks(recipe.moe, model),
+        on_nonfinite=job.recipe.distill.on_nonfinite,
+        routing=moe_callbacks(job.recipe.moe, model),
     )
 
 
@@ -290,17 +301,9 @@ def _plot_expert_load(out: Path) -> None:
     plot_expert_load(rows, out / "expert_load.png")
 
 
-def _sequence_kd(
-    recipe: DistillRecipe,
-    student: LazyModel,
-    tokenizer,
-    student_src: str,
-    traces,
-    out: Path,
-    console: Console,
-    resume: bool,
-):
+def _sequence_kd(job: Job, student: LazyModel, tokenizer, student_src: str, traces):
     """Stage 2: SFT on the kept traces (or the student a finished stage 2 saved)."""
+    recipe, out, console = job.recipe, job.out, job.console
 
     stage_dir = out / "sequence_kd"
     if roles.stage_done(stage_dir):
@@ -308,9 +311,9 @@ def _sequence_kd(
         return roles.load_stage(recipe.student, student_src, stage_dir)
     cfg = recipe.distill
     console.print(f"sequence KD: {cfg.max_steps} SFT steps on {len(traces)} traces")
-    checkpoint = resume_point(stage_dir / "checkpoints", resume)
+    checkpoint = resume_point(stage_dir / "checkpoints", job.resume)
     model = student.get()
-    stage = _trainer_callbacks(recipe, out, "sequence_kd", console, "sequence KD", checkpoint, model)
+    stage = _trainer_callbacks(job, "sequence_kd", "sequence KD", checkpoint, model)
     with stage.stop.guarding(stage_dir / "checkpoints"):
         trainer = sequence_kd.train(
             model,
@@ -330,18 +333,9 @@ def _sequence_kd(
     return trainer.model
 
 
-def _logit_kd(
-    recipe: DistillRecipe,
-    student: LazyModel,
-    tokenizer,
-    student_src: str,
-    teacher: LazyModel,
-    traces,
-    out: Path,
-    console: Console,
-    resume: bool,
-):
+def _logit_kd(job: Job, student: LazyModel, tokenizer, student_src: str, teacher: LazyModel, traces):
     """Stage 3: match the teacher's distributions, online (teacher in memory) or offline (top-k)."""
+    recipe, out, console = job.recipe, job.out, job.console
 
     stage_dir = out / "logit_kd"
     if roles.stage_done(stage_dir):
@@ -365,11 +359,11 @@ def _logit_kd(
         save_total_limit=recipe.output.save_total_limit,
         aux_loss_coef=aux_loss_coef(recipe.moe),
     )
-    checkpoint = resume_point(stage_dir / "checkpoints", resume)
+    checkpoint = resume_point(stage_dir / "checkpoints", job.resume)
     model = student.get()
     already_adapted = hasattr(model, "peft_config")  # stage 2's adapter keeps training
     title = f"logit KD ({cfg.teacher}, {cfg.divergence})"
-    stage = _trainer_callbacks(recipe, out, "logit_kd", console, title, checkpoint, model)
+    stage = _trainer_callbacks(job, "logit_kd", title, checkpoint, model)
     trainer = logit_kd.build_trainer(
         model,
         tokenizer,

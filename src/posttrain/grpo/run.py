@@ -79,7 +79,7 @@ def run(
     timings["setup"] = time.time() - t
 
     t = time.time()
-    model = _base_model(recipe, model_path, tokenizer, splits, prompt, out, console)
+    model = _base_model(recipe, model_path, tokenizer, splits.warmstart, prompt, out, console)
     timings["warmstart"] = time.time() - t
     params = count_parameters(model)
     console.print(f"model: {recipe.model.name_or_path} ({params['total']:,} parameters, {params['active']:,} active)")
@@ -91,7 +91,8 @@ def run(
     timings["eval_base"] = time.time() - t
 
     t = time.time()
-    trainer = _train(recipe, model, tokenizer, rewards, splits, prompt, out, console, resume)
+    train_rows = [{**row, "prompt": prompt(row)} for row in splits.train]
+    trainer = _train(recipe, model, tokenizer, rewards, train_rows, out, console, resume)
     timings["grpo"] = time.time() - t
     _save_policy(trainer, tokenizer, out, recipe)
 
@@ -120,7 +121,7 @@ def _warn_think_prefill(tokenizer) -> None:
         warn_if_template_prefills_think(tokenizer.chat_template)
 
 
-def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, out: Path, console: Console):
+def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, warm_rows: list[dict], prompt, out: Path, console):
     """The model GRPO starts from: loaded as given, or warm-started once and cached in `out/base`."""
     warm = recipe.model.warmstart
     base_dir = out / "base"
@@ -138,13 +139,13 @@ def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, 
     if not warm.steps:
         return model
 
-    console.print(f"warm-start: {warm.steps} SFT steps on {len(splits.warmstart)} worked examples")
+    console.print(f"warm-start: {warm.steps} SFT steps on {len(warm_rows)} worked examples")
     progress = RichProgressCallback(console, "warm-start SFT", accuracy_reward=None)
     run_warmstart(
         model,
         tokenizer,
-        splits.warmstart,
-        [prompt(r) for r in splits.warmstart],
+        warm_rows,
+        [prompt(r) for r in warm_rows],
         warm,
         out / "warmstart-tmp",
         callbacks=[*balancing_callbacks(recipe.moe, model), progress],
@@ -172,9 +173,8 @@ def _evaluate(model, tokenizer, heldout: HeldOut, label: str, out: Path) -> dict
     return result
 
 
-def _train(recipe: GRPORecipe, model, tokenizer, rewards, splits, prompt, out: Path, console: Console, resume: bool):
+def _train(recipe: GRPORecipe, model, tokenizer, rewards, train_rows: list[dict], out: Path, console: Console, resume):
 
-    train_rows = [{**row, "prompt": prompt(row)} for row in splits.train]
     checkpoint = resume_point(out / "checkpoints", resume)
     stage = stage_callbacks(
         out / "metrics.jsonl",
