@@ -26,23 +26,50 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Row, parser, start  # noqa: E402
+from common import Row, parser, start
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "tiny-math.yaml"
-TINY_MOE = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "n_routed_experts": 4, "num_experts_per_tok": 2,
-            "moe_intermediate_size": 16, "kv_lora_rank": 8, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 8}
+TINY_MOE = {
+    "hidden_size": 32,
+    "num_layers": 2,
+    "num_heads": 2,
+    "n_routed_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 16,
+    "kv_lora_rank": 8,
+    "qk_rope_head_dim": 8,
+    "qk_nope_head_dim": 8,
+    "v_head_dim": 8,
+}
 
 
 def command(out: Path, steps: int) -> list[str]:
     sets = {
-        "output.dir": str(out), "output.save_steps": "1", "output.save_total_limit": "3", "output.plots": "false",
-        "model.builder_args": json.dumps(TINY_MOE), "model.warmstart.steps": "3", "model.warmstart.batch_size": "8",
-        "model.warmstart.num_examples": "64", "data.num_train": "64", "grpo.max_steps": str(steps),
-        "grpo.per_device_train_batch_size": "8", "grpo.num_generations": "4", "grpo.max_completion_length": "12",
-        "grpo.logging_steps": "1", "eval.enabled": "false",
+        "output.dir": str(out),
+        "output.save_steps": "1",
+        "output.save_total_limit": "3",
+        "output.plots": "false",
+        "model.builder_args": json.dumps(TINY_MOE),
+        "model.warmstart.steps": "3",
+        "model.warmstart.batch_size": "8",
+        "model.warmstart.num_examples": "64",
+        "data.num_train": "64",
+        "grpo.max_steps": str(steps),
+        "grpo.per_device_train_batch_size": "8",
+        "grpo.num_generations": "4",
+        "grpo.max_completion_length": "12",
+        "grpo.logging_steps": "1",
+        "eval.enabled": "false",
     }
-    return [sys.executable, "-m", "posttrain", "grpo", str(RECIPE), *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
+    return [
+        sys.executable,
+        "-m",
+        "posttrain",
+        "grpo",
+        str(RECIPE),
+        *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")],
+    ]
 
 
 def _metric_rows(path: Path) -> int:
@@ -112,7 +139,7 @@ def verify(out: Path, steps: int) -> list[str]:
             json.loads((folder / "trainer_state.json").read_text())
             torch.load(folder / "optimizer.pt", weights_only=True)
             torch.load(folder / "scheduler.pt", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 -- any failure to load is the finding
+        except Exception as exc:
             problems.append(f"{folder.name} does not load: {type(exc).__name__}: {exc}")
     AutoModelForCausalLM.from_pretrained(out)  # the final policy
     return problems
@@ -141,11 +168,21 @@ def main(argv=None) -> int:
         kills += result["killed"]
         ok = not result["problems"]
         survived += ok
-        print(f"trial {trial:2d}: {result['killed']} kills, {result['attempts']} starts: "
-              f"{'survived' if ok else 'LOST: ' + '; '.join(result['problems'])}", flush=True)
-    report.add(Row("crash_resume", survived / trials, "trials that finished with nothing lost", "trials run",
-                   f"{survived}/{trials} survived {kills} SIGKILLs at random moments of {steps}-step runs, "
-                   f"{time.time() - started:.0f} s"))
+        print(
+            f"trial {trial:2d}: {result['killed']} kills, {result['attempts']} starts: "
+            f"{'survived' if ok else 'LOST: ' + '; '.join(result['problems'])}",
+            flush=True,
+        )
+    report.add(
+        Row(
+            "crash_resume",
+            survived / trials,
+            "trials that finished with nothing lost",
+            "trials run",
+            f"{survived}/{trials} survived {kills} SIGKILLs at random moments of {steps}-step runs, "
+            f"{time.time() - started:.0f} s",
+        )
+    )
     report.write(args.json)
     return 0
 

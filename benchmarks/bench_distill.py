@@ -28,9 +28,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Row, parser, require_identical, start  # noqa: E402
+from common import Row, parser, require_identical, start
 
-TEACHER_SPEC = {"hidden_size": 128, "num_layers": 3, "n_routed_experts": 8, "n_shared_experts": 1, "num_experts_per_tok": 2}
+TEACHER_SPEC = {
+    "hidden_size": 128,
+    "num_layers": 3,
+    "n_routed_experts": 8,
+    "n_shared_experts": 1,
+    "num_experts_per_tok": 2,
+}
 # GKDConfig fields that name a run rather than set it.
 NOT_SETTINGS = {"output_dir", "logging_dir", "run_name"}
 
@@ -66,9 +72,20 @@ def kd_settings(mode: str, steps: int, batch: int, topk: int, seed: int, work: P
     from posttrain.config.distill_schema import LogitKDConfig
     from posttrain.distill.logit_kd import kd_args
 
-    cfg = LogitKDConfig(enabled=True, teacher=mode, max_steps=steps, per_device_train_batch_size=batch, learning_rate=3e-4, topk=topk)
-    args = kd_args(cfg, work / mode, max_new_tokens=40, max_length=512, precision="fp32", seed=seed, logging_steps=steps,
-                   save_steps=10**9, save_total_limit=1)
+    cfg = LogitKDConfig(
+        enabled=True, teacher=mode, max_steps=steps, per_device_train_batch_size=batch, learning_rate=3e-4, topk=topk
+    )
+    args = kd_args(
+        cfg,
+        work / mode,
+        max_new_tokens=40,
+        max_length=512,
+        precision="fp32",
+        seed=seed,
+        logging_steps=steps,
+        save_steps=10**9,
+        save_total_limit=1,
+    )
     args.save_strategy = "no"
     return cfg, args
 
@@ -79,17 +96,28 @@ def check_identical(steps: int, batch: int, topk: int, seed: int, work: Path) ->
     sides = {mode: kd_settings(mode, steps, batch, topk, seed, work) for mode in ("offline", "online")}
     (cfg_off, args_off), (cfg_on, args_on) = sides["offline"], sides["online"]
     fields = [f.name for f in dataclasses.fields(args_off) if f.name not in NOT_SETTINGS]
-    require_identical({k: getattr(args_off, k) for k in fields}, {k: getattr(args_on, k) for k in fields}, "the two GKDConfigs")
+    require_identical(
+        {k: getattr(args_off, k) for k in fields}, {k: getattr(args_on, k) for k in fields}, "the two GKDConfigs"
+    )
     # The recipe sections differ only in where the teacher's distribution comes from.
-    require_identical(cfg_off.model_dump(exclude={"teacher"}), cfg_on.model_dump(exclude={"teacher"}), "the two logit_kd sections")
+    require_identical(
+        cfg_off.model_dump(exclude={"teacher"}), cfg_on.model_dump(exclude={"teacher"}), "the two logit_kd sections"
+    )
 
 
 def train(mode: str, student, tokenizer, rows, teacher, targets, steps: int, batch: int, seed: int, work: Path) -> dict:
     from posttrain.distill.logit_kd import build_trainer
 
     cfg, args = kd_settings(mode, steps, batch, targets.k, seed, work)
-    trainer = build_trainer(student, tokenizer, rows, cfg, args, teacher=teacher if mode == "online" else None,
-                            targets=targets if mode == "offline" else None)  # the online trainer never sees the targets
+    trainer = build_trainer(
+        student,
+        tokenizer,
+        rows,
+        cfg,
+        args,
+        teacher=teacher if mode == "online" else None,
+        targets=targets if mode == "offline" else None,
+    )  # the online trainer never sees the targets
     begin = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - begin
@@ -134,9 +162,21 @@ def main(argv=None) -> int:
     batch = args.batch_size or (16 if args.quick else 32)
     repeats = args.repeats or (2 if args.quick else 3)
     steps = math.ceil(traces / batch)  # one epoch
-    report = start("distill", args, {"teacher": args.teacher or f"tiny-moe {TEACHER_SPEC}, {warm_steps} warm-start steps",
-                                     "student": "tiny-dense", "traces": traces, "batch_size": batch, "steps_per_epoch": steps,
-                                     "epochs": args.epochs, "repeats": repeats, "topk": args.topk}, seeds=[args.seed])
+    report = start(
+        "distill",
+        args,
+        {
+            "teacher": args.teacher or f"tiny-moe {TEACHER_SPEC}, {warm_steps} warm-start steps",
+            "student": "tiny-dense",
+            "traces": traces,
+            "batch_size": batch,
+            "steps_per_epoch": steps,
+            "epochs": args.epochs,
+            "repeats": repeats,
+            "topk": args.topk,
+        },
+        seeds=[args.seed],
+    )
 
     import torch
 
@@ -159,7 +199,7 @@ def main(argv=None) -> int:
             begin = time.perf_counter()
             targets, gap = capture(teacher, encoded, args.topk, tokenizer.pad_token_id)
             times["capture"].append(time.perf_counter() - begin)
-            for mode in (("offline", "online") if r % 2 == 0 else ("online", "offline")):
+            for mode in ("offline", "online") if r % 2 == 0 else ("online", "offline"):
                 trained = copy.deepcopy(student)
                 torch.manual_seed(args.seed)
                 result = train(mode, trained, tokenizer, rows, teacher, targets, steps, batch, args.seed, work)
@@ -172,13 +212,17 @@ def main(argv=None) -> int:
 
     med = {k: statistics.median(v) for k, v in times.items()}
     t_params, s_params = count_parameters(teacher), count_parameters(student)
-    print(f"teacher: {teacher_name} ({t_params['total']:,} params, {t_params['active']:,} active); "
-          f"student: tiny-dense ({s_params['total']:,} params)")
+    print(
+        f"teacher: {teacher_name} ({t_params['total']:,} params, {t_params['active']:,} active); "
+        f"student: tiny-dense ({s_params['total']:,} params)"
+    )
     for name, values in times.items():
         print(f"  {name:<8} median {med[name]:7.2f} s  (runs: {', '.join(f'{v:.2f}' for v in values)})")
     print(f"  student tokens per epoch: offline {tokens['offline']:,}, online {tokens['online']:,}")
-    print(f"top-{args.topk} targets: {targets.ids.numel() * 8 / 1e6:.1f} MB as int32+fp32; KL gap, teacher-only: "
-          f"{gap['kl_gap_nats']:.5f} nats/token (top-{args.topk} hold {gap['teacher_mass']:.4f} of the teacher's mass)")
+    print(
+        f"top-{args.topk} targets: {targets.ids.numel() * 8 / 1e6:.1f} MB as int32+fp32; KL gap, teacher-only: "
+        f"{gap['kl_gap_nats']:.5f} nats/token (top-{args.topk} hold {gap['teacher_mass']:.4f} of the teacher's mass)"
+    )
     print(f"forward KL(teacher || offline-trained student), full vocabulary: {trained_gap['full']:.4f} nats/token")
     for k in ks:
         teacher_only = gap["by_k"].get(k, {}).get("kl_gap_nats")
@@ -187,13 +231,26 @@ def main(argv=None) -> int:
     one = med["online"] / (med["capture"] + med["offline"])
     e = args.epochs
     many = e * med["online"] / (med["capture"] + e * med["offline"])
-    report.add(Row("distill_offline_1_epoch", one, "offline top-k throughput incl. the teacher pass", "online teacher throughput",
-                   f"online {med['online']:.2f} s vs top-k pass {med['capture']:.2f} s + offline {med['offline']:.2f} s for one epoch "
-                   f"of {traces} traces ({steps} steps x {batch}); medians of {repeats} alternating repeats"))
-    report.add(Row(f"distill_offline_{e}_epochs", many, f"offline top-k throughput over {e} epochs, teacher pass once",
-                   "online teacher throughput",
-                   f"{e} x {med['online']:.2f} s vs {med['capture']:.2f} s + {e} x {med['offline']:.2f} s, "
-                   "from the per-epoch medians above"))
+    report.add(
+        Row(
+            "distill_offline_1_epoch",
+            one,
+            "offline top-k throughput incl. the teacher pass",
+            "online teacher throughput",
+            f"online {med['online']:.2f} s vs top-k pass {med['capture']:.2f} s + offline {med['offline']:.2f} s for one epoch "
+            f"of {traces} traces ({steps} steps x {batch}); medians of {repeats} alternating repeats",
+        )
+    )
+    report.add(
+        Row(
+            f"distill_offline_{e}_epochs",
+            many,
+            f"offline top-k throughput over {e} epochs, teacher pass once",
+            "online teacher throughput",
+            f"{e} x {med['online']:.2f} s vs {med['capture']:.2f} s + {e} x {med['offline']:.2f} s, "
+            "from the per-epoch medians above",
+        )
+    )
     report.write(args.json)
     return 0
 

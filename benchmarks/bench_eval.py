@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Row, parser, require_identical, start  # noqa: E402
+from common import Row, parser, require_identical, start
 
 # What decides the distribution and the amount of work; the batch layout is the method being measured.
 SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "num_return_sequences", "use_cache")
@@ -33,8 +33,17 @@ def plain_loop(model, tokenizer, prompts, n: int, max_new_tokens: int, seed: int
         text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
-            model.generate(**ids, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, num_return_sequences=n,
-                           max_new_tokens=max_new_tokens, use_cache=True, pad_token_id=tokenizer.pad_token_id)
+            model.generate(
+                **ids,
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                num_return_sequences=n,
+                max_new_tokens=max_new_tokens,
+                use_cache=True,
+                pad_token_id=tokenizer.pad_token_id,
+            )
 
 
 class CapturedGenerate:
@@ -72,8 +81,18 @@ def main(argv=None) -> int:
     problems = args.problems or (16 if args.quick else 64)
     n = args.n or (4 if args.quick else 8)
     repeats = args.repeats or (3 if args.quick else 5)
-    report = start("eval", args, {"problems": problems, "n": n, "max_new_tokens": args.max_new_tokens, "repeats": repeats,
-                                  "model": "tiny-moe (random init)"}, seeds=[args.seed])
+    report = start(
+        "eval",
+        args,
+        {
+            "problems": problems,
+            "n": n,
+            "max_new_tokens": args.max_new_tokens,
+            "repeats": repeats,
+            "model": "tiny-moe (random init)",
+        },
+        seeds=[args.seed],
+    )
 
     from posttrain.data.tasks.arithmetic import generate as make_problems
     from posttrain.evaluate.sampling import SamplingSettings, generate
@@ -83,7 +102,9 @@ def main(argv=None) -> int:
         path = str(build_and_save("tiny-moe", {}, Path(tmp) / "m", seed=0))
         model, tokenizer = load_model(path, "float32"), load_tokenizer(path)
     prompts = [[{"role": "user", "content": r["question"]}] for r in make_problems(problems, seed=5)]
-    settings = SamplingSettings(n=n, temperature=1.0, max_new_tokens=args.max_new_tokens, batch_size=256, seed=args.seed)
+    settings = SamplingSettings(
+        n=n, temperature=1.0, max_new_tokens=args.max_new_tokens, batch_size=256, seed=args.seed
+    )
 
     def ours(batch):
         generate(model, tokenizer, batch, settings)
@@ -102,17 +123,25 @@ def main(argv=None) -> int:
 
     rates: dict[str, list[float]] = {name: [] for name in sides}
     for r in range(repeats):
-        for name in (("posttrain", "plain") if r % 2 == 0 else ("plain", "posttrain")):
+        for name in ("posttrain", "plain") if r % 2 == 0 else ("plain", "posttrain"):
             begin = time.perf_counter()
             sides[name](prompts)
             rates[name].append(problems / (time.perf_counter() - begin))
     for name, values in rates.items():
-        print(f"{name:<10} problems/s median {statistics.median(values):.2f}  (runs: {', '.join(f'{v:.2f}' for v in values)})")
+        print(
+            f"{name:<10} problems/s median {statistics.median(values):.2f}  (runs: {', '.join(f'{v:.2f}' for v in values)})"
+        )
     ours_rate, plain_rate = statistics.median(rates["posttrain"]), statistics.median(rates["plain"])
-    report.add(Row("eval_sampling", ours_rate / plain_rate, "posttrain batched sampling problems/s",
-                   "one-prompt-at-a-time generate problems/s",
-                   f"{ours_rate:.2f} vs {plain_rate:.2f} problems/s, median of {repeats} alternating runs each after a warm-up of both; "
-                   f"{problems} problems x {n} samples x {args.max_new_tokens} tokens"))
+    report.add(
+        Row(
+            "eval_sampling",
+            ours_rate / plain_rate,
+            "posttrain batched sampling problems/s",
+            "one-prompt-at-a-time generate problems/s",
+            f"{ours_rate:.2f} vs {plain_rate:.2f} problems/s, median of {repeats} alternating runs each after a warm-up of both; "
+            f"{problems} problems x {n} samples x {args.max_new_tokens} tokens",
+        )
+    )
     report.write(args.json)
     return 0
 

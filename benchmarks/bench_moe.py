@@ -37,7 +37,7 @@ from pathlib import Path
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Row, parser, start  # noqa: E402
+from common import Row, parser, start
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "tiny-math.yaml"
@@ -66,16 +66,40 @@ def load(args, seed: int = 0):
     from posttrain.config.loader import load_recipe
     from posttrain.config.schema import GRPORecipe
 
-    model = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "n_routed_experts": 8, "num_experts_per_tok": 2,
-             "moe_intermediate_size": 32, "kv_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16}
-    return load_recipe(RECIPE, GRPORecipe, [
-        f"output.dir={args.out}", f"model.builder_args={json.dumps(model)}",
-        "data.task_args={num_terms: 2, low: 1, high: 20}", "grpo.max_completion_length=24", "eval.max_new_tokens=24",
-        f"model.warmstart.steps={args.warmstart_steps}", "model.warmstart.batch_size=32", "model.warmstart.num_examples=4000",
-        f"grpo.max_steps={args.steps}", f"grpo.seed={seed}", "grpo.logging_steps=1",
-        f"grpo.per_device_train_batch_size={args.batch}", "grpo.num_generations=8", "data.num_train=1000",
-        f"eval.num_problems={args.eval_problems}", "eval.num_samples=4",
-    ])
+    model = {
+        "hidden_size": 64,
+        "num_layers": 2,
+        "num_heads": 2,
+        "n_routed_experts": 8,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32,
+        "kv_lora_rank": 16,
+        "qk_rope_head_dim": 8,
+        "qk_nope_head_dim": 8,
+        "v_head_dim": 16,
+    }
+    return load_recipe(
+        RECIPE,
+        GRPORecipe,
+        [
+            f"output.dir={args.out}",
+            f"model.builder_args={json.dumps(model)}",
+            "data.task_args={num_terms: 2, low: 1, high: 20}",
+            "grpo.max_completion_length=24",
+            "eval.max_new_tokens=24",
+            f"model.warmstart.steps={args.warmstart_steps}",
+            "model.warmstart.batch_size=32",
+            "model.warmstart.num_examples=4000",
+            f"grpo.max_steps={args.steps}",
+            f"grpo.seed={seed}",
+            "grpo.logging_steps=1",
+            f"grpo.per_device_train_batch_size={args.batch}",
+            "grpo.num_generations=8",
+            "data.num_train=1000",
+            f"eval.num_problems={args.eval_problems}",
+            "eval.num_samples=4",
+        ],
+    )
 
 
 def base_model(recipe, tokenizer, splits, prompt, balancing: str, args, console: Console) -> Path:
@@ -89,13 +113,22 @@ def base_model(recipe, tokenizer, splits, prompt, balancing: str, args, console:
         model = load_model(resolve_model_path(recipe.model, args.out, seed=0), "float32")
         moe = recipe.moe.model_copy(update={"balancing": balancing, "bias_update_speed": args.gamma})
         console.print(f"warm-start: {recipe.model.warmstart.steps} SFT steps, balancing {balancing}")
-        run_warmstart(model, tokenizer, splits.warmstart, [prompt(r) for r in splits.warmstart], recipe.model.warmstart,
-                      args.out / "warmstart-tmp", callbacks=moe_callbacks(moe, model))
+        run_warmstart(
+            model,
+            tokenizer,
+            splits.warmstart,
+            [prompt(r) for r in splits.warmstart],
+            recipe.model.warmstart,
+            args.out / "warmstart-tmp",
+            callbacks=moe_callbacks(moe, model),
+        )
         save_pretrained(model, tokenizer, base_dir)
     return base_dir
 
 
-def grpo(recipe, balancing: str, gamma: float, tokenizer, rewards, splits, prompt, base: Path, out: Path) -> tuple[list[dict], object]:
+def grpo(
+    recipe, balancing: str, gamma: float, tokenizer, rewards, splits, prompt, base: Path, out: Path
+) -> tuple[list[dict], object]:
     from transformers import set_seed
 
     from posttrain.grpo.trainer import build_trainer
@@ -119,13 +152,16 @@ def grpo(recipe, balancing: str, gamma: float, tokenizer, rewards, splits, promp
 
 
 def heldout(model, tokenizer, recipe, splits, prompt, rewards, correctness) -> float:
-    from posttrain.evaluate.heldout import heldout_accuracy
+    from posttrain.evaluate.heldout import HeldOut, heldout_accuracy
     from posttrain.evaluate.sampling import SamplingSettings
 
     e = recipe.eval
-    settings = SamplingSettings(n=e.num_samples, temperature=e.temperature, max_new_tokens=e.max_new_tokens, seed=e.seed)
+    settings = SamplingSettings(
+        n=e.num_samples, temperature=e.temperature, max_new_tokens=e.max_new_tokens, seed=e.seed
+    )
     quiet = Console(quiet=True)
-    result = heldout_accuracy(model, tokenizer, splits.heldout, [prompt(r) for r in splits.heldout], settings, rewards, correctness, quiet, "eval")
+    heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, quiet)
+    result = heldout_accuracy(model, tokenizer, heldout, "eval")
     return result["accuracy"]
 
 
@@ -145,7 +181,10 @@ def overhead(model, tokenizer, splits, prompt, batch: int, out: Path, repeats: i
     texts = [render_prompt(tokenizer, prompt(r)) + r["solution"] for r in splits.train[:batch]]
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     callback = MoEBalancingCallback(model, layers, gamma=1e-3)
-    args, state = SimpleNamespace(output_dir=str(out / "overhead")), SimpleNamespace(global_step=0, is_world_process_zero=True)
+    args, state = (
+        SimpleNamespace(output_dir=str(out / "overhead")),
+        SimpleNamespace(global_step=0, is_world_process_zero=True),
+    )
 
     def step(balanced: bool) -> float:
         start = time.perf_counter()
@@ -188,7 +227,7 @@ def base_max_vio(base: Path, tokenizer, splits, prompt, batch: int = 64) -> floa
 
 def tail_mean(rows: list[dict], key: str) -> float:
     values = [r[key] for r in rows if r.get(key) is not None]
-    tail = values[-max(1, len(values) // 4):]
+    tail = values[-max(1, len(values) // 4) :]
     return sum(tail) / len(tail)
 
 
@@ -224,16 +263,29 @@ def compare(name: str, bases: dict, args, ctx, report, what: str) -> None:
         result = {b: arm(recipe, b, bases[b], args, ctx) for b in ("none", "loss_free")}
         result["ratio"] = result["none"]["max_vio"] / max(result["loss_free"]["max_vio"], 1e-9)
         per_seed.append(result)
-        print(f"{name} seed {seed}: " + "; ".join(
-            f"{b}: MaxVio {result[b]['max_vio']:.3f}, reward {result[b]['reward']:.3f}, held-out pass@1 {result[b]['heldout']:.3f}"
-            for b in ("none", "loss_free")) + f"; ratio {result['ratio']:.2f}", flush=True)
+        print(
+            f"{name} seed {seed}: "
+            + "; ".join(
+                f"{b}: MaxVio {result[b]['max_vio']:.3f}, reward {result[b]['reward']:.3f}, held-out pass@1 {result[b]['heldout']:.3f}"
+                for b in ("none", "loss_free")
+            )
+            + f"; ratio {result['ratio']:.2f}",
+            flush=True,
+        )
     ratios = [r["ratio"] for r in per_seed]
     mean = lambda arm_name, key: statistics.mean(r[arm_name][key] for r in per_seed)  # noqa: E731
-    report.add(Row(name, statistics.mean(ratios), "MaxVio without balancing", "MaxVio with loss-free balancing",
-                   f"{what}; per seed {', '.join(f'{r:.2f}' for r in ratios)} (min {min(ratios):.2f}, max {max(ratios):.2f}); "
-                   f"MaxVio {mean('none', 'max_vio'):.3f} vs {mean('loss_free', 'max_vio'):.3f}, reward {mean('none', 'reward'):.3f} vs "
-                   f"{mean('loss_free', 'reward'):.3f}, held-out pass@1 {mean('none', 'heldout'):.3f} vs {mean('loss_free', 'heldout'):.3f} "
-                   f"(means over seeds {args.seeds})"))
+    report.add(
+        Row(
+            name,
+            statistics.mean(ratios),
+            "MaxVio without balancing",
+            "MaxVio with loss-free balancing",
+            f"{what}; per seed {', '.join(f'{r:.2f}' for r in ratios)} (min {min(ratios):.2f}, max {max(ratios):.2f}); "
+            f"MaxVio {mean('none', 'max_vio'):.3f} vs {mean('loss_free', 'max_vio'):.3f}, reward {mean('none', 'reward'):.3f} vs "
+            f"{mean('loss_free', 'reward'):.3f}, held-out pass@1 {mean('none', 'heldout'):.3f} vs {mean('loss_free', 'heldout'):.3f} "
+            f"(means over seeds {args.seeds})",
+        )
+    )
 
 
 def main(argv=None) -> int:
@@ -260,15 +312,40 @@ def main(argv=None) -> int:
     bases = {b: base_model(recipe, tokenizer, splits, prompt, b, args, console) for b in ("none", "loss_free")}
     for b, path in bases.items():
         print(f"base warm-started with balancing {b}: MaxVio {base_max_vio(path, tokenizer, splits, prompt):.3f}")
-    compare("moe_balancing_rl", {"none": bases["none"], "loss_free": bases["none"]}, args, ctx, report,
-            f"both arms from one base warm-started without balancing, {args.steps} GRPO steps x {args.batch} completions, gamma {args.gamma}")
-    compare("moe_balancing_warmstart_and_rl", bases, args, ctx, report,
-            f"each arm from a base warm-started with its own balancing ({args.warmstart_steps} steps), then {args.steps} GRPO steps")
-    cost = overhead(load_model(str(bases["none"]), "float32"), tokenizer, splits, prompt, args.batch, args.out,
-                    repeats=20 if args.quick else 60)
-    report.add(Row("moe_balancing_overhead", (cost["plain"] + cost["extra"]) / cost["plain"],
-                   "train forward+backward with balancing and telemetry", "the same without",
-                   f"{cost['extra'] * 1e3:+.1f} ms on {cost['plain'] * 1e3:.1f} ms, median of paired, interleaved runs on one batch of {args.batch}"))
+    compare(
+        "moe_balancing_rl",
+        {"none": bases["none"], "loss_free": bases["none"]},
+        args,
+        ctx,
+        report,
+        f"both arms from one base warm-started without balancing, {args.steps} GRPO steps x {args.batch} completions, gamma {args.gamma}",
+    )
+    compare(
+        "moe_balancing_warmstart_and_rl",
+        bases,
+        args,
+        ctx,
+        report,
+        f"each arm from a base warm-started with its own balancing ({args.warmstart_steps} steps), then {args.steps} GRPO steps",
+    )
+    cost = overhead(
+        load_model(str(bases["none"]), "float32"),
+        tokenizer,
+        splits,
+        prompt,
+        args.batch,
+        args.out,
+        repeats=20 if args.quick else 60,
+    )
+    report.add(
+        Row(
+            "moe_balancing_overhead",
+            (cost["plain"] + cost["extra"]) / cost["plain"],
+            "train forward+backward with balancing and telemetry",
+            "the same without",
+            f"{cost['extra'] * 1e3:+.1f} ms on {cost['plain'] * 1e3:.1f} ms, median of paired, interleaved runs on one batch of {args.batch}",
+        )
+    )
     report.write(args.json)
     return 0
 

@@ -24,20 +24,42 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, Row, parser, start  # noqa: E402
+from common import REPO, Row, parser, start
 
 # --quick: a model and task small enough that a seconds-long warm-start already gets answers right.
-SMALL_MOE = ('{"hidden_size": 48, "num_layers": 2, "num_heads": 2, "n_routed_experts": 4, "num_experts_per_tok": 2, '
-             '"moe_intermediate_size": 32, "kv_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16}')
-SMALL_TASK = ["data.task_args={num_terms: 2, low: 1, high: 9}", "eval.num_problems=10", "eval.num_samples=2", "eval.max_new_tokens=16"]
+SMALL_MOE = (
+    '{"hidden_size": 48, "num_layers": 2, "num_heads": 2, "n_routed_experts": 4, "num_experts_per_tok": 2, '
+    '"moe_intermediate_size": 32, "kv_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16}'
+)
+SMALL_TASK = [
+    "data.task_args={num_terms: 2, low: 1, high: 9}",
+    "eval.num_problems=10",
+    "eval.num_samples=2",
+    "eval.max_new_tokens=16",
+]
 WARM = {"steps": 150, "batch_size": 32, "learning_rate": 3e-3, "num_examples": 2000}
-GRPO_QUICK = [f"model.builder_args={SMALL_MOE}", *(f"model.warmstart.{k}={v}" for k, v in WARM.items()), *SMALL_TASK,
-              "data.num_train=40", "grpo.max_steps=3", "grpo.warmup_steps=0", "grpo.per_device_train_batch_size=16",
-              "grpo.max_completion_length=16", "output.plots=false"]
-DISTILL_QUICK = [f"teacher.builder_args={SMALL_MOE}", *(f"teacher.warmstart.{k}={v}" for k, v in WARM.items()), *SMALL_TASK,
-                 "student.builder_args={hidden_size: 32, num_layers: 2, intermediate_size: 64}", "data.num_train=16",
-                 "distill.max_steps=20", "distill.per_device_train_batch_size=16", "distill.logit_kd.max_steps=5",
-                 "distill.traces.max_new_tokens=16"]
+GRPO_QUICK = [
+    f"model.builder_args={SMALL_MOE}",
+    *(f"model.warmstart.{k}={v}" for k, v in WARM.items()),
+    *SMALL_TASK,
+    "data.num_train=40",
+    "grpo.max_steps=3",
+    "grpo.warmup_steps=0",
+    "grpo.per_device_train_batch_size=16",
+    "grpo.max_completion_length=16",
+    "output.plots=false",
+]
+DISTILL_QUICK = [
+    f"teacher.builder_args={SMALL_MOE}",
+    *(f"teacher.warmstart.{k}={v}" for k, v in WARM.items()),
+    *SMALL_TASK,
+    "student.builder_args={hidden_size: 32, num_layers: 2, intermediate_size: 64}",
+    "data.num_train=16",
+    "distill.max_steps=20",
+    "distill.per_device_train_batch_size=16",
+    "distill.logit_kd.max_steps=5",
+    "distill.traces.max_new_tokens=16",
+]
 
 
 def posttrain(command: str, recipe: str, sets: list[str]) -> tuple[dict, float]:
@@ -62,43 +84,70 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_quickstart")
     args = p.parse_args(argv)
     seeds = [int(s) for s in ("0" if args.quick and args.seeds == "0,1,2" else args.seeds).split(",")]
-    report = start("quickstart", args, {"grpo": "posttrain grpo recipes/tiny-math.yaml --set grpo.seed=S",
-                                        "distill": "posttrain distill recipes/tiny-distill.yaml --set distill.seed=S",
-                                        "shrunk": args.quick, "posttrain_threads": "torch's default, as the README command"},
-                   seeds=seeds)
+    report = start(
+        "quickstart",
+        args,
+        {
+            "grpo": "posttrain grpo recipes/tiny-math.yaml --set grpo.seed=S",
+            "distill": "posttrain distill recipes/tiny-distill.yaml --set distill.seed=S",
+            "shrunk": args.quick,
+            "posttrain_threads": "torch's default, as the README command",
+        },
+        seeds=seeds,
+    )
     shutil.rmtree(args.out, ignore_errors=True)  # each run starts in a fresh folder, as a new user's would
     grpo, distill = [], []
     for seed in seeds:
         sets = [f"output.dir={args.out / f'grpo-{seed}'}", f"grpo.seed={seed}"] + (GRPO_QUICK if args.quick else [])
         summary, seconds = posttrain("grpo", "recipes/tiny-math.yaml", sets)
         grpo.append({**summary, "seconds": seconds})
-        print(f"grpo seed {seed}: pass@1 {points(summary['base_accuracy'])} -> {points(summary['final_accuracy'])}, "
-              f"greedy {points(summary['base_greedy_accuracy'])} -> {points(summary['final_greedy_accuracy'])}, {seconds:.0f} s", flush=True)
-        sets = [f"output.dir={args.out / f'distill-{seed}'}", f"distill.seed={seed}"] + (DISTILL_QUICK if args.quick else [])
+        print(
+            f"grpo seed {seed}: pass@1 {points(summary['base_accuracy'])} -> {points(summary['final_accuracy'])}, "
+            f"greedy {points(summary['base_greedy_accuracy'])} -> {points(summary['final_greedy_accuracy'])}, {seconds:.0f} s",
+            flush=True,
+        )
+        sets = [f"output.dir={args.out / f'distill-{seed}'}", f"distill.seed={seed}"] + (
+            DISTILL_QUICK if args.quick else []
+        )
         summary, seconds = posttrain("distill", "recipes/tiny-distill.yaml", sets)
         distill.append({**summary, "seconds": seconds})
-        print(f"distill seed {seed}: teacher pass@1 {points(summary['teacher']['accuracy'])}, student "
-              f"{points(summary['student_before_accuracy'])} -> {points(summary['student']['accuracy'])}, {seconds:.0f} s", flush=True)
+        print(
+            f"distill seed {seed}: teacher pass@1 {points(summary['teacher']['accuracy'])}, student "
+            f"{points(summary['student_before_accuracy'])} -> {points(summary['student']['accuracy'])}, {seconds:.0f} s",
+            flush=True,
+        )
 
     base = [r["base_accuracy"] for r in grpo]
     final = [r["final_accuracy"] for r in grpo]
     gains = [100 * (f - b) for b, f in zip(base, final)]
     greedy = [100 * (r["final_greedy_accuracy"] - r["base_greedy_accuracy"]) for r in grpo]
-    report.add(Row("quickstart_grpo", statistics.mean(final) / statistics.mean(base), "held-out pass@1 after GRPO",
-                   "held-out pass@1 of the warm-started base",
-                   f"{points(statistics.mean(base))} -> {points(statistics.mean(final))} on average; gain per seed "
-                   f"{', '.join(f'{g:+.1f}' for g in gains)} points (mean {statistics.mean(gains):+.1f}, min {min(gains):+.1f}); "
-                   f"greedy {', '.join(f'{g:+.1f}' for g in greedy)}; {grpo[0]['eval']['num_problems']} problems x "
-                   f"{grpo[0]['eval']['num_samples']} samples at T={grpo[0]['eval']['temperature']}; "
-                   f"{', '.join(str(round(r['seconds'])) for r in grpo)} s per run"))
+    report.add(
+        Row(
+            "quickstart_grpo",
+            statistics.mean(final) / statistics.mean(base),
+            "held-out pass@1 after GRPO",
+            "held-out pass@1 of the warm-started base",
+            f"{points(statistics.mean(base))} -> {points(statistics.mean(final))} on average; gain per seed "
+            f"{', '.join(f'{g:+.1f}' for g in gains)} points (mean {statistics.mean(gains):+.1f}, min {min(gains):+.1f}); "
+            f"greedy {', '.join(f'{g:+.1f}' for g in greedy)}; {grpo[0]['eval']['num_problems']} problems x "
+            f"{grpo[0]['eval']['num_samples']} samples at T={grpo[0]['eval']['temperature']}; "
+            f"{', '.join(str(round(r['seconds'])) for r in grpo)} s per run",
+        )
+    )
     teacher = [r["teacher"]["accuracy"] for r in distill]
     student = [r["student"]["accuracy"] for r in distill]
-    report.add(Row("quickstart_distill", statistics.mean(student) / statistics.mean(teacher), "held-out pass@1 of the distilled student",
-                   "held-out pass@1 of the teacher",
-                   f"student {', '.join(points(s) for s in student)} vs teacher {', '.join(points(t) for t in teacher)} per seed; "
-                   f"student before distillation {', '.join(points(r['student_before_accuracy']) for r in distill)}; "
-                   f"{distill[0]['student']['params_total']:,} vs {distill[0]['teacher']['params_total']:,} parameters; "
-                   f"{', '.join(str(round(r['seconds'])) for r in distill)} s per run"))
+    report.add(
+        Row(
+            "quickstart_distill",
+            statistics.mean(student) / statistics.mean(teacher),
+            "held-out pass@1 of the distilled student",
+            "held-out pass@1 of the teacher",
+            f"student {', '.join(points(s) for s in student)} vs teacher {', '.join(points(t) for t in teacher)} per seed; "
+            f"student before distillation {', '.join(points(r['student_before_accuracy']) for r in distill)}; "
+            f"{distill[0]['student']['params_total']:,} vs {distill[0]['teacher']['params_total']:,} parameters; "
+            f"{', '.join(str(round(r['seconds'])) for r in distill)} s per run",
+        )
+    )
     report.write(args.json)
     return 0
 

@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, Row, parser, start  # noqa: E402
+from common import DATA, Row, parser, start
 
 DEFAULT_DATA = DATA / "verifier_dev.jsonl"
 
@@ -61,8 +61,14 @@ def run(checker, rows, cold: bool) -> dict:
             fp += got
             fn += not got
     n = len(rows)
-    return {"accuracy": (n - len(errors)) / n, "fp": fp, "fn": fn, "median_us": statistics.median(times) * 1e6,
-            "total_s": sum(times), "errors": errors}
+    return {
+        "accuracy": (n - len(errors)) / n,
+        "fp": fp,
+        "fn": fn,
+        "median_us": statistics.median(times) * 1e6,
+        "total_s": sum(times),
+        "errors": errors,
+    }
 
 
 def main(argv=None) -> int:
@@ -74,25 +80,48 @@ def main(argv=None) -> int:
         print(f"error: no labelled pairs at {args.data} (pass --data PATH)", file=sys.stderr)
         return 2
     rows = load(args.data)
-    report = start("rewards", args, {"data": args.data.name, "pairs": len(rows), "caches": "cleared before every timed call"}, seeds=[])
+    report = start(
+        "rewards",
+        args,
+        {"data": args.data.name, "pairs": len(rows), "caches": "cleared before every timed call"},
+        seeds=[],
+    )
     ours("1", "1"), math_verify("1", "1")  # imports and first-call setup outside the timing
     results = {"posttrain": run(ours, rows, cold=True), "math-verify": run(math_verify, rows, cold=True)}
     run(ours, rows, cold=False)  # fills the caches (the cold pass emptied them before every pair)
     warm = run(ours, rows, cold=False)
     print(f"{'checker':<12} {'accuracy':>9} {'FP':>4} {'FN':>4} {'median us/pair':>15} {'total s':>8}")
     for name, r in results.items():
-        print(f"{name:<12} {r['accuracy']:>9.4f} {r['fp']:>4} {r['fn']:>4} {r['median_us']:>15.1f} {r['total_s']:>8.2f}")
+        print(
+            f"{name:<12} {r['accuracy']:>9.4f} {r['fp']:>4} {r['fn']:>4} {r['median_us']:>15.1f} {r['total_s']:>8.2f}"
+        )
     print(f"posttrain, warm caches (second pass): median {warm['median_us']:.1f} us/pair")
     a, b = results["posttrain"], results["math-verify"]
-    report.add(Row("verifier_accuracy", a["accuracy"] / b["accuracy"], "posttrain accuracy", "math-verify accuracy",
-                   f"{a['accuracy']:.4f} vs {b['accuracy']:.4f} on {len(rows)} labelled pairs (in-sample for posttrain); "
-                   f"false positives {a['fp']} vs {b['fp']}"))
-    report.add(Row("verifier_time_cold", a["median_us"] / b["median_us"], "posttrain median time per pair",
-                   "math-verify median time per pair",
-                   f"{a['median_us']:.0f} vs {b['median_us']:.0f} us, caches cleared before every pair; "
-                   f"warm (cached) {warm['median_us']:.1f} us"))
+    report.add(
+        Row(
+            "verifier_accuracy",
+            a["accuracy"] / b["accuracy"],
+            "posttrain accuracy",
+            "math-verify accuracy",
+            f"{a['accuracy']:.4f} vs {b['accuracy']:.4f} on {len(rows)} labelled pairs (in-sample for posttrain); "
+            f"false positives {a['fp']} vs {b['fp']}",
+        )
+    )
+    report.add(
+        Row(
+            "verifier_time_cold",
+            a["median_us"] / b["median_us"],
+            "posttrain median time per pair",
+            "math-verify median time per pair",
+            f"{a['median_us']:.0f} vs {b['median_us']:.0f} us, caches cleared before every pair; "
+            f"warm (cached) {warm['median_us']:.1f} us",
+        )
+    )
     by_category = Counter((r["category"], "FP" if not r["equivalent"] else "FN") for r in a["errors"])
-    print("posttrain errors by category:", ", ".join(f"{cat} {kind} {n}" for (cat, kind), n in sorted(by_category.items())) or "none")
+    print(
+        "posttrain errors by category:",
+        ", ".join(f"{cat} {kind} {n}" for (cat, kind), n in sorted(by_category.items())) or "none",
+    )
     if args.errors:
         for r in a["errors"]:
             kind = "FP" if not r["equivalent"] else "FN"

@@ -14,13 +14,23 @@ import platform
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
-PACKAGES = ("posttrain", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "math-verify")
+PACKAGES = (
+    "posttrain",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "bitsandbytes",
+    "math-verify",
+)
 
 
 @dataclass
@@ -63,9 +73,13 @@ class Report:
 def parser(doc: str) -> argparse.ArgumentParser:
     """The arguments every benchmark takes: --quick, --json, --threads."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a smaller run (what the test suite and `run_all.py --quick` use)")
+    p.add_argument(
+        "--quick", action="store_true", help="a smaller run (what the test suite and `run_all.py --quick` use)"
+    )
     p.add_argument("--json", type=Path, help="write the rows, settings and seeds here")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, the same for both sides (0: torch's default)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads, the same for both sides (0: torch's default)"
+    )
     return p
 
 
@@ -81,7 +95,9 @@ def start(name: str, args: argparse.Namespace, settings: dict, seeds: list[int])
     if args.threads:
         torch.set_num_threads(args.threads)
     script = Path(sys.argv[0]).resolve()
-    command = " ".join(["python", str(script.relative_to(REPO) if script.is_relative_to(REPO) else script), *sys.argv[1:]])
+    command = " ".join(
+        ["python", str(script.relative_to(REPO) if script.is_relative_to(REPO) else script), *sys.argv[1:]]
+    )
     report = Report(name, settings={**settings, "threads": torch.get_num_threads()}, seeds=list(seeds), command=command)
     print(f"{name}: {json.dumps(report.settings)}; seeds {seeds}", flush=True)
     return report
@@ -90,7 +106,11 @@ def start(name: str, args: argparse.Namespace, settings: dict, seeds: list[int])
 def require_identical(ours: dict, theirs: dict, what: str) -> None:
     """Refuse to compare unlike things: exit 3 naming every field where the two sides differ."""
     keys = sorted(set(ours) | set(theirs))
-    differences = [f"{k}: {ours.get(k, '<absent>')!r} vs {theirs.get(k, '<absent>')!r}" for k in keys if ours.get(k) != theirs.get(k)]
+    differences = [
+        f"{k}: {ours.get(k, '<absent>')!r} vs {theirs.get(k, '<absent>')!r}"
+        for k in keys
+        if ours.get(k) != theirs.get(k)
+    ]
     if differences:
         print(f"refusing to compare {what}: the settings differ in\n  " + "\n  ".join(differences), file=sys.stderr)
         raise SystemExit(3)
@@ -120,8 +140,14 @@ def machine() -> dict:
             gpu = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
     except ImportError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory": memory, "os": platform.platform(),
-            "python": platform.python_version(), "gpu": gpu}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": memory,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "gpu": gpu,
+    }
 
 
 def versions() -> dict:
@@ -136,12 +162,16 @@ def versions() -> dict:
 
 def git_commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
         return commit + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
 def today() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

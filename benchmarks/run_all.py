@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, git_commit, machine, today, versions  # noqa: E402
+from common import REPO, git_commit, machine, today, versions
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("quickstart", "grpo", "eval", "distill", "moe", "crash", "rewards")
@@ -33,8 +33,12 @@ TAKES_OUT = {"quickstart", "grpo", "moe", "crash"}  # scripts with a work folder
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="the small settings of every benchmark (about 5 minutes on 2 cores)")
-    p.add_argument("--output", type=Path, help="results page (default: benchmarks/RESULTS.md, or results-quick.md with --quick)")
+    p.add_argument(
+        "--quick", action="store_true", help="the small settings of every benchmark (about 5 minutes on 2 cores)"
+    )
+    p.add_argument(
+        "--output", type=Path, help="results page (default: benchmarks/RESULTS.md, or results-quick.md with --quick)"
+    )
     p.add_argument("--only", help="comma-separated subset of " + ", ".join(BENCHMARKS))
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads of every benchmark")
     args = p.parse_args(argv)
@@ -58,8 +62,14 @@ def run_one(name: str, args, work: Path) -> dict:
     print(f"\n== {name} ==", flush=True)
     started = time.time()
     lines = []
-    with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env={**_env(), "PYTHONUNBUFFERED": "1"}) as proc:
+    with subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**_env(), "PYTHONUNBUFFERED": "1"},
+    ) as proc:
         for line in proc.stdout:
             print(line, end="", flush=True)
             lines.append(line)
@@ -103,13 +113,27 @@ def page(runs: list[dict], args, command: str, wall: float) -> str:
         out += [f"## {run['name']}", ""]
         result = run["result"]
         if result is not None:
-            out += [f"- command: `{result['command']}` ({run['seconds']:.0f} s)",
-                    f"- seeds: {', '.join(map(str, result['seeds'])) or 'none (no sampling)'}",
-                    f"- settings: `{json.dumps(result['settings'])}`", ""]
-            out += [f"- **{row['name']}**: ratio **{row['ratio']:.2f}** ({row['what']} / {row['against']}): {row['detail']}"
-                    for row in result["rows"]]
+            out += [
+                f"- command: `{result['command']}` ({run['seconds']:.0f} s)",
+                f"- seeds: {', '.join(map(str, result['seeds'])) or 'none (no sampling)'}",
+                f"- settings: `{json.dumps(result['settings'])}`",
+                "",
+            ]
+            out += [
+                f"- **{row['name']}**: ratio **{row['ratio']:.2f}** ({row['what']} / {row['against']}): {row['detail']}"
+                for row in result["rows"]
+            ]
             out.append("")
-        out += ["<details><summary>printed report</summary>", "", "```", run["output"].rstrip(), "```", "", "</details>", ""]
+        out += [
+            "<details><summary>printed report</summary>",
+            "",
+            "```",
+            run["output"].rstrip(),
+            "```",
+            "",
+            "</details>",
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -128,9 +152,11 @@ def main(argv=None) -> int:
     tmp.write_text(text + "\n", encoding="utf-8")
     tmp.replace(args.output)
     failed = [r["name"] for r in runs if r["result"] is None]
-    print(f"\nwrote {args.output}: {sum(len(r['result']['rows']) for r in runs if r['result'])} rows from "
-          f"{len(runs) - len(failed)}/{len(runs)} benchmarks in {(time.time() - started) / 60:.1f} min"
-          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    print(
+        f"\nwrote {args.output}: {sum(len(r['result']['rows']) for r in runs if r['result'])} rows from "
+        f"{len(runs) - len(failed)}/{len(runs)} benchmarks in {(time.time() - started) / 60:.1f} min"
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

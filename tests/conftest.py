@@ -14,8 +14,21 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 # Small enough that a GRPO step takes well under a second on 2 CPU cores.
-TINY_MOE = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "n_routed_experts": 4, "num_experts_per_tok": 2,
-            "moe_intermediate_size": 16, "kv_lora_rank": 8, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 8}
+TINY_MOE = {
+    "hidden_size": 32,
+    "num_layers": 2,
+    "num_heads": 2,
+    "n_routed_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 16,
+    "kv_lora_rank": 8,
+    "qk_rope_head_dim": 8,
+    "qk_nope_head_dim": 8,
+    "v_head_dim": 8,
+}
+
+
+TINY_DENSE = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32}
 
 
 @pytest.fixture(scope="session")
@@ -57,4 +70,32 @@ def quick_overrides(tmp_path) -> list[str]:
         "eval.num_problems=6",
         "eval.num_samples=2",
         "eval.max_new_tokens=12",
+    ]
+
+
+@pytest.fixture
+def distill_overrides(tmp_path):
+    """--set overrides that shrink recipes/tiny-distill.yaml to a seconds-long run."""
+    import json
+
+    return [
+        f"output.dir={tmp_path / 'run'}",
+        f"teacher.builder_args={json.dumps(TINY_MOE)}",
+        f"student.builder_args={json.dumps(TINY_DENSE)}",
+        "teacher.warmstart.steps=2",
+        "teacher.warmstart.batch_size=8",
+        "teacher.warmstart.num_examples=32",
+        "data.num_train=12",
+        "distill.traces.num_samples=2",
+        "distill.traces.max_new_tokens=10",
+        "distill.traces.require={}",  # a 2-step teacher is never correct: keep every untruncated trace
+        "distill.traces.drop_truncated=false",
+        "distill.max_steps=2",
+        "distill.per_device_train_batch_size=8",
+        "distill.logging_steps=1",
+        "distill.logit_kd.max_steps=2",
+        "distill.logit_kd.per_device_train_batch_size=8",
+        "eval.num_problems=4",
+        "eval.num_samples=2",
+        "eval.max_new_tokens=10",
     ]

@@ -1,12 +1,10 @@
 """Trainer checkpoints that are either complete or absent.
 
 The Trainer writes `checkpoint-N/` file by file, so a kill mid-save leaves a folder that looks
-like a checkpoint and does not load. `AtomicCheckpoints` makes every Trainer (GRPO, SFT, GKD)
-write into a hidden staging folder, fsync it, and rename it to `checkpoint-N` in one step; old
-checkpoints are renamed away before they are deleted. A folder named `checkpoint-N` is
-therefore always whole, and `latest_checkpoint` can trust it. A run resumed from the checkpoint of
-its last step trains nothing more. `restore_weights` reads a full checkpoint's weights back the way
-`from_pretrained` does, for MoE models whose experts the Trainer's own resume would drop.
+like a checkpoint and does not load. Every Trainer (GRPO, SFT, GKD) therefore writes into a hidden
+staging folder (`trl_adapter.AtomicCheckpoints`), which `publish` fsyncs and renames to
+`checkpoint-N` in one step; old checkpoints are renamed away before they are deleted. A folder named
+`checkpoint-N` is therefore always whole, and `latest_checkpoint` can trust it.
 """
 
 from __future__ import annotations
@@ -15,6 +13,8 @@ import os
 import re
 import shutil
 from pathlib import Path
+
+from posttrain.distributed import on_main
 
 STAGING = ".staging-"  # checkpoint being written: never resumed from, removed on the next start
 TRASH = ".trash-"  # checkpoint being deleted
@@ -101,64 +101,7 @@ def rotate(checkpoints_dir: Path, keep: int | None) -> None:
         _discard(folder)
 
 
-class AtomicCheckpoints:
-    """Trainer mixin (put it before the Trainer class): checkpoints appear complete or not at all,
-    and resuming a finished run trains no further.
-
-    The Trainer writes the checkpoint into `.staging-N/checkpoint-N` (model, optimizer, scheduler,
-    RNG states, trainer state -- everything it normally writes), then the main process fsyncs it
-    and renames it into place. Every rank waits for the rename, as they wait for the Trainer's own
-    save under DDP, DeepSpeed and FSDP.
-    """
-
-    def get_batch_samples(self, epoch_iterator, num_batches, device):
-        # transformers checks `max_steps` only after an optimizer step: resumed from the checkpoint
-        # of the last step (a run killed between that save and its final outputs), the epoch loop
-        # would train one step more whenever max_steps is not a whole number of epochs. No batches
-        # means no step; the callbacks still see the training begin and end.
-        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
-            return [], None
-        return super().get_batch_samples(epoch_iterator, num_batches, device)
-
-    def _save_checkpoint(self, model, trial):
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-        run_dir = Path(self._get_output_dir(trial=trial))
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staging = run_dir / f"{STAGING}{self.state.global_step}"
-        if self.args.should_save:
-            shutil.rmtree(staging, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        # The Trainer (and TRL's override) derive the checkpoint folder from `_get_output_dir`.
-        self._get_output_dir = lambda trial=None: str(staging)
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            del self._get_output_dir
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            publish(staging / name, run_dir / name)
-            shutil.rmtree(staging, ignore_errors=True)
-            rotate(run_dir, self.args.save_total_limit)
-        self.accelerator.wait_for_everyone()
-
-
-def atomic(trainer_cls: type) -> type:
-    """`trainer_cls` with atomic checkpoints, under the same name (for logs and model cards)."""
-    return type(trainer_cls.__name__, (AtomicCheckpoints, trainer_cls), {})
-
-
-def restore_weights(trainer, checkpoint: Path, is_adapter: bool) -> None:
-    """Load a full checkpoint's weights through `from_pretrained`, then skip the Trainer's own load.
-
-    transformers saves fused MoE expert tensors in the per-expert layout and converts them back
-    only in `from_pretrained`; the Trainer's raw state-dict load would drop the experts silently
-    (optimizer, scheduler and RNG states still come from the Trainer). Adapters load as usual.
-    """
-    if is_adapter:
-        return
-    from transformers import AutoModelForCausalLM
-
-    loaded = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=next(trainer.model.parameters()).dtype)
-    trainer.model.load_state_dict(loaded.state_dict())
-    trainer._load_from_checkpoint = lambda *args, **kwargs: None  # weights are already in place
+def resume_point(checkpoints_dir: Path, resume: bool) -> Path | None:
+    """The newest complete checkpoint when resuming, else None; clears what a killed save left either way."""
+    on_main(lambda: remove_leftovers(checkpoints_dir))
+    return latest_checkpoint(checkpoints_dir) if resume else None

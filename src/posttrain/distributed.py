@@ -5,6 +5,9 @@ only lets a run's own steps behave under several processes: work whose result is
 folder, built models, recipe.yaml, summary.json, plots) runs on the main process while the others
 wait, and sampling (held-out evals, teacher traces) is shared out and gathered back in order. In a
 single process every function here is a plain call: no process group, nothing waits.
+
+accelerate is imported inside the functions that use it: the CLI reads its rank from this module,
+and `--help` and `--dry-run` answer in a fraction of a second without accelerate's 2 s import.
 """
 
 from __future__ import annotations

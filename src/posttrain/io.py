@@ -59,7 +59,9 @@ def repair_torn_tail(path: str | os.PathLike) -> bool:
     return True
 
 
-def iter_jsonl(path: str | os.PathLike, *, skip_bad_rows: bool = False, skipped: list[str] | None = None) -> Iterator[dict]:
+def iter_jsonl(
+    path: str | os.PathLike, *, skip_bad_rows: bool = False, skipped: list[str] | None = None
+) -> Iterator[dict]:
     """Yield the JSON objects of a JSONL file; a malformed line names the file and line number.
 
     A torn last line (a crash mid-append) is skipped silently only when it is the final line,

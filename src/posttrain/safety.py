@@ -15,6 +15,7 @@ import math
 import signal
 from contextlib import contextmanager
 
+import torch
 from transformers import TrainerCallback
 
 from posttrain.errors import Interrupted, PosttrainError
@@ -84,7 +85,6 @@ class NonFiniteGuard(TrainerCallback):
         self.skipped = 0
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        import torch
 
         for name, param in model.named_parameters():
             if param.grad is not None and not torch.isfinite(param.grad).all():
@@ -110,4 +110,6 @@ class NonFiniteGuard(TrainerCallback):
         for key in ("loss", "reward", "grad_norm"):
             value = logs.get(key)
             if isinstance(value, int | float) and not math.isfinite(value):
-                raise NonFiniteError(f"step {state.global_step}: {key} is {value}; the newest checkpoint is the last good one")
+                raise NonFiniteError(
+                    f"step {state.global_step}: {key} is {value}; the newest checkpoint is the last good one"
+                )

@@ -11,9 +11,21 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 ROW = re.compile(r"^(\w+): ratio (\d+\.\d\d) \((.+) / (.+)\)$")
-EXPECTED = {"quickstart_grpo", "quickstart_distill", "grpo_step_time", "reward_stage_cold", "eval_sampling", "distill_offline_1_epoch", "distill_offline_3_epochs",
-            "moe_balancing_rl", "moe_balancing_warmstart_and_rl", "moe_balancing_overhead", "crash_resume",
-            "verifier_accuracy", "verifier_time_cold"}
+EXPECTED = {
+    "quickstart_grpo",
+    "quickstart_distill",
+    "grpo_step_time",
+    "reward_stage_cold",
+    "eval_sampling",
+    "distill_offline_1_epoch",
+    "distill_offline_3_epochs",
+    "moe_balancing_rl",
+    "moe_balancing_warmstart_and_rl",
+    "moe_balancing_overhead",
+    "crash_resume",
+    "verifier_accuracy",
+    "verifier_time_cold",
+}
 
 
 def _module(name: str):
@@ -25,8 +37,13 @@ def _module(name: str):
 @pytest.mark.slow
 def test_quick_run_writes_one_row_per_measurement(tmp_path):
     out = tmp_path / "results.md"
-    done = subprocess.run([sys.executable, "benchmarks/run_all.py", "--quick", "--output", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "benchmarks/run_all.py", "--quick", "--output", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     text = out.read_text()
     block = text.split("## Rows", 1)[1].split("```")[1]
@@ -39,7 +56,14 @@ def test_quick_run_writes_one_row_per_measurement(tmp_path):
     assert rows["verifier_accuracy"][0] >= 1.0 and rows["verifier_time_cold"][0] < 0.5
     assert rows["reward_stage_cold"][0] < 0.5
     assert rows["crash_resume"][0] == 1.0
-    for fact in ("machine: ", "packages: ", "torch ", "commit: ", "seeds: ", "command: `python benchmarks/bench_grpo.py"):
+    for fact in (
+        "machine: ",
+        "packages: ",
+        "torch ",
+        "commit: ",
+        "seeds: ",
+        "command: `python benchmarks/bench_grpo.py",
+    ):
         assert fact in text
 
 

@@ -20,49 +20,90 @@ runner = CliRunner()
 @pytest.fixture
 def files(tmp_path) -> dict[str, str]:
     bad_line = tmp_path / "bad_line.jsonl"
-    bad_line.write_text('{"question": "1+1", "answer": "2"}\n{"question": "2+2", "answer": 4\n{"question": "3+3", "answer": "6"}\n')
+    bad_line.write_text(
+        '{"question": "1+1", "answer": "2"}\n{"question": "2+2", "answer": 4\n{"question": "3+3", "answer": "6"}\n'
+    )
     columns = tmp_path / "columns.jsonl"
     columns.write_text('{"q": "1+1", "a": "2"}\n')
     completions = tmp_path / "completions.jsonl"
     completions.write_text('{"completion": "<answer>2</answer>", "answer": "2"}\nnot json\n')
-    return {"bad_line": str(bad_line), "columns": str(columns), "completions": str(completions),
-            "no_model": str(tmp_path / "no-model"), "no_file": str(tmp_path / "absent.jsonl"), "out": str(tmp_path / "out")}
+    return {
+        "bad_line": str(bad_line),
+        "columns": str(columns),
+        "completions": str(completions),
+        "no_model": str(tmp_path / "no-model"),
+        "no_file": str(tmp_path / "absent.jsonl"),
+        "out": str(tmp_path / "out"),
+    }
 
 
 CASES = {
     "grpo: malformed data line": (
         lambda f: ["grpo", GRPO, "--set", f"output.dir={f['out']}", "--set", f"data.source={f['bad_line']}"],
-        ["bad_line.jsonl:2", "malformed JSON"]),
+        ["bad_line.jsonl:2", "malformed JSON"],
+    ),
     "grpo: missing data column": (
         lambda f: ["grpo", GRPO, "--set", f"output.dir={f['out']}", "--set", f"data.source={f['columns']}"],
-        ["columns.jsonl", "no column 'prompt'", "columns are: q, a", "data.prompt_column"]),
+        ["columns.jsonl", "no column 'prompt'", "columns are: q, a", "data.prompt_column"],
+    ),
     "grpo: model path": (
-        lambda f: ["grpo", GRPO, "--set", f"output.dir={f['out']}", "--set", f"model.name_or_path={f['no_model']}",
-                   "--set", "model.builder_args={}"],
-        ["no-model", "no such model directory"]),
+        lambda f: [
+            "grpo",
+            GRPO,
+            "--set",
+            f"output.dir={f['out']}",
+            "--set",
+            f"model.name_or_path={f['no_model']}",
+            "--set",
+            "model.builder_args={}",
+        ],
+        ["no-model", "no such model directory"],
+    ),
     "distill: model path": (
-        lambda f: ["distill", "--teacher", f["no_model"], "--student", "build:tiny-dense", "--data", "arithmetic",
-                   "--output-dir", f["out"]],
-        ["no-model", "no such model directory"]),
+        lambda f: [
+            "distill",
+            "--teacher",
+            f["no_model"],
+            "--student",
+            "build:tiny-dense",
+            "--data",
+            "arithmetic",
+            "--output-dir",
+            f["out"],
+        ],
+        ["no-model", "no such model directory"],
+    ),
     "distill: malformed data line": (
-        lambda f: ["distill", "--teacher", "build:tiny-moe", "--student", "build:tiny-dense", "--data", f["bad_line"],
-                   "--output-dir", f["out"]],
-        ["bad_line.jsonl:2", "malformed JSON"]),
+        lambda f: [
+            "distill",
+            "--teacher",
+            "build:tiny-moe",
+            "--student",
+            "build:tiny-dense",
+            "--data",
+            f["bad_line"],
+            "--output-dir",
+            f["out"],
+        ],
+        ["bad_line.jsonl:2", "malformed JSON"],
+    ),
     "eval: model path": (
         lambda f: ["eval", "--model", f["no_model"], "--data", "arithmetic", "--output-dir", f["out"]],
-        ["no-model", "no such model directory"]),
+        ["no-model", "no such model directory"],
+    ),
     "eval: completions file missing": (
         lambda f: ["eval", "--completions", f["no_file"], "--data", "arithmetic", "--output-dir", f["out"]],
-        ["absent.jsonl", "file not found"]),
+        ["absent.jsonl", "file not found"],
+    ),
     "eval: missing data column": (
         lambda f: ["eval", "--completions", f["completions"], "--data", f["columns"], "--output-dir", f["out"]],
-        ["columns.jsonl", "no column 'prompt'"]),
+        ["columns.jsonl", "no column 'prompt'"],
+    ),
     "rewards score: malformed completions line": (
         lambda f: ["rewards", "score", f["completions"]],
-        ["completions.jsonl:2", "not valid JSON"]),
-    "rewards score: completions file missing": (
-        lambda f: ["rewards", "score", f["no_file"]],
-        ["absent.jsonl"]),
+        ["completions.jsonl:2", "not valid JSON"],
+    ),
+    "rewards score: completions file missing": (lambda f: ["rewards", "score", f["no_file"]], ["absent.jsonl"]),
 }
 
 

@@ -41,13 +41,17 @@ def _sets(items):
 
 def _train(out: Path, extra=(), base: Path | None = None) -> Path:
     start = [f"model.name_or_path={base}", "model.builder_args={}", "model.warmstart.steps=0"] if base else []
-    result = runner.invoke(app, ["grpo", RECIPE, *_sets([f"output.dir={out}", "eval.enabled=false", *COMMON, *GRPO, *start, *extra])])
+    result = runner.invoke(
+        app, ["grpo", RECIPE, *_sets([f"output.dir={out}", "eval.enabled=false", *COMMON, *GRPO, *start, *extra])]
+    )
     assert result.exit_code == 0, result.output
     return out
 
 
 def _eval(model: Path, out: Path, *gate):
-    return runner.invoke(app, ["eval", "--model", str(model), "--recipe", RECIPE, *_sets(COMMON), "--output-dir", str(out), *gate])
+    return runner.invoke(
+        app, ["eval", "--model", str(model), "--recipe", RECIPE, *_sets(COMMON), "--output-dir", str(out), *gate]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +73,14 @@ def trained(tmp_path_factory) -> dict:
 
 
 def _gate(trained: dict, arm: str):
-    result = _eval(trained[arm], trained["root"] / f"eval-{arm}", "--baseline", str(trained["baseline"]),
-                   "--min-gain", f"pass@1={MARGIN}")
+    result = _eval(
+        trained[arm],
+        trained["root"] / f"eval-{arm}",
+        "--baseline",
+        str(trained["baseline"]),
+        "--min-gain",
+        f"pass@1={MARGIN}",
+    )
     report = json.loads((trained["root"] / f"eval-{arm}" / "report.json").read_text())
     return result, report["baseline"]["gains"]["pass@1"]
 

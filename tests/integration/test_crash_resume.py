@@ -39,8 +39,18 @@ def _state(path: Path) -> dict:
 def test_resumed_run_reaches_the_same_parameters_as_an_uninterrupted_one(quick_overrides, tmp_path):
     import torch
 
-    sets = [a for o in [*quick_overrides, "grpo.max_steps=4", "output.save_steps=2", "output.save_total_limit=3",
-                        "eval.enabled=false", "output.plots=false"] for a in ("--set", o)]
+    sets = [
+        a
+        for o in [
+            *quick_overrides,
+            "grpo.max_steps=4",
+            "output.save_steps=2",
+            "output.save_total_limit=3",
+            "eval.enabled=false",
+            "output.plots=false",
+        ]
+        for a in ("--set", o)
+    ]
     runner = CliRunner()
     first = runner.invoke(app, ["grpo", RECIPE, *sets])
     assert first.exit_code == 0, first.output
@@ -70,8 +80,10 @@ def test_resumed_run_reaches_the_same_parameters_as_an_uninterrupted_one(quick_o
     last = runner.invoke(app, ["grpo", RECIPE, *sets, "--resume"])
     assert last.exit_code == 0, last.output
     assert json.loads((out / "summary.json").read_text())["steps"] == 4
-    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("checkpoint-")) == \
-        ["checkpoint-2", "checkpoint-4"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("checkpoint-")) == [
+        "checkpoint-2",
+        "checkpoint-4",
+    ]
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
     for name, tensor in _state(out).items():

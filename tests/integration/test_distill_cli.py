@@ -12,39 +12,24 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPE = str(REPO / "recipes/tiny-distill.yaml")
 runner = CliRunner()
 
-# conftest.TINY_MOE (pytest's importlib mode does not make conftest importable)
-TINY_MOE = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "n_routed_experts": 4, "num_experts_per_tok": 2,
-            "moe_intermediate_size": 16, "kv_lora_rank": 8, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 8}
+# conftest's TINY_MOE / TINY_DENSE (pytest's importlib mode does not make conftest importable)
+TINY_MOE = {
+    "hidden_size": 32,
+    "num_layers": 2,
+    "num_heads": 2,
+    "n_routed_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 16,
+    "kv_lora_rank": 8,
+    "qk_rope_head_dim": 8,
+    "qk_nope_head_dim": 8,
+    "v_head_dim": 8,
+}
 TINY_DENSE = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32}
 
 
 def _sets(overrides):
     return [arg for o in overrides for arg in ("--set", o)]
-
-
-@pytest.fixture
-def distill_overrides(tmp_path):
-    return [
-        f"output.dir={tmp_path / 'run'}",
-        f"teacher.builder_args={json.dumps(TINY_MOE)}",
-        f"student.builder_args={json.dumps(TINY_DENSE)}",
-        "teacher.warmstart.steps=2",
-        "teacher.warmstart.batch_size=8",
-        "teacher.warmstart.num_examples=32",
-        "data.num_train=12",
-        "distill.traces.num_samples=2",
-        "distill.traces.max_new_tokens=10",
-        "distill.traces.require={}",  # a 2-step teacher is never correct: keep every untruncated trace
-        "distill.traces.drop_truncated=false",
-        "distill.max_steps=2",
-        "distill.per_device_train_batch_size=8",
-        "distill.logging_steps=1",
-        "distill.logit_kd.max_steps=2",
-        "distill.logit_kd.per_device_train_batch_size=8",
-        "eval.num_problems=4",
-        "eval.num_samples=2",
-        "eval.max_new_tokens=10",
-    ]
 
 
 @pytest.mark.slow
@@ -66,7 +51,11 @@ def test_distill_quick_run_writes_every_output_and_resumes(distill_overrides, tm
         assert {"params_total", "params_active", "accuracy"} <= set(summary[role])
     assert summary["student"]["params_total"] < summary["teacher"]["params_total"]
     assert 0.0 <= summary["student_before_accuracy"] <= 1.0
-    assert summary["traces"]["samples"] == 24 and "acceptance_rate" in summary["traces"] and "tokens_kept" in summary["traces"]
+    assert (
+        summary["traces"]["samples"] == 24
+        and "acceptance_rate" in summary["traces"]
+        and "tokens_kept" in summary["traces"]
+    )
     assert summary["topk"]["k"] == 8 and "kl_gap_nats" in summary["topk"]
     for stage in ("teacher", "traces", "topk", "sequence_kd", "logit_kd", "eval_teacher", "eval_student"):
         assert stage in summary["stage_seconds"], stage
@@ -89,17 +78,38 @@ def test_distill_quick_run_writes_every_output_and_resumes(distill_overrides, tm
 @pytest.mark.slow
 def test_flags_without_recipe_online_teacher_with_lora(tmp_path):
     args = [
-        "distill", "--teacher", "build:tiny-moe", "--student", "build:tiny-dense?hidden_size=16&num_layers=1&num_heads=2&num_kv_heads=1",
-        "--data", "arithmetic", "--output-dir", str(tmp_path / "flags"),
-        *_sets([
-            f"teacher.builder_args={json.dumps(TINY_MOE)}", "data.num_train=8", "distill.traces.num_samples=2",
-            "distill.traces.max_new_tokens=8", "distill.traces.require={}", "distill.traces.drop_truncated=false",
-            "distill.max_steps=1", "distill.per_device_train_batch_size=4",
-            "distill.logit_kd.enabled=true", "distill.logit_kd.teacher=online", "distill.logit_kd.lmbda=0.5",
-            "distill.logit_kd.divergence=jsd", "distill.logit_kd.max_steps=2", "distill.logit_kd.per_device_train_batch_size=4",
-            "student.lora.enabled=true", "student.lora.r=4",
-            "eval.num_problems=2", "eval.num_samples=1", "eval.max_new_tokens=8",
-        ]),
+        "distill",
+        "--teacher",
+        "build:tiny-moe",
+        "--student",
+        "build:tiny-dense?hidden_size=16&num_layers=1&num_heads=2&num_kv_heads=1",
+        "--data",
+        "arithmetic",
+        "--output-dir",
+        str(tmp_path / "flags"),
+        *_sets(
+            [
+                f"teacher.builder_args={json.dumps(TINY_MOE)}",
+                "data.num_train=8",
+                "distill.traces.num_samples=2",
+                "distill.traces.max_new_tokens=8",
+                "distill.traces.require={}",
+                "distill.traces.drop_truncated=false",
+                "distill.max_steps=1",
+                "distill.per_device_train_batch_size=4",
+                "distill.logit_kd.enabled=true",
+                "distill.logit_kd.teacher=online",
+                "distill.logit_kd.lmbda=0.5",
+                "distill.logit_kd.divergence=jsd",
+                "distill.logit_kd.max_steps=2",
+                "distill.logit_kd.per_device_train_batch_size=4",
+                "student.lora.enabled=true",
+                "student.lora.r=4",
+                "eval.num_problems=2",
+                "eval.num_samples=1",
+                "eval.max_new_tokens=8",
+            ]
+        ),
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -119,10 +129,22 @@ def test_different_tokenizer_student_is_refused_before_any_work(tmp_path, tiny_m
     tok.add_tokens(["<extra>"])
     student = tmp_path / "student"
     save_pretrained(build_model("tiny-dense", tok, **TINY_DENSE), tok, student)
-    result = runner.invoke(app, [
-        "distill", "--teacher", str(tiny_moe_dir), "--student", str(student), "--data", "arithmetic",
-        "--output-dir", str(tmp_path / "mismatch"), "--set", "distill.logit_kd.enabled=true",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "distill",
+            "--teacher",
+            str(tiny_moe_dir),
+            "--student",
+            str(student),
+            "--data",
+            "arithmetic",
+            "--output-dir",
+            str(tmp_path / "mismatch"),
+            "--set",
+            "distill.logit_kd.enabled=true",
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "needs one tokenizer for teacher and student" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "mismatch" / "traces_raw.jsonl").exists()
@@ -131,13 +153,26 @@ def test_different_tokenizer_student_is_refused_before_any_work(tmp_path, tiny_m
 def test_missing_flags_and_bad_recipe_are_one_message(tmp_path):
     result = runner.invoke(app, ["distill", "--teacher", "x"])
     assert result.exit_code == 2 and "no --student, --data" in result.output
-    result = runner.invoke(app, ["distill", RECIPE, "--dry-run", "--set", "distill.logit_kd.lmbda=0.3", "--set", "distill.max_step=3"])
+    result = runner.invoke(
+        app, ["distill", RECIPE, "--dry-run", "--set", "distill.logit_kd.lmbda=0.3", "--set", "distill.max_step=3"]
+    )
     assert result.exit_code == 2
     assert "did you mean max_steps?" in result.output and "offline teacher is not in memory" in result.output
 
 
 def test_dry_run_with_flags_overriding_the_recipe():
-    result = runner.invoke(app, ["distill", RECIPE, "--dry-run", "--student", "build:tiny-dense?hidden_size=64", "--set", "distill.max_steps=7"])
+    result = runner.invoke(
+        app,
+        [
+            "distill",
+            RECIPE,
+            "--dry-run",
+            "--student",
+            "build:tiny-dense?hidden_size=64",
+            "--set",
+            "distill.max_steps=7",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "hidden_size: 64" in result.output and "max_steps: 7" in result.output and "recipe is valid" in result.output
 
@@ -153,7 +188,9 @@ def _biases(path) -> dict:
     """Every router's loss-free bias (`e_score_correction_bias`) in a saved DeepSeek-V3-style model."""
     from safetensors.torch import load_file
 
-    return {k: v for k, v in load_file(str(path / "model.safetensors")).items() if k.endswith("e_score_correction_bias")}
+    return {
+        k: v for k, v in load_file(str(path / "model.safetensors")).items() if k.endswith("e_score_correction_bias")
+    }
 
 
 @pytest.mark.slow
@@ -161,9 +198,15 @@ def test_moe_student_trains_with_loss_free_balancing_and_resumes(distill_overrid
     import torch
 
     gamma = 1e-3  # small: on this tiny router a larger step flips the loads and can swing a bias back to 0
-    sets = [*distill_overrides, "student.name_or_path=build:tiny-moe", f"student.builder_args={json.dumps(TINY_MOE)}",
-            "moe.balancing=loss_free", f"moe.bias_update_speed={gamma}", "output.save_steps=1",
-            "distill.warmup_steps=0"]  # step 1 must change the weights for the resume check to mean anything
+    sets = [
+        *distill_overrides,
+        "student.name_or_path=build:tiny-moe",
+        f"student.builder_args={json.dumps(TINY_MOE)}",
+        "moe.balancing=loss_free",
+        f"moe.bias_update_speed={gamma}",
+        "output.save_steps=1",
+        "distill.warmup_steps=0",
+    ]  # step 1 must change the weights for the resume check to mean anything
     result = runner.invoke(app, ["distill", RECIPE, *_sets(sets)])
     assert result.exit_code == 0, result.output
     out = tmp_path / "run"
@@ -173,7 +216,12 @@ def test_moe_student_trains_with_loss_free_balancing_and_resumes(distill_overrid
     assert all(b.abs().sum() > 0 for b in trained.values())  # 2 sequence-KD + 2 logit-KD bias updates
     assert all(torch.allclose(b / gamma, torch.round(b / gamma), atol=1e-4) for b in trained.values())
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["stage"], r["step"]) for r in rows] == [("sequence_kd", 1), ("sequence_kd", 2), ("logit_kd", 1), ("logit_kd", 2)]
+    assert [(r["stage"], r["step"]) for r in rows] == [
+        ("sequence_kd", 1),
+        ("sequence_kd", 2),
+        ("logit_kd", 1),
+        ("logit_kd", 2),
+    ]
     assert all({"moe/max_vio_mean", "moe/bias_absmax", "moe/layer1/load"} <= set(r) for r in rows)
     assert (out / "expert_load.png").stat().st_size > 1000
     checkpoint = out / "sequence_kd/checkpoints/checkpoint-1"
@@ -193,8 +241,12 @@ def test_moe_student_trains_with_loss_free_balancing_and_resumes(distill_overrid
     again = load_file(str(out / "sequence_kd/model/model.safetensors"))
     assert finished.keys() == again.keys()
     assert all(torch.allclose(finished[k], again[k], atol=1e-6) for k in finished), "resume diverged"
-    assert [(r["stage"], r["step"]) for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == \
-        [("sequence_kd", 1), ("sequence_kd", 2), ("logit_kd", 1), ("logit_kd", 2)]
+    assert [(r["stage"], r["step"]) for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [
+        ("sequence_kd", 1),
+        ("sequence_kd", 2),
+        ("logit_kd", 1),
+        ("logit_kd", 2),
+    ]
 
 
 def test_student_moe_settings_it_cannot_take_fail_before_any_work(distill_overrides, tmp_path):
@@ -204,11 +256,18 @@ def test_student_moe_settings_it_cannot_take_fail_before_any_work(distill_overri
     assert "Traceback" not in result.output
     assert not (tmp_path / "run" / "teacher").exists() and not (tmp_path / "run" / "recipe.yaml").exists()
 
-    moe_student = ["student.name_or_path=build:tiny-moe", f"student.builder_args={json.dumps(TINY_MOE)}",
-                   "moe.balancing=aux_loss", f"output.dir={tmp_path / 'aux'}"]
+    moe_student = [
+        "student.name_or_path=build:tiny-moe",
+        f"student.builder_args={json.dumps(TINY_MOE)}",
+        "moe.balancing=aux_loss",
+        f"output.dir={tmp_path / 'aux'}",
+    ]
     result = runner.invoke(app, ["distill", RECIPE, *_sets([*distill_overrides, *moe_student])])
     assert result.exit_code == 2, result.output
-    assert "aux_loss: DeepseekV3ForCausalLM returns no auxiliary" in result.output and "moe.balancing=loss_free" in result.output
+    assert (
+        "aux_loss: DeepseekV3ForCausalLM returns no auxiliary" in result.output
+        and "moe.balancing=loss_free" in result.output
+    )
     assert not (tmp_path / "aux" / "recipe.yaml").exists()
 
 
@@ -217,8 +276,13 @@ def test_qlora_student_distils_into_adapters_on_a_4bit_base(distill_overrides, t
     pytest.importorskip("bitsandbytes", minversion="0.50")
     # As on an AVX512-BF16 CPU, where bitsandbytes would repack layers for inference mid-run.
     monkeypatch.setattr("bitsandbytes.nn.modules.has_avx512bf16", lambda: True)
-    sets = [*distill_overrides, "student.load_in_4bit=true", "student.lora.enabled=true", "student.lora.r=4",
-            "student.lora.target_modules=[q_proj, o_proj]"]
+    sets = [
+        *distill_overrides,
+        "student.load_in_4bit=true",
+        "student.lora.enabled=true",
+        "student.lora.r=4",
+        "student.lora.target_modules=[q_proj, o_proj]",
+    ]
     result = runner.invoke(app, ["distill", RECIPE, *_sets(sets)])
     assert result.exit_code == 0, result.output
     out = tmp_path / "run"
@@ -230,8 +294,21 @@ def test_qlora_student_distils_into_adapters_on_a_4bit_base(distill_overrides, t
     assert type(student.model.layers[0].self_attn.o_proj) is torch.nn.Linear
     assert not any("lora" in name for name, _ in student.named_parameters())
 
-    teacher_4bit = runner.invoke(app, ["distill", RECIPE, *_sets([*distill_overrides, "teacher.load_in_4bit=true", "teacher.warmstart.steps=0",
-                                                                  f"output.dir={tmp_path / 'bad'}"])])
+    teacher_4bit = runner.invoke(
+        app,
+        [
+            "distill",
+            RECIPE,
+            *_sets(
+                [
+                    *distill_overrides,
+                    "teacher.load_in_4bit=true",
+                    "teacher.warmstart.steps=0",
+                    f"output.dir={tmp_path / 'bad'}",
+                ]
+            ),
+        ],
+    )
     assert teacher_4bit.exit_code == 2 and "load_in_4bit applies to the student" in teacher_4bit.output
 
 
@@ -240,10 +317,22 @@ def test_readme_example_with_a_checkpoint_teacher_and_the_tiny_recipe(distill_ov
     """README: `posttrain distill --teacher outputs/tiny-math --student build:tiny-dense --recipe recipes/tiny-distill.yaml`.
     The recipe's teacher is a `build:` model with builder_args; a checkpoint given by flag replaces it."""
     shrink = [o for o in distill_overrides if not o.startswith("teacher.")]
-    result = runner.invoke(app, ["distill", "--teacher", str(tiny_moe_dir), "--student", "build:tiny-dense",
-                                 "--recipe", RECIPE, *_sets(shrink)])
+    result = runner.invoke(
+        app,
+        [
+            "distill",
+            "--teacher",
+            str(tiny_moe_dir),
+            "--student",
+            "build:tiny-dense",
+            "--recipe",
+            RECIPE,
+            *_sets(shrink),
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["teacher"]["params_total"] == sum(
-        p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(tiny_moe_dir).parameters())
+        p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(tiny_moe_dir).parameters()
+    )
     assert "is used as it is" in " ".join(result.output.split())  # the recipe's warm-start is for build: teachers

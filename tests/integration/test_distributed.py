@@ -23,28 +23,77 @@ from posttrain.cli.app import app
 
 REPO = Path(__file__).resolve().parents[2]
 WATCH = REPO / "tests" / "fixtures" / "write_watch"
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0", "-m", "posttrain"]
+LAUNCH = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+    "--main_process_port",
+    "0",
+    "-m",
+    "posttrain",
+]
 
 # conftest.TINY_MOE (pytest's importlib mode does not make conftest importable)
-TINY_MOE = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "n_routed_experts": 4, "num_experts_per_tok": 2,
-            "moe_intermediate_size": 16, "kv_lora_rank": 8, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 8}
+TINY_MOE = {
+    "hidden_size": 32,
+    "num_layers": 2,
+    "num_heads": 2,
+    "n_routed_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 16,
+    "kv_lora_rank": 8,
+    "qk_rope_head_dim": 8,
+    "qk_nope_head_dim": 8,
+    "v_head_dim": 8,
+}
 TINY_DENSE = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32}
 
 # 4 prompts x 1 per process: 2 processes x 4 completions = 8, two groups of num_generations=4.
 GRPO_SETS = [
-    f"model.builder_args={json.dumps(TINY_MOE)}", "model.warmstart.steps=3", "model.warmstart.batch_size=8",
-    "model.warmstart.num_examples=64", "data.num_train=64", "grpo.max_steps=2", "grpo.per_device_train_batch_size=4",
-    "grpo.num_generations=4", "grpo.max_completion_length=12", "grpo.logging_steps=1", "output.save_steps=1",
-    "eval.num_problems=5", "eval.num_samples=2", "eval.max_new_tokens=12",  # 5: the processes' shares differ in size
+    f"model.builder_args={json.dumps(TINY_MOE)}",
+    "model.warmstart.steps=3",
+    "model.warmstart.batch_size=8",
+    "model.warmstart.num_examples=64",
+    "data.num_train=64",
+    "grpo.max_steps=2",
+    "grpo.per_device_train_batch_size=4",
+    "grpo.num_generations=4",
+    "grpo.max_completion_length=12",
+    "grpo.logging_steps=1",
+    "output.save_steps=1",
+    "eval.num_problems=5",
+    "eval.num_samples=2",
+    "eval.max_new_tokens=12",  # 5: the processes' shares differ in size
 ]
 DISTILL_SETS = [
-    f"teacher.builder_args={json.dumps(TINY_MOE)}", f"student.builder_args={json.dumps(TINY_DENSE)}",
-    "teacher.warmstart.steps=2", "teacher.warmstart.batch_size=8", "teacher.warmstart.num_examples=32",
-    "data.num_train=11", "distill.traces.num_samples=2", "distill.traces.max_new_tokens=10", "distill.traces.chunk_prompts=4",
-    "distill.traces.require={}", "distill.traces.drop_truncated=false", "distill.max_steps=2",
-    "distill.per_device_train_batch_size=4", "distill.logging_steps=1", "distill.logit_kd.max_steps=2",
-    "distill.logit_kd.per_device_train_batch_size=4", "eval.num_problems=3", "eval.num_samples=2", "eval.max_new_tokens=10",
+    f"teacher.builder_args={json.dumps(TINY_MOE)}",
+    f"student.builder_args={json.dumps(TINY_DENSE)}",
+    "teacher.warmstart.steps=2",
+    "teacher.warmstart.batch_size=8",
+    "teacher.warmstart.num_examples=32",
+    "data.num_train=11",
+    "distill.traces.num_samples=2",
+    "distill.traces.max_new_tokens=10",
+    "distill.traces.chunk_prompts=4",
+    "distill.traces.require={}",
+    "distill.traces.drop_truncated=false",
+    "distill.max_steps=2",
+    "distill.per_device_train_batch_size=4",
+    "distill.logging_steps=1",
+    "distill.logit_kd.max_steps=2",
+    "distill.logit_kd.per_device_train_batch_size=4",
+    "eval.num_problems=3",
+    "eval.num_samples=2",
+    "eval.max_new_tokens=10",
 ]
 
 
@@ -55,9 +104,15 @@ def _sets(overrides):
 def _launch(command: str, recipe: str, sets: list[str], out: Path, log_dir: Path) -> subprocess.CompletedProcess:
     log_dir.mkdir()
     env = {
-        **os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "ACCELERATE_USE_CPU": "true",
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "ACCELERATE_USE_CPU": "true",
         "PYTHONPATH": os.pathsep.join([str(WATCH), *filter(None, [os.environ.get("PYTHONPATH")])]),
-        "POSTTRAIN_WATCH_DIR": str(out), "POSTTRAIN_WATCH_LOG": str(log_dir), "COLUMNS": "200",
+        "POSTTRAIN_WATCH_DIR": str(out),
+        "POSTTRAIN_WATCH_LOG": str(log_dir),
+        "COLUMNS": "200",
     }
     args = [*LAUNCH, command, str(REPO / recipe), *_sets([*sets, f"output.dir={out}"])]
     return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
@@ -71,8 +126,11 @@ def _single(command: str, recipe: str, sets: list[str], out: Path) -> None:
 def _relative(out: Path) -> set[str]:
     """Every file of a run; the Trainer's RNG state (rng_state.pth, or rng_state_<rank>.pth per
     process) under one name."""
-    return {p.relative_to(out).parent.as_posix() + "/" + ("rng_state.pth" if p.name.startswith("rng_state") else p.name)
-            for p in out.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(out).parent.as_posix() + "/" + ("rng_state.pth" if p.name.startswith("rng_state") else p.name)
+        for p in out.rglob("*")
+        if p.is_file()
+    }
 
 
 def _key_paths(value, prefix="") -> set[str]:
@@ -116,7 +174,10 @@ def _launch_and_compare(command: str, recipe: str, sets: list[str], tmp_path: Pa
     _single(command, recipe, sets, single)
     assert _relative(out) == _relative(single)
     assert not [p for p in out.rglob("*") if ".tmp" in p.name or p.name.startswith(".staging")]
-    summary, reference = json.loads((out / "summary.json").read_text()), json.loads((single / "summary.json").read_text())
+    summary, reference = (
+        json.loads((out / "summary.json").read_text()),
+        json.loads((single / "summary.json").read_text()),
+    )
     assert _key_paths(summary) == _key_paths(reference)
     return out, single, summary, reference
 
@@ -145,7 +206,9 @@ def test_grpo_under_two_processes_matches_one_and_only_rank0_writes(tmp_path):
 
 @pytest.mark.slow
 def test_distill_under_two_processes_matches_one_and_only_rank0_writes(tmp_path):
-    out, single, summary, reference = _launch_and_compare("distill", "recipes/tiny-distill.yaml", DISTILL_SETS, tmp_path)
+    out, single, summary, reference = _launch_and_compare(
+        "distill", "recipes/tiny-distill.yaml", DISTILL_SETS, tmp_path
+    )
     assert summary["traces"]["prompts"] == 11 and summary["traces"]["samples"] == 22
     raw, expected = _jsonl(out / "traces_raw.jsonl"), _jsonl(single / "traces_raw.jsonl")
     assert [r["id"] for r in raw] == [r["id"] for r in expected]  # each prompt once, in order

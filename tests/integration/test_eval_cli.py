@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from posttrain.cli.app import app
@@ -13,9 +14,11 @@ GOOD = "<think>1+2=3</think><answer>{}</answer>"
 
 
 def _data(tmp_path: Path) -> Path:
-    rows = [{"id": "a", "prompt": "1+2", "answer": "3"},
-            {"id": "b", "prompt": "half of 1", "answer": "\\frac{1}{2}"},
-            {"id": "c", "prompt": "2+2", "answer": "4"}]
+    rows = [
+        {"id": "a", "prompt": "1+2", "answer": "3"},
+        {"id": "b", "prompt": "half of 1", "answer": "\\frac{1}{2}"},
+        {"id": "c", "prompt": "2+2", "answer": "4"},
+    ]
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -26,7 +29,10 @@ def _completions(tmp_path: Path) -> Path:
         # a: 2 of 4 correct -> pass@1 0.5, pass@2 = 1 - C(2,2)/C(4,2) = 5/6; first two vote 3 -> maj@2 ok
         {"id": "a", "completions": [GOOD.format(3), GOOD.format(3), GOOD.format(5), "no tags 7"]},
         # b: joined by prompt text; 0.5 and 1/2 are the same answer -> 4 of 4 correct
-        {"prompt": "half of 1", "completions": [GOOD.format("0.5"), GOOD.format("1/2"), GOOD.format("\\frac12"), GOOD.format("0.50")]},
+        {
+            "prompt": "half of 1",
+            "completions": [GOOD.format("0.5"), GOOD.format("1/2"), GOOD.format("\\frac12"), GOOD.format("0.50")],
+        },
         # c: 0 of 4 correct
         {"id": "c", "completions": [GOOD.format(5)] * 4},
     ]
@@ -37,8 +43,20 @@ def _completions(tmp_path: Path) -> Path:
 
 def test_completions_metrics_are_exact(tmp_path):
     out = tmp_path / "eval"
-    result = runner.invoke(app, ["eval", "--completions", str(_completions(tmp_path)), "--data", str(_data(tmp_path)),
-                                 "--k", "1,2,4", "--output-dir", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--completions",
+            str(_completions(tmp_path)),
+            "--data",
+            str(_data(tmp_path)),
+            "--k",
+            "1,2,4",
+            "--output-dir",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     m = report["metrics"]
@@ -55,7 +73,15 @@ def test_completions_metrics_are_exact(tmp_path):
 
 
 def test_gate_failure_exits_1_and_names_metric(tmp_path):
-    args = ["eval", "--completions", str(_completions(tmp_path)), "--data", str(_data(tmp_path)), "--output-dir", str(tmp_path / "e")]
+    args = [
+        "eval",
+        "--completions",
+        str(_completions(tmp_path)),
+        "--data",
+        str(_data(tmp_path)),
+        "--output-dir",
+        str(tmp_path / "e"),
+    ]
     assert runner.invoke(app, [*args, "--min", "pass@1=0.4"]).exit_code == 0
     result = runner.invoke(app, [*args, "--min", "pass@1=0.6"])
     assert result.exit_code == 1
@@ -64,11 +90,15 @@ def test_gate_failure_exits_1_and_names_metric(tmp_path):
 
 def test_bad_gate_and_unmatched_rows(tmp_path):
     data = _data(tmp_path)
-    result = runner.invoke(app, ["eval", "--completions", str(_completions(tmp_path)), "--data", str(data), "--min", "pass@16=0.1"])
+    result = runner.invoke(
+        app, ["eval", "--completions", str(_completions(tmp_path)), "--data", str(data), "--min", "pass@16=0.1"]
+    )
     assert result.exit_code == 2 and "pass@16" in result.output
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "zzz", "completion": "x"}) + "\n")
-    result = runner.invoke(app, ["eval", "--completions", str(bad), "--data", str(data), "--output-dir", str(tmp_path / "e2")])
+    result = runner.invoke(
+        app, ["eval", "--completions", str(bad), "--data", str(data), "--output-dir", str(tmp_path / "e2")]
+    )
     assert result.exit_code == 2 and "bad.jsonl:1" in result.output and "'zzz'" in result.output
 
 
@@ -79,8 +109,27 @@ def test_needs_model_or_completions(tmp_path):
 
 def test_model_eval_reports_routing_and_resumes(tiny_moe_dir, tmp_path):
     out = tmp_path / "eval"
-    args = ["eval", "--model", str(tiny_moe_dir), "--data", "arithmetic", "--num-problems", "5", "--n", "2",
-            "--k", "1,2", "--max-new-tokens", "6", "--output-dir", str(out), "--seed", "3"]
+    args = [
+        "eval",
+        "--model",
+        str(tiny_moe_dir),
+        "--data",
+        "arithmetic",
+        "--num-problems",
+        "5",
+        "--n",
+        "2",
+        "--k",
+        "1,2",
+        "--max-new-tokens",
+        "6",
+        "--output-dir",
+        str(out),
+        "--seed",
+        "3",
+        "--batch-size",
+        "4",  # two problems per batch: the resume below skips whole batches and redoes one
+    ]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     report = json.loads((out / "report.json").read_text())
@@ -103,11 +152,23 @@ def test_failing_reward_plugin_is_reported_not_fatal(tmp_path, monkeypatch):
     (tmp_path / "rewards").mkdir()
     (tmp_path / "rewards" / "x.py").write_text(
         "def fn(completions, **kwargs):\n"
-        "    return [1.0 / ('5' not in c) for c in completions]  # ZeroDivisionError on a 5\n")
+        "    return [1.0 / ('5' not in c) for c in completions]  # ZeroDivisionError on a 5\n"
+    )
     monkeypatch.chdir(tmp_path)  # plug-ins named on the command line resolve from the working folder
     out = tmp_path / "eval"
-    args = ["eval", "--completions", str(_completions(tmp_path)), "--data", str(_data(tmp_path)),
-            "--reward", "accuracy", "--reward", "rewards/x.py:fn", "--output-dir", str(out)]
+    args = [
+        "eval",
+        "--completions",
+        str(_completions(tmp_path)),
+        "--data",
+        str(_data(tmp_path)),
+        "--reward",
+        "accuracy",
+        "--reward",
+        "rewards/x.py:fn",
+        "--output-dir",
+        str(out),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "report.json").read_text())["metrics"]
@@ -118,29 +179,89 @@ def test_failing_reward_plugin_is_reported_not_fatal(tmp_path, monkeypatch):
 
 def test_min_gain_gates_on_the_gain_over_a_baseline_eval(tmp_path):
     data = str(_data(tmp_path))
-    base = runner.invoke(app, ["eval", "--completions", str(_completions(tmp_path)), "--data", data,
-                               "--output-dir", str(tmp_path / "base")])
+    base = runner.invoke(
+        app,
+        ["eval", "--completions", str(_completions(tmp_path)), "--data", data, "--output-dir", str(tmp_path / "base")],
+    )
     assert base.exit_code == 0, base.output  # pass@1 (0.5 + 1 + 0) / 3 = 0.5
     better = tmp_path / "better.jsonl"  # c now right 2 of 4 times: pass@1 (0.5 + 1 + 0.5) / 3 = 2/3
-    better.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"id": "a", "completions": [GOOD.format(3), GOOD.format(3), GOOD.format(5), "no tags 7"]},
-        {"id": "b", "completions": [GOOD.format("0.5")] * 4},
-        {"id": "c", "completions": [GOOD.format(4), GOOD.format(4), GOOD.format(5), GOOD.format(5)]}]))
-    args = ["eval", "--completions", str(better), "--data", data, "--baseline", str(tmp_path / "base" / "report.json"),
-            "--output-dir", str(tmp_path / "better")]
+    better.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                {"id": "a", "completions": [GOOD.format(3), GOOD.format(3), GOOD.format(5), "no tags 7"]},
+                {"id": "b", "completions": [GOOD.format("0.5")] * 4},
+                {"id": "c", "completions": [GOOD.format(4), GOOD.format(4), GOOD.format(5), GOOD.format(5)]},
+            ]
+        )
+    )
+    args = [
+        "eval",
+        "--completions",
+        str(better),
+        "--data",
+        data,
+        "--baseline",
+        str(tmp_path / "base" / "report.json"),
+        "--output-dir",
+        str(tmp_path / "better"),
+    ]
     passed = runner.invoke(app, [*args, "--min-gain", "pass@1=0.15"])
     assert passed.exit_code == 0, passed.output
     report = json.loads((tmp_path / "better" / "report.json").read_text())
     assert abs(report["baseline"]["gains"]["pass@1"] - 1 / 6) < 1e-9 and report["baseline"]["metrics"]["pass@1"] == 0.5
     assert "Against the baseline" in (tmp_path / "better" / "report.md").read_text()
     short = runner.invoke(app, [*args, "--min-gain", "pass@1=0.2"])
-    assert short.exit_code == 1 and "pass@1 gained +0.1667 over the baseline (0.5000 -> 0.6667), below the required +0.2" in short.output
+    assert (
+        short.exit_code == 1
+        and "pass@1 gained +0.1667 over the baseline (0.5000 -> 0.6667), below the required +0.2" in short.output
+    )
 
     alone = runner.invoke(app, ["eval", "--completions", str(better), "--data", data, "--min-gain", "pass@1=0.1"])
     assert alone.exit_code == 2 and "--min-gain needs --baseline" in alone.output
     other = tmp_path / "other.jsonl"
     other.write_text((tmp_path / "data.jsonl").read_text())
-    unlike = runner.invoke(app, ["eval", "--completions", str(better), "--data", str(other), "--baseline",
-                                 str(tmp_path / "base" / "report.json"), "--min-gain", "pass@1=0.1", "--output-dir", str(tmp_path / "u")])
+    unlike = runner.invoke(
+        app,
+        [
+            "eval",
+            "--completions",
+            str(better),
+            "--data",
+            str(other),
+            "--baseline",
+            str(tmp_path / "base" / "report.json"),
+            "--min-gain",
+            "pass@1=0.1",
+            "--output-dir",
+            str(tmp_path / "u"),
+        ],
+    )
     assert unlike.exit_code == 2 and "evaluated differently" in unlike.output and "Traceback" not in unlike.output
     assert not (tmp_path / "u" / "report.json").exists()  # refused before any work
+
+
+@pytest.mark.slow
+def test_eval_recipe_reproduces_the_runs_own_held_out_figures(quick_overrides, tmp_path):
+    # One held-out path: `eval --recipe` picks the run's held-out problems, prompts and sampling, so
+    # the saved policy scores exactly what the run reported for it.
+    recipe = str(Path(__file__).resolve().parents[2] / "recipes/tiny-math.yaml")
+    sets = [a for o in [*quick_overrides, "eval.batch_size=4", "eval.seed=11"] for a in ("--set", o)]
+    run = runner.invoke(app, ["grpo", recipe, *sets])
+    assert run.exit_code == 0, run.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    out = tmp_path / "eval"
+    ev = runner.invoke(
+        app, ["eval", "--recipe", recipe, *sets, "--model", str(tmp_path / "run"), "--output-dir", str(out)]
+    )
+    assert ev.exit_code == 0, ev.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"]["pass@1"] == summary["final_accuracy"]
+    assert report["metrics"]["n_problems"] == summary["eval"]["num_problems"] == 6
+    assert report["sampling"] == {"n": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 12, "seed": 11}
+    trained = [json.loads(line) for line in (tmp_path / "run" / "heldout_trained.jsonl").read_text().splitlines()]
+    evaluated = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["prompt"]) for r in evaluated] == [(r["id"], r["prompt"]) for r in trained]
+    assert [[x["text"] for x in r["samples"]] for r in evaluated] == [
+        [x["text"] for x in r["samples"]] for r in trained
+    ]

@@ -31,8 +31,16 @@ def test_grpo_quick_run_writes_every_output(quick_overrides, tmp_path):
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
-    for key in ("loss", "lr", "reward_mean", "rewards/accuracy/mean", "rewards/accuracy/std",
-                "rewards/format/mean", "completion_length", "step_seconds"):
+    for key in (
+        "loss",
+        "lr",
+        "reward_mean",
+        "rewards/accuracy/mean",
+        "rewards/accuracy/std",
+        "rewards/format/mean",
+        "completion_length",
+        "step_seconds",
+    ):
         assert key in rows[-1], key
     assert "tokens_per_second" in rows[-1]
     for row in rows:  # the time split adds up to the step (two clocks around the same step)
@@ -55,7 +63,9 @@ def test_grpo_quick_run_writes_every_output(quick_overrides, tmp_path):
 
 def test_bad_recipe_is_one_screen_error(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model:\n  name_or_path: build:tiny-moe\ndata:\n  source: arithmetic\nrewards:\n  - name: acuracy\ngrpo:\n  num_generation: 4\n")
+    bad.write_text(
+        "model:\n  name_or_path: build:tiny-moe\ndata:\n  source: arithmetic\nrewards:\n  - name: acuracy\ngrpo:\n  num_generation: 4\n"
+    )
     result = runner.invoke(app, ["grpo", str(bad)])
     assert result.exit_code == 2
     assert "did you mean num_generations?" in result.output
@@ -99,7 +109,6 @@ def test_resume_continues_from_checkpoint_without_duplicate_metrics(quick_overri
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_qlora_trains_adapters_on_a_4bit_base_and_saves_a_full_precision_policy(quick_overrides, tmp_path, monkeypatch):
     pytest.importorskip("bitsandbytes", minversion="0.50")
     # As on an AVX512-BF16 CPU, where bitsandbytes would repack layers for inference mid-run.
@@ -120,9 +129,23 @@ def test_qlora_trains_adapters_on_a_4bit_base_and_saves_a_full_precision_policy(
         return trainer
 
     monkeypatch.setattr(grpo_run, "_train", spy)
-    sets = [*_sets(quick_overrides), "--set", "model.warmstart.steps=0", "--set", "model.load_in_4bit=true",
-            "--set", "model.use_bnb_nested_quant=true", "--set", "model.lora.enabled=true", "--set", "model.lora.r=4",
-            "--set", "model.lora.target_modules=[q_proj, o_proj]", "--set", "grpo.learning_rate=1e-2"]
+    sets = [
+        *_sets(quick_overrides),
+        "--set",
+        "model.warmstart.steps=0",
+        "--set",
+        "model.load_in_4bit=true",
+        "--set",
+        "model.use_bnb_nested_quant=true",
+        "--set",
+        "model.lora.enabled=true",
+        "--set",
+        "model.lora.r=4",
+        "--set",
+        "model.lora.target_modules=[q_proj, o_proj]",
+        "--set",
+        "grpo.learning_rate=1e-2",
+    ]
     result = runner.invoke(app, ["grpo", RECIPE, *sets])
     assert result.exit_code == 0, result.output
     assert seen["4bit"] and seen["attn"] == "Linear4bit"  # the base really was quantized while training
@@ -144,26 +167,59 @@ def test_qlora_trains_adapters_on_a_4bit_base_and_saves_a_full_precision_policy(
 
 def test_qlora_settings_are_checked_before_any_work(quick_overrides, tmp_path, monkeypatch):
     base = _sets(quick_overrides)
-    no_lora = runner.invoke(app, ["grpo", RECIPE, *base, "--set", "model.warmstart.steps=0", "--set", "model.load_in_4bit=true"])
+    no_lora = runner.invoke(
+        app, ["grpo", RECIPE, *base, "--set", "model.warmstart.steps=0", "--set", "model.load_in_4bit=true"]
+    )
     assert no_lora.exit_code == 2 and "set lora.enabled: true" in no_lora.output
-    warm = runner.invoke(app, ["grpo", RECIPE, *base, "--set", "model.load_in_4bit=true", "--set", "model.lora.enabled=true"])
+    warm = runner.invoke(
+        app, ["grpo", RECIPE, *base, "--set", "model.load_in_4bit=true", "--set", "model.lora.enabled=true"]
+    )
     assert warm.exit_code == 2 and "load_in_4bit cannot warm-start" in warm.output
     stray = runner.invoke(app, ["grpo", RECIPE, *base, "--set", "model.bnb_4bit_quant_type=fp4"])
     assert stray.exit_code == 2 and "applies with load_in_4bit: true only" in stray.output
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
-    missing = runner.invoke(app, ["grpo", RECIPE, *base, "--set", "model.warmstart.steps=0", "--set", "model.load_in_4bit=true",
-                                  "--set", "model.lora.enabled=true"])
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a)
+    )
+    missing = runner.invoke(
+        app,
+        [
+            "grpo",
+            RECIPE,
+            *base,
+            "--set",
+            "model.warmstart.steps=0",
+            "--set",
+            "model.load_in_4bit=true",
+            "--set",
+            "model.lora.enabled=true",
+        ],
+    )
     assert missing.exit_code == 2 and "pip install 'posttrain[qlora]'" in missing.output
     assert "Traceback" not in missing.output and not (tmp_path / "run" / "recipe.yaml").exists()
 
 
+@pytest.mark.slow
 def test_lora_run_saves_adapter_and_merged_policy(quick_overrides, tmp_path):
-    sets = [*_sets(quick_overrides), "--set", "model.lora.enabled=true", "--set", "model.lora.r=4",
-            "--set", "eval.enabled=false", "--set", "grpo.gradient_checkpointing=true",
-            "--set", "grpo.lr_scheduler_type=cosine", "--set", "grpo.warmup_ratio=0.5", "--set", "grpo.gradient_accumulation_steps=2"]
+    sets = [
+        *_sets(quick_overrides),
+        "--set",
+        "model.lora.enabled=true",
+        "--set",
+        "model.lora.r=4",
+        "--set",
+        "eval.enabled=false",
+        "--set",
+        "grpo.gradient_checkpointing=true",
+        "--set",
+        "grpo.lr_scheduler_type=cosine",
+        "--set",
+        "grpo.warmup_ratio=0.5",
+        "--set",
+        "grpo.gradient_accumulation_steps=2",
+    ]
     result = runner.invoke(app, ["grpo", RECIPE, *sets])
     assert result.exit_code == 0, result.output
     out = tmp_path / "run"

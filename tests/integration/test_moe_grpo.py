@@ -41,22 +41,34 @@ def make_trainer(recipe: GRPORecipe, tokenizer, out: Path, extra=()):
 
     model = build_model("tiny-moe", tokenizer, seed=0, **recipe.model.builder_args)
     rewards, _ = build(recipe.rewards.functions)
-    rows = [{**r, "prompt": to_prompt(r["question"], recipe.data.system_prompt, True)}
-            for r in make_splits(recipe.data, recipe.eval).train]
+    rows = [
+        {**r, "prompt": to_prompt(r["question"], recipe.data.system_prompt, True)}
+        for r in make_splits(recipe.data, recipe.eval).train
+    ]
     from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
 
     timer = StepTimer()  # the order run.py's _train uses: moe callbacks before the metrics logger
-    callbacks = [timer, *moe_callbacks(recipe.moe, model, out), MetricsLogger(out / "metrics.jsonl", timer),
-                 *(cb(model) for cb in extra)]
+    callbacks = [
+        timer,
+        *moe_callbacks(recipe.moe, model, out),
+        MetricsLogger(out / "metrics.jsonl", timer),
+        *(cb(model) for cb in extra),
+    ]
     trainer = build_trainer(recipe, model, tokenizer, rewards, rows, out / "checkpoints", callbacks=callbacks)
     return trainer, model, callbacks
 
 
 @pytest.mark.slow
 def test_loss_free_biases_train_save_and_resume(quick_overrides, char_tokenizer, tmp_path):
-    sets = [*quick_overrides, "moe.balancing=loss_free", f"moe.bias_update_speed={GAMMA}", "output.save_steps=1",
-            "eval.enabled=false", "data.num_train=32",
-            "grpo.beta=0.0"]  # a model built in memory has no path for TRL's reference model
+    sets = [
+        *quick_overrides,
+        "moe.balancing=loss_free",
+        f"moe.bias_update_speed={GAMMA}",
+        "output.save_steps=1",
+        "eval.enabled=false",
+        "data.num_train=32",
+        "grpo.beta=0.0",
+    ]  # a model built in memory has no path for TRL's reference model
     recipe = load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, sets)
     out = tmp_path / "run"
 
@@ -68,7 +80,11 @@ def test_loss_free_biases_train_save_and_resume(quick_overrides, char_tokenizer,
     assert torch.allclose(trained / GAMMA, torch.round(trained / GAMMA), atol=1e-4)  # whole gamma steps
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in logged] == [1, 2] and all("moe/max_vio_mean" in row for row in logged)
-    assert len(logged[-1]["moe/layer0/load"]) == 4 and {"moe/layer0/load", "moe/layer1/max_vio", "moe/bias_absmax"} <= set(logged[-1])
+    assert len(logged[-1]["moe/layer0/load"]) == 4 and {
+        "moe/layer0/load",
+        "moe/layer1/max_vio",
+        "moe/bias_absmax",
+    } <= set(logged[-1])
     assert (out / "expert_load.png").stat().st_size > 1000
 
     from safetensors.torch import load_file

@@ -6,8 +6,15 @@ import typer
 from posttrain import distributed
 from posttrain.errors import ConfigError, PosttrainError
 
-LAUNCH_VARS = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "ACCELERATE_USE_FSDP",
-               "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE")
+LAUNCH_VARS = (
+    "RANK",
+    "PMI_RANK",
+    "OMPI_COMM_WORLD_RANK",
+    "MV2_COMM_WORLD_RANK",
+    "ACCELERATE_USE_FSDP",
+    "ACCELERATE_USE_DEEPSPEED",
+    "ACCELERATE_DEEPSPEED_ZERO_STAGE",
+)
 
 
 @pytest.fixture
@@ -40,12 +47,15 @@ def test_launch_rank_reads_the_launchers_variables(clean_env):
     assert distributed.launch_rank() == 1
 
 
-@pytest.mark.parametrize("env, sharded", [
-    ({}, False),
-    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, False),
-    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, True),
-    ({"ACCELERATE_USE_FSDP": "true"}, True),
-])
+@pytest.mark.parametrize(
+    "env, sharded",
+    [
+        ({}, False),
+        ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, False),
+        ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, True),
+        ({"ACCELERATE_USE_FSDP": "true"}, True),
+    ],
+)
 def test_shards_weights_and_warmstart_refusal(clean_env, env, sharded):
     from posttrain.models.warmstart import refuse_sharded_engine
 
@@ -53,7 +63,9 @@ def test_shards_weights_and_warmstart_refusal(clean_env, env, sharded):
         clean_env.setenv(name, value)
     assert distributed.shards_weights() is sharded
     if sharded:
-        with pytest.raises(ConfigError, match=r"model.warmstart: .*recipes/accelerate/ddp.yaml.*model.warmstart.steps=0"):
+        with pytest.raises(
+            ConfigError, match=r"model.warmstart: .*recipes/accelerate/ddp.yaml.*model.warmstart.steps=0"
+        ):
             refuse_sharded_engine("model.warmstart")
     else:
         refuse_sharded_engine("model.warmstart")

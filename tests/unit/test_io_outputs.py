@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from posttrain.checkpoints import latest_checkpoint
 from posttrain.errors import DataError, PosttrainError
 from posttrain.io import append_jsonl, atomic_write_json, read_jsonl
-from posttrain.checkpoints import latest_checkpoint
 from posttrain.outputs import prepare_output_dir
 
 

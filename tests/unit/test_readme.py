@@ -12,15 +12,24 @@ def _commands() -> list[str]:
 
 
 def test_every_file_a_readme_command_names_is_in_the_repository():
-    named = {m for line in _commands() for m in re.findall(r"(?<![\w./-])((?:recipes|data|benchmarks|requirements|rewards)/[\w./-]+\.\w+)", line)}
+    named = {
+        m
+        for line in _commands()
+        for m in re.findall(r"(?<![\w./-])((?:recipes|data|benchmarks|requirements|rewards)/[\w./-]+\.\w+)", line)
+    }
     assert {"recipes/tiny-math.yaml", "requirements/lock.txt", "data/gsm8k_test_250.jsonl"} <= named
     missing = sorted(path for path in named if not (REPO / path).is_file())
     assert not missing, f"README commands name files a clone does not have: {missing}"
 
 
 def test_nothing_a_user_runs_reads_outside_the_clone():
-    places = [REPO / "README.md", *REPO.glob("recipes/**/*.yaml"), *REPO.glob("src/**/*.py"), *REPO.glob("benchmarks/*.py"),
-              *REPO.glob("tests/**/*.py")]
+    places = [
+        REPO / "README.md",
+        *REPO.glob("recipes/**/*.yaml"),
+        *REPO.glob("src/**/*.py"),
+        *REPO.glob("benchmarks/*.py"),
+        *REPO.glob("tests/**/*.py"),
+    ]
     offenders = [str(p.relative_to(REPO)) for p in places if p != Path(__file__) and "../shared" in p.read_text()]
     assert not offenders
 

@@ -60,8 +60,10 @@ def show_reward_errors(out: Console, summary: dict) -> None:
     errors = {name: n for name, n in (summary.get("reward_errors") or {}).items() if n}
     if errors:
         listed = ", ".join(f"{name} on {n} row(s)" for name, n in errors.items())
-        out.print(f"[yellow]warning:[/yellow] rewards failed and scored None: {listed} (each first error is logged "
-                  "above; `rewards.strict: true` makes them fatal)")
+        out.print(
+            f"[yellow]warning:[/yellow] rewards failed and scored None: {listed} (each first error is logged "
+            "above; `rewards.strict: true` makes them fatal)"
+        )
 
 
 def show_resolved(out: Console, cfg, label: str) -> None:

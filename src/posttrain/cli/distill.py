@@ -12,31 +12,42 @@ from pathlib import Path
 
 import typer
 
-from posttrain.cli.common import check_rewards, show_resolved, show_reward_errors, SET_HELP, console, run_or_exit
+from posttrain.cli.common import SET_HELP, check_rewards, console, run_or_exit, show_resolved, show_reward_errors
+
+DISTILL_SET_HELP = SET_HELP.replace("grpo.learning_rate", "distill.max_steps=200 or distill.learning_rate")
 
 
 def distill(
     recipe: Path = typer.Argument(None, help="YAML recipe (see recipes/tiny-distill.yaml).", dir_okay=False),
-    recipe_opt: Path = typer.Option(None, "--recipe", help="The recipe, as an option instead of the argument.", dir_okay=False),
+    recipe_opt: Path = typer.Option(
+        None, "--recipe", help="The recipe, as an option instead of the argument.", dir_okay=False
+    ),
     teacher: str = typer.Option(None, "--teacher", help="Teacher: checkpoint, Hub name, or build:tiny-moe."),
     student: str = typer.Option(
-        None, "--student",
+        None,
+        "--student",
         help="Student: checkpoint, Hub name, or a fresh model, build:tiny-dense (arguments inline: build:tiny-dense?hidden_size=64&num_layers=2).",
     ),
-    data: str = typer.Option(None, "--data", help="Built-in task (arithmetic, countdown), JSONL/JSON/Parquet file, or Hub dataset."),
+    data: str = typer.Option(
+        None, "--data", help="Built-in task (arithmetic, countdown), JSONL/JSON/Parquet file, or Hub dataset."
+    ),
     output_dir: str = typer.Option(None, "--output-dir", help="Where the run writes (output.dir)."),
-    set_: list[str] = typer.Option(None, "--set", help=SET_HELP.replace("grpo.learning_rate", "distill.max_steps=200 or distill.learning_rate")),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in the output folder; finished stages are reused."),
+    set_: list[str] = typer.Option(None, "--set", help=DISTILL_SET_HELP),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in the output folder; finished stages are reused."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in the output folder."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the recipe, print it resolved, and exit."),
 ) -> None:
     """Distil a teacher's reasoning into a smaller student: traces filtered by rewards, sequence KD, logit KD."""
     out = console()
     path = recipe or recipe_opt
-    cfg = run_or_exit(lambda: load(path, recipe_opt if recipe else None, teacher, student, data, output_dir, set_ or []))
+    cfg = run_or_exit(
+        lambda: load(path, recipe_opt if recipe else None, teacher, student, data, output_dir, set_ or [])
+    )
     run_or_exit(lambda: check_rewards(cfg.rewards.functions))
     if dry_run:
-        show_resolved(out, cfg, str(path or 'flags'))
+        show_resolved(out, cfg, str(path or "flags"))
         return
     from posttrain.distill.run import run
 
@@ -61,18 +72,24 @@ def load(path: Path | None, second: Path | None, teacher, student, data, output_
         section = base.get(role)
         if name is not None and not name.startswith(BUILD_PREFIX) and isinstance(section, dict):
             base[role] = {k: v for k, v in section.items() if k != "builder_args"}
-    flags = {"teacher.name_or_path": teacher, "student.name_or_path": student, "data.source": data, "output.dir": output_dir}
+    flags = {
+        "teacher.name_or_path": teacher,
+        "student.name_or_path": student,
+        "data.source": data,
+        "output.dir": output_dir,
+    }
     given = {key: value for key, value in flags.items() if value is not None}
-    missing = [f"--{key.split('.')[0]}" for key in ("teacher.name_or_path", "student.name_or_path", "data.source")
-               if key not in given and key.split(".")[0] not in base]
+    missing = [
+        f"--{key.split('.')[0]}"
+        for key in ("teacher.name_or_path", "student.name_or_path", "data.source")
+        if key not in given and key.split(".")[0] not in base
+    ]
     if missing:
         raise ConfigError(f"no {', '.join(missing)}: pass {' and '.join(missing)}, or a recipe that sets them")
     # Flags are overrides like --set (the same validation), applied before --set; quoted, so a name
     # such as "null" or "1e3" stays a string.
     overrides = [f"{key}={json.dumps(value)}" for key, value in given.items()] + sets
     return load_recipe(path, DistillRecipe, overrides, data=base)
-
-
 
 
 def _print_result(out, summary: dict, out_dir: str) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from posttrain.cli.common import check_rewards, show_resolved, show_reward_errors, SET_HELP, console, run_or_exit
+from posttrain.cli.common import SET_HELP, check_rewards, console, run_or_exit, show_resolved, show_reward_errors
 
 
 def grpo(
@@ -32,8 +32,6 @@ def grpo(
     show_reward_errors(out, summary)
 
 
-
-
 def _print_result(out, summary: dict, out_dir: str, plots: bool) -> None:
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.1f}%"
@@ -43,4 +41,7 @@ def _print_result(out, summary: dict, out_dir: str, plots: bool) -> None:
         f"held-out pass@1 {pct(summary['base_accuracy'])} -> {pct(summary['final_accuracy'])}, "
         f"greedy {pct(summary['base_greedy_accuracy'])} -> {pct(summary['final_greedy_accuracy'])}"
     )
-    out.print(f"outputs in {out_dir}: policy (from_pretrained), metrics.jsonl, summary.json" + (", reward.png" if plots else ""))
+    out.print(
+        f"outputs in {out_dir}: policy (from_pretrained), metrics.jsonl, summary.json"
+        + (", reward.png" if plots else "")
+    )

@@ -45,12 +45,19 @@ def _short(value: Any) -> str:
 
 @app.command("score")
 def score_command(
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True,
-                                help="JSONL rows with a `completion` and the answer column."),
-    reward: list[str] = typer.Option(None, "--reward", "-r",
-                                     help="Reward name (repeatable); default: accuracy and format."),
-    recipe: Path = typer.Option(None, "--recipe", exists=True, dir_okay=False,
-                                help="Take the rewards (name, weight, kwargs) from a recipe's `rewards:` list."),
+    file: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, readable=True, help="JSONL rows with a `completion` and the answer column."
+    ),
+    reward: list[str] = typer.Option(
+        None, "--reward", "-r", help="Reward name (repeatable); default: accuracy and format."
+    ),
+    recipe: Path = typer.Option(
+        None,
+        "--recipe",
+        exists=True,
+        dir_okay=False,
+        help="Take the rewards (name, weight, kwargs) from a recipe's `rewards:` list.",
+    ),
     answer_column: str = typer.Option("answer", "--answer-column", help="Column holding the gold answer."),
     output: Path = typer.Option(None, "--output", "-o", help="Write per-row scores to this JSONL file."),
 ) -> None:
@@ -64,7 +71,6 @@ def _score(file: Path, names: list[str], recipe: Path | None, answer_column: str
     specs, base_dir, strict = [], Path.cwd(), False
     if recipe is not None:
         specs, strict = _recipe_rewards(recipe)
-        base_dir = recipe.resolve().parent
     specs += [{"name": n} for n in names]
     if not specs:
         specs = [{"name": n} for n in DEFAULT_REWARDS]
@@ -174,8 +180,14 @@ def _print_summary(file, funcs, weights, scores, output) -> None:
     for func, weight, values in zip(funcs, weights, scores):
         scored = [v for v in values if v is not None]
         mean = f"{sum(scored) / len(scored):.4f}" if scored else "-"
-        table.add_row(escape(func.__name__), f"{weight:g}", mean, str(len(scored)), str(len(values) - len(scored)),
-                      str(errors.get(func.__name__, 0)))
+        table.add_row(
+            escape(func.__name__),
+            f"{weight:g}",
+            mean,
+            str(len(scored)),
+            str(len(values) - len(scored)),
+            str(errors.get(func.__name__, 0)),
+        )
     out = console()
     out.print(table)
     if output is not None:

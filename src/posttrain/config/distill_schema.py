@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import yaml
 from pydantic import Field, field_validator, model_validator
 
 from posttrain.config.schema import (
@@ -28,6 +29,7 @@ from posttrain.config.schema import (
     TrainConfig,
     check_warmup_schedule,
 )
+from posttrain.config.trl_fields import DISTILL_GKD, DISTILL_SFT, check_passthrough
 
 DEFAULT_REWARDS = ({"name": "accuracy", "weight": 1.0}, {"name": "format", "weight": 1.0})
 
@@ -36,7 +38,8 @@ class DistillRewardsConfig(RewardsConfig):
     """The GRPO recipe's `rewards`, with accuracy + format when the recipe lists none."""
 
     functions: list[RewardConfig] = Field(
-        default_factory=lambda: [RewardConfig(**r) for r in DEFAULT_REWARDS], min_length=1,
+        default_factory=lambda: [RewardConfig(**r) for r in DEFAULT_REWARDS],
+        min_length=1,
         description="Entries {name, weight, kwargs}; default accuracy and format.",
     )
 
@@ -73,11 +76,15 @@ class LogitKDConfig(Section):
         "needs no teacher in memory; online: the teacher runs beside the student (full vocabulary).",
     )
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
-        "forward_kl", description="forward_kl = KL(teacher||student), reverse_kl = KL(student||teacher), jsd = generalised JSD(beta)."
+        "forward_kl",
+        description="forward_kl = KL(teacher||student), reverse_kl = KL(student||teacher), jsd = generalised JSD(beta).",
     )
     beta: float = Field(0.5, gt=0, lt=1, description="Generalised JSD interpolation (only with divergence: jsd).")
     lmbda: float = Field(
-        0.0, ge=0, le=1, description="On-policy fraction (GKD): share of batches the student samples itself (online only)."
+        0.0,
+        ge=0,
+        le=1,
+        description="On-policy fraction (GKD): share of batches the student samples itself (online only).",
     )
     topk: int = Field(16, gt=0, description="Teacher log-probs stored per token in offline mode.")
     max_steps: int = Field(100, gt=0, description="Optimizer steps.")
@@ -87,7 +94,18 @@ class LogitKDConfig(Section):
     per_device_train_batch_size: int = Field(32, gt=0, description="Sequences per device per micro-step.")
     gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-steps per optimizer step.")
     temperature: float = Field(1.0, gt=0, description="Student sampling temperature for on-policy batches.")
-    max_new_tokens: int | None = Field(None, gt=0, description="On-policy generation budget; default traces.max_new_tokens.")
+    max_new_tokens: int | None = Field(
+        None, gt=0, description="On-policy generation budget; default traces.max_new_tokens."
+    )
+    trl: dict[str, Any] = Field(
+        default_factory=dict, description="Any other trl GKDConfig field, passed through after a check."
+    )
+
+    @field_validator("trl")
+    @classmethod
+    def _known_trl_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_passthrough(value, DISTILL_GKD, set(cls.model_fields))
+        return value
 
     @property
     def jsd_beta(self) -> float:
@@ -136,11 +154,7 @@ class DistillConfig(Section):
     @field_validator("trl")
     @classmethod
     def _known_trl_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from posttrain.config.trl_fields import check_passthrough
-
-        # router_aux_loss_coef is moe.aux_loss_coef; bf16/fp16 are train.precision.
-        owned = {"bf16", "fp16", "packing", "router_aux_loss_coef"}
-        check_passthrough(value, "SFTConfig", owned=set(cls.model_fields) | owned)
+        check_passthrough(value, DISTILL_SFT, set(cls.model_fields))
         return value
 
     @model_validator(mode="after")
@@ -157,8 +171,12 @@ class DistillRecipe(Section):
     data: DataConfig
     rewards: DistillRewardsConfig = Field(default_factory=DistillRewardsConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig, description="Student training precision (auto: student.dtype).")
-    moe: MoEConfig = Field(default_factory=MoEConfig, description="Routing of an MoE student while it trains (both KD stages).")
+    train: TrainConfig = Field(
+        default_factory=TrainConfig, description="Student training precision (auto: student.dtype)."
+    )
+    moe: MoEConfig = Field(
+        default_factory=MoEConfig, description="Routing of an MoE student while it trains (both KD stages)."
+    )
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=lambda: OutputConfig(dir="outputs/distill"))
@@ -197,13 +215,13 @@ class DistillRecipe(Section):
             raise ValueError("load_in_4bit applies to the student (QLoRA); the teacher loads in its own dtype")
         return value
 
+
 def split_builder_spec(section: dict) -> dict:
     """Move `?k=v&k2=v2` from a `build:` name into builder_args; the name's values win, so
     `--student build:tiny-dense?hidden_size=64` overrides a recipe's student.builder_args."""
     name = section.get("name_or_path")
     if not isinstance(name, str) or not name.startswith(BUILD_PREFIX) or "?" not in name:
         return section
-    import yaml
 
     base, _, query = name.partition("?")
     parsed = {}

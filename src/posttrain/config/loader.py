@@ -173,9 +173,7 @@ def _as_written(loc: tuple, data: Any, lines: dict, shorthands: dict[str, str]) 
     return (short if written_as_list or (loc[0], 0) in lines else loc), short
 
 
-def format_errors(
-    error: ValidationError, schema: type[BaseModel], source: str, lines: dict, data: Any = None
-) -> str:
+def format_errors(error: ValidationError, schema: type[BaseModel], source: str, lines: dict, data: Any = None) -> str:
     problems = []
     shorthands = list_shorthands(schema)
     for err in error.errors():

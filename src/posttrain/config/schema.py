@@ -1,6 +1,6 @@
 """The recipe schema: every section a pydantic model with `extra="forbid"`, defaults a user can run.
 
-Field descriptions double as documentation: `posttrain grpo --help-recipe` prints them.
+Field descriptions double as documentation: validation errors and `posttrain grpo --dry-run` quote them.
 Field names follow TRL's where a field maps onto one, so a recipe reads like TRL's or open-r1's.
 """
 
@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from posttrain.config.builders import BUILDERS, spec_fields
+from posttrain.config.trl_fields import GRPO, WARMSTART, check_passthrough
 
 BUILD_PREFIX = "build:"
 
@@ -57,6 +60,16 @@ class WarmstartConfig(Section):
     warmup_steps: int = Field(20, ge=0, description="Linear warmup steps.")
     num_examples: int = Field(20000, gt=0, description="Generated worked examples to train on.")
     seed: int = Field(1234, description="Seed of the warm-start data (disjoint from RL and eval).")
+    trl: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any other trl.SFTConfig field of the warm-start, passed through after a check.",
+    )
+
+    @field_validator("trl")
+    @classmethod
+    def _known_trl_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_passthrough(value, WARMSTART, set(cls.model_fields))
+        return value
 
 
 class ModelConfig(Section):
@@ -69,9 +82,7 @@ class ModelConfig(Section):
         default_factory=dict, description="Overrides for a 'build:' model (hidden_size, num_layers, ...)."
     )
     tokenizer: str | None = Field(None, description="Tokenizer to load; defaults to the model's.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype when loading."
-    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype when loading.")
     trust_remote_code: bool = Field(False, description="Allow Hub models with custom code.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     load_in_4bit: bool = Field(
@@ -84,15 +95,13 @@ class ModelConfig(Section):
 
     @property
     def builder(self) -> str | None:
-        return self.name_or_path[len(BUILD_PREFIX):] if self.name_or_path.startswith(BUILD_PREFIX) else None
+        return self.name_or_path[len(BUILD_PREFIX) :] if self.name_or_path.startswith(BUILD_PREFIX) else None
 
     @field_validator("name_or_path")
     @classmethod
     def _known_builder(cls, value: str) -> str:
         if value.startswith(BUILD_PREFIX):
-            from posttrain.models.builders import BUILDERS
-
-            kind = value[len(BUILD_PREFIX):]
+            kind = value[len(BUILD_PREFIX) :]
             if kind not in BUILDERS:
                 raise ValueError(f"unknown builder {kind!r}; available: {', '.join(BUILDERS)}")
         return value
@@ -102,13 +111,10 @@ class ModelConfig(Section):
         if self.builder_args and not self.builder:
             raise ValueError("builder_args only apply to 'build:' models")
         if self.builder:
-            from posttrain.models.builders import spec_fields
-
             unknown = sorted(set(self.builder_args) - set(spec_fields(self.builder)))
             if unknown:
                 raise ValueError(
-                    f"builder_args: unknown {unknown} for {self.builder}; "
-                    f"known: {', '.join(spec_fields(self.builder))}"
+                    f"builder_args: unknown {unknown} for {self.builder}; known: {', '.join(spec_fields(self.builder))}"
                 )
         return self
 
@@ -120,8 +126,10 @@ class ModelConfig(Section):
                     raise ValueError(f"{key} applies with load_in_4bit: true only")
             return self
         if self.warmstart.steps:
-            raise ValueError("load_in_4bit cannot warm-start (SFT of all weights); warm-start first, then load that "
-                             "checkpoint in 4 bits, or set warmstart.steps: 0")
+            raise ValueError(
+                "load_in_4bit cannot warm-start (SFT of all weights); warm-start first, then load that "
+                "checkpoint in 4 bits, or set warmstart.steps: 0"
+            )
         return self
 
     def check_trainable_in_4bit(self) -> None:
@@ -196,7 +204,7 @@ class RewardsConfig(Section):
             return {cls.list_shorthand: data}
         if not isinstance(data, dict | BaseModel):
             # ValueError, not TypeError: pydantic reports only the former as a validation error.
-            raise ValueError(  # noqa: TRY004
+            raise ValueError(
                 "expected a list of {name, weight, kwargs} entries, or a mapping {functions: [...], strict: true|false}"
             )
         return data
@@ -242,12 +250,7 @@ class GRPOConfig(Section):
     @field_validator("trl")
     @classmethod
     def _known_trl_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from posttrain.config.trl_fields import check_passthrough
-
-        # router_aux_loss_coef is moe.aux_loss_coef; the rest are train.* and generation.* fields.
-        owned = {"router_aux_loss_coef", "bf16", "fp16", "cache_implementation", "use_vllm", "vllm_mode",
-                 "vllm_server_host", "vllm_server_port"}
-        check_passthrough(value, "GRPOConfig", owned=set(cls.model_fields) | owned)
+        check_passthrough(value, GRPO, set(cls.model_fields))
         return value
 
     @model_validator(mode="after")
@@ -276,7 +279,8 @@ class GenerationConfig(Section):
     """How completions are decoded (posttrain.models.generation): held-out eval, traces."""
 
     cache: Literal["dynamic", "static", "quantized"] = Field(
-        "dynamic", description="KV cache: dynamic (default), static (preallocated) or quantized (4-bit; optimum-quanto or hqq)."
+        "dynamic",
+        description="KV cache: dynamic (default), static (preallocated) or quantized (4-bit; optimum-quanto or hqq).",
     )
 
 
@@ -289,8 +293,12 @@ class GRPOGenerationConfig(GenerationConfig):
     vllm_mode: Literal["colocate", "server"] = Field(
         "colocate", description="vLLM beside the trainer on the same GPUs, or a `trl vllm-serve` server."
     )
-    vllm_server_host: str | None = Field(None, description="vllm_mode server: host of the server (TRL default 0.0.0.0).")
-    vllm_server_port: int | None = Field(None, gt=0, description="vllm_mode server: port of the server (TRL default 8000).")
+    vllm_server_host: str | None = Field(
+        None, description="vllm_mode server: host of the server (TRL default 0.0.0.0)."
+    )
+    vllm_server_port: int | None = Field(
+        None, gt=0, description="vllm_mode server: port of the server (TRL default 8000)."
+    )
 
     @model_validator(mode="after")
     def _vllm_fields_fit(self) -> GRPOGenerationConfig:
@@ -314,7 +322,8 @@ class MoEConfig(Section):
     """Mixture-of-Experts routing during training (see posttrain.models.moe)."""
 
     balancing: Literal["loss_free", "aux_loss", "none"] = Field(
-        "none", description="loss_free: DeepSeek-V3 bias update; aux_loss: Switch loss; none. "
+        "none",
+        description="loss_free: DeepSeek-V3 bias update; aux_loss: Switch loss; none. "
         "With loss_free, model.warmstart of an MoE balances too (DeepSeek-V3 trains the bias throughout pre-training).",
     )
     bias_update_speed: float = Field(1e-3, gt=0, description="gamma of the loss-free bias update.")

@@ -12,6 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import datasets
+import pyarrow.parquet as pq
+
 from posttrain.data.tasks import TASKS
 from posttrain.errors import DataError
 from posttrain.io import iter_jsonl
@@ -72,14 +75,11 @@ def read_file_rows(path: Path, skip_bad_rows: bool, skipped: list[str] | None = 
             raise DataError(f"{path}: expected a JSON list of objects")
         return rows
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
         return pq.read_table(path).to_pylist()
     raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(FILE_SUFFIXES)}")
 
 
 def read_hub_rows(name: str, config_name: str | None, split: str) -> list[dict]:
-    import datasets
 
     try:
         ds = datasets.load_dataset(name, config_name, split=split)
@@ -124,7 +124,14 @@ def normalise_rows(
         if preset == "gsm8k":
             answer = gsm8k_answer(answer)
         extra = {k: v for k, v in row.items() if k not in (prompt_col, answer_col, "id")}
-        out.append({**extra, "id": str(row.get("id", row.get("unique_id", i))), "question": str(row[prompt_col]), "answer": answer})
+        out.append(
+            {
+                **extra,
+                "id": str(row.get("id", row.get("unique_id", i))),
+                "question": str(row[prompt_col]),
+                "answer": answer,
+            }
+        )
     if not out:
         raise DataError(f"{origin}: every row was malformed ({skipped} skipped)")
     return out, skipped
@@ -155,8 +162,14 @@ def load_rows(
     rows, incomplete = normalise_rows(raw, origin, preset, prompt_column, answer_column, skip_bad_rows)
     if malformed or incomplete:
         first = f" (first: {malformed[0]})" if malformed else ""
-        log.warning("%s: skipped %d bad rows (data.skip_bad_rows): %d malformed, %d without the prompt/answer "
-                    "columns%s", origin, len(malformed) + incomplete, len(malformed), incomplete, first)
+        log.warning(
+            "%s: skipped %d bad rows (data.skip_bad_rows): %d malformed, %d without the prompt/answer columns%s",
+            origin,
+            len(malformed) + incomplete,
+            len(malformed),
+            incomplete,
+            first,
+        )
     return rows[:n] if n else rows
 
 

@@ -48,7 +48,13 @@ def make_splits(data: DataConfig, evaluation: EvalConfig, warm: WarmstartConfig 
     if kind == "task":
         # Drawn even with eval.enabled=false: `posttrain eval --recipe` scores these problems later,
         # so training and the warm-start must never see them either way.
-        drawn = _load(data, evaluation.source or data.source, evaluation.split, evaluation.num_problems, evaluation.seed + EVAL_SEED_OFFSET)
+        drawn = _load(
+            data,
+            evaluation.source or data.source,
+            evaluation.split,
+            evaluation.num_problems,
+            evaluation.seed + EVAL_SEED_OFFSET,
+        )
         reserved = {r["question"] for r in drawn}
         heldout = drawn if evaluation.enabled else []
         train = _load(data, data.source, data.split, data.num_train or 5000, data.seed)
@@ -68,7 +74,9 @@ def make_splits(data: DataConfig, evaluation: EvalConfig, warm: WarmstartConfig 
     return Splits(train=train, heldout=heldout, warmstart=warm_rows)
 
 
-def _file_heldout(data: DataConfig, evaluation: EvalConfig, train: list[dict], kind: str) -> tuple[list[dict], list[dict]]:
+def _file_heldout(
+    data: DataConfig, evaluation: EvalConfig, train: list[dict], kind: str
+) -> tuple[list[dict], list[dict]]:
     if evaluation.source:
         heldout = _load(data, evaluation.source, evaluation.split, evaluation.num_problems, evaluation.seed)
         return train, heldout
@@ -80,7 +88,7 @@ def _file_heldout(data: DataConfig, evaluation: EvalConfig, train: list[dict], k
     order = list(range(len(train)))
     random.Random(evaluation.seed).shuffle(order)
     cut = min(evaluation.num_problems, len(train) // 5 or 1)
-    held = {i for i in order[:cut]}
+    held = set(order[:cut])
     return [r for i, r in enumerate(train) if i not in held], [train[i] for i in order[:cut]]
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from trl import SFTTrainer
 
-from posttrain.checkpoints import AtomicCheckpoints
 from posttrain.distill.topk import TopKTargets, gkd_trainer_class, topk_divergence
+from posttrain.trl_adapter import AtomicCheckpoints, check_attributes, check_trainer_class, count_tokens, with_aux_loss
 
 GKDTrainer = gkd_trainer_class()
 
@@ -56,52 +56,42 @@ class TraceCollator:
         return batch
 
 
-def _count_tokens(trainer, inputs: dict) -> None:
-    """num_tokens as SFTTrainer logs it, so metrics.jsonl gets tokens/s for every stage."""
-    mode = "train" if trainer.model.training else "eval"
-    if mode == "train":
-        trainer._total_train_tokens += int(inputs["attention_mask"].sum())
-    trainer._metrics[mode]["num_tokens"] = [trainer._total_train_tokens]
-
-
-def _with_aux_loss(trainer, loss, outputs, num_items_in_batch):
-    """`loss` plus the router's load-balancing loss when `router_aux_loss_coef` enables it.
-
-    SFTTrainer's `__init__` sets `output_router_logits` in the student's config, so its forward
-    returns `aux_loss`; but it adds it only to the NLL of its own `compute_loss`, which the KD losses
-    replace. Weighted and averaged over accumulation steps as SFTTrainer does.
-    """
-    if not trainer.aux_loss_enabled:
-        return loss
-    steps = trainer.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
-    mode = "train" if trainer.model.training else "eval"
-    trainer._metrics[mode]["aux_loss"].append(trainer.accelerator.gather_for_metrics(outputs.aux_loss.detach()).mean().item())
-    return loss + trainer.router_aux_loss_coef * outputs.aux_loss / steps
-
-
 class TopKDistillTrainer(AtomicCheckpoints, SFTTrainer):
     """Logit KD against stored teacher top-k log-probs: no teacher model anywhere."""
 
     def __init__(self, *args, beta: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
+        check_attributes(self)
         self.beta = beta
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        _count_tokens(self, inputs)
+        count_tokens(self, inputs["attention_mask"])
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         loss = topk_divergence(
-            outputs.logits[:, :-1], inputs["target_ids"][:, :-1], inputs["target_logprobs"][:, :-1],
-            inputs["labels"][:, 1:], self.beta, num_items_in_batch=num_items_in_batch,
+            outputs.logits[:, :-1],
+            inputs["target_ids"][:, :-1],
+            inputs["target_logprobs"][:, :-1],
+            inputs["labels"][:, 1:],
+            self.beta,
+            num_items_in_batch=num_items_in_batch,
         )
-        loss = _with_aux_loss(self, loss, outputs, num_items_in_batch)
+        loss = with_aux_loss(self, loss, outputs, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
 
 
 class OnlineKDTrainer(AtomicCheckpoints, GKDTrainer):
     """TRL's GKD (teacher beside the student, full vocabulary), with tokens counted for metrics."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        check_attributes(self)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        _count_tokens(self, inputs)
+        count_tokens(self, inputs["attention_mask"])
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        loss = _with_aux_loss(self, loss, outputs, num_items_in_batch)
+        loss = with_aux_loss(self, loss, outputs, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
+
+
+check_trainer_class(TopKDistillTrainer)
+check_trainer_class(OnlineKDTrainer)

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from rich.console import Console
+import yaml
 
 from posttrain.distributed import on_main
+from posttrain.evaluate.heldout import HeldOut, heldout_accuracy, result_line
 from posttrain.io import atomic_write_json, atomic_write_jsonl
 
 
@@ -50,17 +51,16 @@ class Ledger:
         return self.info[key]
 
 
-def evaluate_cached(model_fn, tokenizer, rows, prompts, settings, rewards, correctness, console: Console, label: str, out: Path, ledger: Ledger) -> dict | None:
+def evaluate_cached(model_fn, tokenizer, heldout: HeldOut, label: str, out: Path, ledger: Ledger) -> dict | None:
     """Held-out accuracy of `model_fn()` (`posttrain.evaluate.heldout`), or its cached result."""
-    if not rows:
+    if not heldout.rows:
         return None
     path = out / f"eval_{label}.json"
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
-    from posttrain.evaluate.heldout import heldout_accuracy
 
     with ledger.stage(f"eval_{label}", reused=False):
-        result = heldout_accuracy(model_fn(), tokenizer, rows, prompts, settings, rewards, correctness, console, label)
+        result = heldout_accuracy(model_fn(), tokenizer, heldout, label)
         records = result.pop("records")
 
         def write() -> None:  # every process sampled a share; the main one writes
@@ -68,16 +68,12 @@ def evaluate_cached(model_fn, tokenizer, rows, prompts, settings, rewards, corre
             atomic_write_json(path, result)
 
         on_main(write)
-    console.print(
-        f"held-out ({label}): pass@1 {result['accuracy']:.3f} (n={settings.n}, T={settings.temperature}), "
-        f"greedy {result['greedy_accuracy']:.3f}, format {result['format_rate'] or 0:.3f}"
-    )
+    heldout.console.print(result_line(result, heldout.settings, label))
     return result
 
 
 def recipe_changes(old_path: Path, new: dict, prefix: str = "") -> list[str]:
     """Keys whose value differs from the recipe a run started with (dotted paths), for a resume warning."""
-    import yaml
 
     if not old_path.is_file():
         return []

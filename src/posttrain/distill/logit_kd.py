@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datasets import Dataset
+
 from posttrain.config.distill_schema import LogitKDConfig
-from posttrain.distill.topk import TopKTargets, encode_trace
+from posttrain.config.trl_fields import DISTILL_GKD, build
+from posttrain.distill.kd_trainers import OnlineKDTrainer, TopKDistillTrainer, TraceCollator
+from posttrain.distill.sequence_kd import training_kwargs
+from posttrain.distill.topk import TopKTargets, encode_trace, gkd_classes
 from posttrain.errors import PosttrainError
+from posttrain.telemetry.progress import quiet_trainer
 
 
 class TokenizerMismatch(PosttrainError):
@@ -41,7 +47,14 @@ def encode_rows(tokenizer, traces: list[dict], max_length: int) -> list[dict]:
     for i, trace in enumerate(traces):
         ids, prompt_len = encode_trace(tokenizer, trace["prompt"], trace["completion"])
         if prompt_len < max_length:
-            rows.append({"input_ids": ids[:max_length], "prompt_len": prompt_len, "index": i, "completion_len": len(ids) - prompt_len})
+            rows.append(
+                {
+                    "input_ids": ids[:max_length],
+                    "prompt_len": prompt_len,
+                    "index": i,
+                    "completion_len": len(ids) - prompt_len,
+                }
+            )
     if not rows:
         raise PosttrainError(f"logit KD: every trace's prompt is longer than distill.max_length ({max_length})")
     return rows
@@ -50,7 +63,9 @@ def encode_rows(tokenizer, traces: list[dict], max_length: int) -> list[dict]:
 def check_targets(rows: list[dict], traces: list[dict], targets: TopKTargets, path: Path) -> None:
     """Stored targets must line up with today's tokenisation of the same traces."""
     if len(targets.offsets) - 1 != len(traces):
-        raise PosttrainError(f"{path} holds targets for {len(targets.offsets) - 1} traces, traces.jsonl has {len(traces)}; rerun with --overwrite")
+        raise PosttrainError(
+            f"{path} holds targets for {len(targets.offsets) - 1} traces, traces.jsonl has {len(traces)}; rerun with --overwrite"
+        )
     for row in rows:
         i = row["index"]
         stored = int(targets.offsets[i + 1] - targets.offsets[i])
@@ -61,16 +76,30 @@ def check_targets(rows: list[dict], traces: list[dict], targets: TopKTargets, pa
             )
 
 
-def kd_args(cfg: LogitKDConfig, out_dir: Path, *, max_new_tokens: int, max_length: int, precision: str, seed: int,
-            logging_steps: int, save_steps: int, save_total_limit: int, aux_loss_coef: float = 0.0):
-    from posttrain.distill.topk import gkd_classes
-
+def kd_args(
+    cfg: LogitKDConfig,
+    out_dir: Path,
+    *,
+    max_new_tokens: int,
+    max_length: int,
+    precision: str,
+    seed: int,
+    logging_steps: int,
+    save_steps: int,
+    save_total_limit: int,
+    aux_loss_coef: float = 0.0,
+):
     GKDConfig, _ = gkd_classes()
-    from posttrain.distill.sequence_kd import training_kwargs
-
-    return GKDConfig(
-        **training_kwargs(cfg, out_dir, logging_steps=logging_steps, precision=precision, save_steps=save_steps,
-                          save_total_limit=save_total_limit, aux_loss_coef=aux_loss_coef),
+    ours = dict(
+        **training_kwargs(
+            cfg,
+            out_dir,
+            logging_steps=logging_steps,
+            precision=precision,
+            save_steps=save_steps,
+            save_total_limit=save_total_limit,
+            aux_loss_coef=aux_loss_coef,
+        ),
         max_length=max_length,
         seed=seed,
         remove_unused_columns=False,  # the collator needs prompt_len and index
@@ -80,19 +109,31 @@ def kd_args(cfg: LogitKDConfig, out_dir: Path, *, max_new_tokens: int, max_lengt
         temperature=cfg.temperature,
         max_new_tokens=max_new_tokens,
     )
+    return build(GKDConfig, DISTILL_GKD, ours, cfg.trl)
 
 
-def build_trainer(model, tokenizer, rows: list[dict], cfg: LogitKDConfig, args, *, teacher=None,
-                  targets: TopKTargets | None = None, callbacks=(), peft_config=None):
+def build_trainer(
+    model,
+    tokenizer,
+    rows: list[dict],
+    cfg: LogitKDConfig,
+    args,
+    *,
+    teacher=None,
+    targets: TopKTargets | None = None,
+    callbacks=(),
+    peft_config=None,
+):
     """The online (teacher given) or offline (targets given) trainer over the same batches."""
-    from datasets import Dataset
-
-    from posttrain.distill.kd_trainers import OnlineKDTrainer, TopKDistillTrainer, TraceCollator
-    from posttrain.telemetry.progress import quiet_trainer
 
     common = dict(
-        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-        data_collator=TraceCollator(tokenizer.pad_token_id, targets), callbacks=list(callbacks), peft_config=peft_config,
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        data_collator=TraceCollator(tokenizer.pad_token_id, targets),
+        callbacks=list(callbacks),
+        peft_config=peft_config,
     )
     if cfg.teacher == "online":
         if teacher is None:

@@ -11,12 +11,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from peft import PeftModel
 from rich.console import Console
 
-from posttrain.config.schema import LoraConfig, ModelConfig
+from posttrain.config.schema import ModelConfig
 from posttrain.distributed import on_main
+from posttrain.models.builders import build_model
 from posttrain.models.loading import load_model, load_tokenizer, resolve_model_path, save_pretrained
+from posttrain.models.lora import merge_saved_adapter
 from posttrain.models.precision import resolve
+from posttrain.models.quantization import bnb_config
+from posttrain.models.warmstart import run_warmstart
+from posttrain.telemetry.trainer_progress import RichProgressCallback
 
 TEACHER_DIR = "teacher"  # the warm-started teacher, reused by later runs with --resume
 STUDENT_INIT_DIR = "build/student"
@@ -27,7 +33,9 @@ def teacher_source(cfg: ModelConfig, out: Path, seed: int) -> str:
     return on_main(lambda: resolve_model_path(cfg, out / "build" / "teacher", seed=seed))
 
 
-def warm_teacher(cfg: ModelConfig, source: str, tokenizer, warm_rows: list[dict], prompts: list, out: Path, console: Console):
+def warm_teacher(
+    cfg: ModelConfig, source: str, tokenizer, warm_rows: list[dict], prompts: list, out: Path, console: Console
+):
     """(path, in-memory model or None): a `build:` teacher warm-started on worked solutions, once.
 
     A random `build:` teacher knows nothing to distil; its warm-start is the same SFT GRPO uses
@@ -38,18 +46,23 @@ def warm_teacher(cfg: ModelConfig, source: str, tokenizer, warm_rows: list[dict]
     target = out / TEACHER_DIR
     if not needs_warmstart(cfg):
         if cfg.warmstart.steps:
-            console.print(f"teacher: {cfg.name_or_path} is used as it is (teacher.warmstart applies to build: teachers)")
+            console.print(
+                f"teacher: {cfg.name_or_path} is used as it is (teacher.warmstart applies to build: teachers)"
+            )
         return source, None
     if (target / "config.json").is_file():
         console.print(f"teacher: reusing the warm-started teacher in {target}")
         return str(target), None
-    from posttrain.models.warmstart import run_warmstart
-    from posttrain.telemetry.trainer_progress import RichProgressCallback
 
     model = load_model(source, cfg.dtype, cfg.revision, cfg.trust_remote_code)
     console.print(f"teacher: warm-start, {cfg.warmstart.steps} SFT steps on {len(warm_rows)} worked examples")
     run_warmstart(
-        model, tokenizer, warm_rows, prompts, cfg.warmstart, out / "build" / "warmstart-tmp",
+        model,
+        tokenizer,
+        warm_rows,
+        prompts,
+        cfg.warmstart,
+        out / "build" / "warmstart-tmp",
         callbacks=[RichProgressCallback(console, "teacher warm-start", accuracy_reward=None)],
         precision=resolve("auto", cfg.dtype),  # train.precision is the student's
     )
@@ -75,7 +88,6 @@ def student_source(cfg: ModelConfig, out: Path, teacher_tokenizer, seed: int) ->
     def build() -> None:
         if (target / "config.json").is_file():
             return
-        from posttrain.models.builders import build_model
 
         tokenizer = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else teacher_tokenizer
         save_pretrained(build_model(cfg.builder, tokenizer, seed=seed, **cfg.builder_args), tokenizer, target)
@@ -85,7 +97,6 @@ def student_source(cfg: ModelConfig, out: Path, teacher_tokenizer, seed: int) ->
 
 
 def load(cfg: ModelConfig, path: str):
-    from posttrain.models.quantization import bnb_config
 
     return load_model(path, cfg.dtype, cfg.revision, cfg.trust_remote_code, quantization=bnb_config(cfg))
 
@@ -106,7 +117,6 @@ def load_stage(cfg: ModelConfig, base_path: str, stage_dir: Path):
     saved = stage_dir / "model"
     if not (saved / "adapter_config.json").is_file():
         return load(cfg, str(saved))
-    from peft import PeftModel
 
     return PeftModel.from_pretrained(load(cfg, base_path), str(saved), is_trainable=True)
 
@@ -124,8 +134,6 @@ def export_student(model, tokenizer, out: Path, cfg: ModelConfig):
         if not lora.merge_on_save:
             return model
         if cfg.load_in_4bit:
-            from posttrain.models.lora import merge_saved_adapter
-
             model = merge_saved_adapter(out / "adapter", cfg.dtype)
         else:
             model = model.merge_and_unload()

@@ -19,27 +19,39 @@ from __future__ import annotations
 import gc
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from rich.console import Console
+from transformers import AutoConfig, AutoModelForCausalLM, set_seed
 
+from posttrain.checkpoints import checkpoint_step, resume_point
 from posttrain.config.distill_schema import DistillRecipe
 from posttrain.data.load import to_prompt
 from posttrain.data.splits import make_splits
-from posttrain.distill import roles
+from posttrain.distill import logit_kd, roles, sequence_kd
 from posttrain.distill.ledger import Ledger, evaluate_cached, recipe_changes
+from posttrain.distill.logit_kd import check_shared_tokenizer
+from posttrain.distill.topk import TopKTargets, capture, encode_trace
 from posttrain.distill.traces import generate_traces, make_filter, select
-from posttrain.models.precision import resolve
 from posttrain.distributed import gathered_state_dict, on_main, sum_counts
 from posttrain.errors import PosttrainError
-from posttrain.evaluate.heldout import eval_sampling
+from posttrain.evaluate.heldout import HeldOut, eval_sampling
 from posttrain.evaluate.scoring import build_rewards, reward_errors, reward_name
 from posttrain.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+from posttrain.models.balancing import aux_loss_coef, check_moe_settings, moe_callbacks
 from posttrain.models.loading import count_parameters, load_tokenizer
-from posttrain.checkpoints import checkpoint_step, latest_checkpoint, remove_leftovers, restore_weights
-from posttrain.safety import GracefulStop
+from posttrain.models.lora import peft_config
+from posttrain.models.machine import check_machine
+from posttrain.models.precision import resolve
+from posttrain.models.warmstart import refuse_sharded_engine
 from posttrain.outputs import prepare_output_dir, write_recipe
-from posttrain.telemetry.progress import quiet_libraries
+from posttrain.telemetry.callbacks import StageCallbacks, stage_callbacks
+from posttrain.telemetry.heatmap import plot_expert_load
+from posttrain.telemetry.progress import progress_task, quiet_libraries
+from posttrain.trl_adapter import restore_weights
 
 
 class LazyModel:
@@ -62,15 +74,31 @@ class LazyModel:
         gc.collect()
 
 
-def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwrite: bool = False, base_dir: Path | None = None) -> dict:
-    from transformers import set_seed
+@dataclass(frozen=True)
+class Job:
+    """What every stage of one distillation run shares."""
+
+    recipe: DistillRecipe
+    out: Path
+    console: Console
+    resume: bool
+    rewards: list
+    correctness: Callable
+
+
+def run(
+    recipe: DistillRecipe,
+    console: Console,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    base_dir: Path | None = None,
+) -> dict:
 
     started = time.time()
     quiet_libraries()
-    _check_machine(recipe)
+    check_machine(recipe.train.precision, recipe.student, recipe.generation.cache)
     if roles.needs_warmstart(recipe.teacher):
-        from posttrain.models.warmstart import refuse_sharded_engine
-
         refuse_sharded_engine("teacher.warmstart")
     out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
     _warn_if_recipe_changed(out, recipe, console)
@@ -78,29 +106,47 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
     ledger = Ledger(out / "stages.json")
     kd = recipe.distill.logit_kd
 
-    rewards, correctness = build_rewards(recipe.rewards.functions, recipe.eval.correctness_reward, base_dir,
-                                         strict=recipe.rewards.strict)
+    rewards, correctness = build_rewards(
+        recipe.rewards.functions, recipe.eval.correctness_reward, base_dir, strict=recipe.rewards.strict
+    )
     trace_filter = make_filter(recipe.distill.traces, [reward_name(f) for f in rewards], recipe.eval.correctness_reward)
-    splits = make_splits(recipe.data, recipe.eval, recipe.teacher.warmstart if roles.needs_warmstart(recipe.teacher) else None)
-    console.print(f"data: {len(splits.train)} prompts for traces, {len(splits.heldout)} held-out, source {recipe.data.source}")
+    splits = make_splits(
+        recipe.data, recipe.eval, recipe.teacher.warmstart if roles.needs_warmstart(recipe.teacher) else None
+    )
+    console.print(
+        f"data: {len(splits.train)} prompts for traces, {len(splits.heldout)} held-out, source {recipe.data.source}"
+    )
 
     teacher_src = roles.teacher_source(recipe.teacher, out, seed=recipe.distill.seed)
-    tokenizer = load_tokenizer(recipe.teacher.tokenizer or teacher_src, recipe.teacher.revision, recipe.teacher.trust_remote_code)
+    tokenizer = load_tokenizer(
+        recipe.teacher.tokenizer or teacher_src, recipe.teacher.revision, recipe.teacher.trust_remote_code
+    )
     chat = tokenizer.chat_template is not None
     prompt = lambda row: to_prompt(row["question"], recipe.data.system_prompt, chat)  # noqa: E731
     student_src = roles.student_source(recipe.student, out, tokenizer, seed=recipe.distill.seed)
-    student_tok = load_tokenizer(recipe.student.tokenizer or student_src, recipe.student.revision, recipe.student.trust_remote_code)
+    student_tok = load_tokenizer(
+        recipe.student.tokenizer or student_src, recipe.student.revision, recipe.student.trust_remote_code
+    )
     if kd.enabled:  # before any slow work: a mismatch would only surface at stage 3
-        from posttrain.distill.logit_kd import check_shared_tokenizer
-
-        check_shared_tokenizer(tokenizer, student_tok, f"teacher {recipe.teacher.name_or_path}", f"student {recipe.student.name_or_path}")
+        check_shared_tokenizer(
+            tokenizer, student_tok, f"teacher {recipe.teacher.name_or_path}", f"student {recipe.student.name_or_path}"
+        )
     _check_student_moe(recipe, student_src)
     # Only now does the folder hold a run: one that failed on its inputs can be re-run as it was.
     write_recipe(out, recipe)
 
-    with ledger.stage("teacher", reused=not roles.needs_warmstart(recipe.teacher) or (out / roles.TEACHER_DIR / "config.json").is_file()):
+    with ledger.stage(
+        "teacher",
+        reused=not roles.needs_warmstart(recipe.teacher) or (out / roles.TEACHER_DIR / "config.json").is_file(),
+    ):
         teacher_path, warmed = roles.warm_teacher(
-            recipe.teacher, teacher_src, tokenizer, splits.warmstart, [prompt(r) for r in splits.warmstart], out, console
+            recipe.teacher,
+            teacher_src,
+            tokenizer,
+            splits.warmstart,
+            [prompt(r) for r in splits.warmstart],
+            out,
+            console,
         )
     teacher = LazyModel(lambda: roles.load(recipe.teacher, teacher_path))
     if warmed is not None:
@@ -108,18 +154,19 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
     ledger.params_once("teacher", lambda: count_parameters(teacher.get()))
 
     settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
+    heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, console)
+    job = Job(recipe, out, console, resume, rewards, correctness)
 
     def evaluate(model_fn, tok, label):
-        prompts = [to_prompt(r["question"], recipe.data.system_prompt, tok.chat_template is not None) for r in splits.heldout]
-        return evaluate_cached(model_fn, tok, splits.heldout, prompts, settings, rewards, correctness, console, label, out, ledger)
+        return evaluate_cached(model_fn, tok, heldout, label, out, ledger)
 
     teacher_eval = evaluate(teacher.get, tokenizer, "teacher")
 
     with ledger.stage("traces", reused=(out / "traces.jsonl").is_file()):
-        traces, trace_stats = _traces(recipe, teacher, tokenizer, splits.train, prompt, rewards, correctness, trace_filter, out, console)
+        traces, trace_stats = _traces(job, teacher, tokenizer, splits.train, prompt, trace_filter)
     if _offline(recipe) and not (out / "topk.safetensors").is_file():
         with ledger.stage("topk", reused=False):  # one forward pass over the kept traces, on the main process
-            ledger.info["topk"] = on_main(lambda: _capture_topk(recipe, teacher.get(), tokenizer, traces, out, console))
+            ledger.info["topk"] = on_main(lambda: _capture_topk(job, teacher.get(), tokenizer, traces))
     if not (kd.enabled and kd.teacher == "online"):
         teacher.release()  # the student trains without it
 
@@ -128,10 +175,10 @@ def run(recipe: DistillRecipe, console: Console, *, resume: bool = False, overwr
     before = evaluate(student.get, student_tok, "student_before")
 
     with ledger.stage("sequence_kd", reused=roles.stage_done(out / "sequence_kd")):
-        student.set(_sequence_kd(recipe, student, student_tok, student_src, traces, out, console, resume))
+        student.set(_sequence_kd(job, student, student_tok, student_src, traces))
     if kd.enabled:
         with ledger.stage("logit_kd", reused=roles.stage_done(out / "logit_kd")):
-            student.set(_logit_kd(recipe, student, student_tok, student_src, teacher, traces, out, console, resume))
+            student.set(_logit_kd(job, student, student_tok, student_src, teacher, traces))
     on_main(lambda: _plot_expert_load(out))
     teacher.release()
     final = roles.export_student(student.get(), student_tok, out, recipe.student)
@@ -153,23 +200,28 @@ def _warn_if_recipe_changed(out: Path, recipe: DistillRecipe, console: Console) 
         )
 
 
-
-
 def _offline(recipe: DistillRecipe) -> bool:
     return recipe.distill.logit_kd.enabled and recipe.distill.logit_kd.teacher == "offline"
 
 
-
-
-def _traces(recipe, teacher: LazyModel, tokenizer, rows, prompt, rewards, correctness, trace_filter, out: Path, console: Console):
+def _traces(job: Job, teacher: LazyModel, tokenizer, rows, prompt, trace_filter):
     """traces.jsonl (kept) and its statistics, from traces_raw.jsonl (every scored sample)."""
+    recipe, out, console = job.recipe, job.out, job.console
     kept_path, stats_path = out / "traces.jsonl", out / "traces_stats.json"
     if kept_path.is_file() and stats_path.is_file():
         console.print(f"traces: reusing {kept_path}")
         return read_jsonl(kept_path), json.loads(stats_path.read_text(encoding="utf-8"))
     records = generate_traces(
-        teacher.get(), tokenizer, rows, [prompt(r) for r in rows], recipe.distill.traces, rewards, correctness,
-        out / "traces_raw.jsonl", console, cache=recipe.generation.cache,
+        teacher.get(),
+        tokenizer,
+        rows,
+        [prompt(r) for r in rows],
+        recipe.distill.traces,
+        job.rewards,
+        job.correctness,
+        out / "traces_raw.jsonl",
+        console,
+        cache=recipe.generation.cache,
     )
     kept, stats = select(records, trace_filter)
     if not kept:
@@ -191,10 +243,9 @@ def _traces(recipe, teacher: LazyModel, tokenizer, rows, prompt, rewards, correc
     return kept, stats
 
 
-def _capture_topk(recipe: DistillRecipe, teacher, tokenizer, traces: list[dict], out: Path, console: Console) -> dict:
+def _capture_topk(job: Job, teacher, tokenizer, traces: list[dict]) -> dict:
     """topk.safetensors: the teacher's top-k log-probs on every kept trace, for offline logit KD."""
-    from posttrain.distill.topk import capture, encode_trace
-    from posttrain.telemetry.progress import progress_task
+    recipe, out, console = job.recipe, job.out, job.console
 
     k = recipe.distill.logit_kd.topk
     encoded = [encode_trace(tokenizer, t["prompt"], t["completion"]) for t in traces]
@@ -208,25 +259,18 @@ def _capture_topk(recipe: DistillRecipe, teacher, tokenizer, traces: list[dict],
     return gap
 
 
-def _trainer_callbacks(recipe: DistillRecipe, out: Path, stage: str, console: Console, title: str,
-                       checkpoint: Path | None, model) -> tuple[list, GracefulStop]:
-    """Timing, NaN guard, memory/GPU readings, MoE balancing and routing telemetry, metrics.jsonl, progress, and the
-    SIGINT/SIGTERM stop (returned separately: training runs inside `stop.guarding(...)`)."""
-    from posttrain.models.balancing import moe_callbacks
-    from posttrain.safety import NonFiniteGuard
-    from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
-    from posttrain.telemetry.resources import ResourceMonitor
-    from posttrain.telemetry.trainer_progress import RichProgressCallback
-
-    timer, stop = StepTimer(), GracefulStop()
-    start = checkpoint_step(checkpoint) if checkpoint else 0
-    logger = MetricsLogger(out / "metrics.jsonl", timer, stage=stage, start_step=start)
-    guard = NonFiniteGuard(skip=recipe.distill.on_nonfinite == "skip")
-    # The MoE callbacks add `moe/*` keys to the logs: before the logger and the progress line. No out_dir: the
-    # heat-map spans both stages (`_plot_expert_load`), where one per stage would overwrite the other.
-    moe = moe_callbacks(recipe.moe, model)
-    progress = RichProgressCallback(console, title, accuracy_reward=None)
-    return [timer, guard, ResourceMonitor(), *moe, logger, progress, stop], stop
+def _trainer_callbacks(job: Job, stage: str, title: str, checkpoint: Path | None, model) -> StageCallbacks:
+    # No out_dir for the MoE callbacks: the heat-map spans both stages (`_plot_expert_load`), where one per stage
+    # would overwrite the other.
+    return stage_callbacks(
+        job.out / "metrics.jsonl",
+        stage,
+        job.console,
+        title,
+        start_step=checkpoint_step(checkpoint) if checkpoint else 0,
+        on_nonfinite=job.recipe.distill.on_nonfinite,
+        routing=moe_callbacks(job.recipe.moe, model),
+    )
 
 
 def _check_student_moe(recipe: DistillRecipe, student_src: str) -> None:
@@ -234,16 +278,14 @@ def _check_student_moe(recipe: DistillRecipe, student_src: str) -> None:
     now, on a weightless (meta-device) copy, not after the teacher has sampled its traces."""
     if recipe.moe.balancing == "none" and not recipe.moe.freeze_router:
         return  # telemetry alone fits any student
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from posttrain.models.balancing import check_moe_settings
 
     cfg = recipe.student
     try:
         config = AutoConfig.from_pretrained(student_src, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as e:
-        raise PosttrainError(f"could not read the student's config from {student_src!r}: {str(e).strip().splitlines()[0]}") from None
+        raise PosttrainError(
+            f"could not read the student's config from {student_src!r}: {str(e).strip().splitlines()[0]}"
+        ) from None
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
     check_moe_settings(recipe.moe, model)
@@ -252,7 +294,6 @@ def _check_student_moe(recipe: DistillRecipe, student_src: str) -> None:
 def _plot_expert_load(out: Path) -> None:
     """expert_load.png from metrics.jsonl over both KD stages, logit-KD steps numbered on from sequence KD's
     (metrics.jsonl, unlike a callback's memory, also holds the steps before a resume). Nothing for a dense student."""
-    from posttrain.telemetry.heatmap import plot_expert_load
 
     rows = read_jsonl(out / "metrics.jsonl") if (out / "metrics.jsonl").is_file() else []
     offset = max((row["step"] for row in rows if row.get("stage") == "sequence_kd"), default=0)
@@ -260,27 +301,9 @@ def _plot_expert_load(out: Path) -> None:
     plot_expert_load(rows, out / "expert_load.png")
 
 
-def _checkpoint(stage_dir: Path, resume: bool) -> Path | None:
-    """The stage's newest complete checkpoint when resuming; clears what a killed save left."""
-    on_main(lambda: remove_leftovers(stage_dir / "checkpoints"))
-    return latest_checkpoint(stage_dir / "checkpoints") if resume else None
-
-
-def _check_machine(recipe: DistillRecipe) -> None:
-    """Fail at run start, in one line, on a precision or KV cache this machine cannot do."""
-    from posttrain.models.generation import check_cache
-    from posttrain.models.precision import check_hardware
-    from posttrain.models.quantization import check_quantization
-
-    check_hardware(resolve(recipe.train.precision, recipe.student.dtype))
-    check_cache(recipe.generation.cache)
-    check_quantization(recipe.student)
-
-
-def _sequence_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src: str, traces, out: Path, console: Console, resume: bool):
+def _sequence_kd(job: Job, student: LazyModel, tokenizer, student_src: str, traces):
     """Stage 2: SFT on the kept traces (or the student a finished stage 2 saved)."""
-    from posttrain.distill import sequence_kd
-    from posttrain.models.balancing import aux_loss_coef
+    recipe, out, console = job.recipe, job.out, job.console
 
     stage_dir = out / "sequence_kd"
     if roles.stage_done(stage_dir):
@@ -288,27 +311,31 @@ def _sequence_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_s
         return roles.load_stage(recipe.student, student_src, stage_dir)
     cfg = recipe.distill
     console.print(f"sequence KD: {cfg.max_steps} SFT steps on {len(traces)} traces")
-    checkpoint = _checkpoint(stage_dir, resume)
+    checkpoint = resume_point(stage_dir / "checkpoints", job.resume)
     model = student.get()
-    callbacks, stop = _trainer_callbacks(recipe, out, "sequence_kd", console, "sequence KD", checkpoint, model)
-    with stop.guarding(stage_dir / "checkpoints"):
+    stage = _trainer_callbacks(job, "sequence_kd", "sequence KD", checkpoint, model)
+    with stage.stop.guarding(stage_dir / "checkpoints"):
         trainer = sequence_kd.train(
-            model, tokenizer, traces, cfg, recipe.student.lora, stage_dir / "checkpoints",
-            callbacks=callbacks,
-            resume_from=checkpoint, precision=resolve(recipe.train.precision, recipe.student.dtype),
-            save_steps=recipe.output.save_steps, save_total_limit=recipe.output.save_total_limit,
+            model,
+            tokenizer,
+            traces,
+            cfg,
+            recipe.student.lora,
+            stage_dir / "checkpoints",
+            callbacks=stage.callbacks,
+            resume_from=checkpoint,
+            precision=resolve(recipe.train.precision, recipe.student.dtype),
+            save_steps=recipe.output.save_steps,
+            save_total_limit=recipe.output.save_total_limit,
             aux_loss_coef=aux_loss_coef(recipe.moe),
         )
     roles.save_stage(trainer.model, tokenizer, stage_dir, gathered_state_dict(trainer))
     return trainer.model
 
 
-def _logit_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src: str, teacher: LazyModel, traces, out: Path, console: Console, resume: bool):
+def _logit_kd(job: Job, student: LazyModel, tokenizer, student_src: str, teacher: LazyModel, traces):
     """Stage 3: match the teacher's distributions, online (teacher in memory) or offline (top-k)."""
-    from posttrain.distill import logit_kd
-    from posttrain.models.balancing import aux_loss_coef
-    from posttrain.models.lora import peft_config
-    from posttrain.distill.topk import TopKTargets
+    recipe, out, console = job.recipe, job.out, job.console
 
     stage_dir = out / "logit_kd"
     if roles.stage_done(stage_dir):
@@ -321,29 +348,47 @@ def _logit_kd(recipe: DistillRecipe, student: LazyModel, tokenizer, student_src:
         targets = TopKTargets.load(out / "topk.safetensors")
         logit_kd.check_targets(rows, traces, targets, out / "topk.safetensors")
     args = logit_kd.kd_args(
-        cfg, stage_dir / "checkpoints", max_new_tokens=cfg.max_new_tokens or d.traces.max_new_tokens,
-        max_length=d.max_length, precision=resolve(recipe.train.precision, recipe.student.dtype), seed=d.seed, logging_steps=d.logging_steps,
-        save_steps=recipe.output.save_steps, save_total_limit=recipe.output.save_total_limit, aux_loss_coef=aux_loss_coef(recipe.moe),
+        cfg,
+        stage_dir / "checkpoints",
+        max_new_tokens=cfg.max_new_tokens or d.traces.max_new_tokens,
+        max_length=d.max_length,
+        precision=resolve(recipe.train.precision, recipe.student.dtype),
+        seed=d.seed,
+        logging_steps=d.logging_steps,
+        save_steps=recipe.output.save_steps,
+        save_total_limit=recipe.output.save_total_limit,
+        aux_loss_coef=aux_loss_coef(recipe.moe),
     )
-    checkpoint = _checkpoint(stage_dir, resume)
+    checkpoint = resume_point(stage_dir / "checkpoints", job.resume)
     model = student.get()
     already_adapted = hasattr(model, "peft_config")  # stage 2's adapter keeps training
     title = f"logit KD ({cfg.teacher}, {cfg.divergence})"
-    callbacks, stop = _trainer_callbacks(recipe, out, "logit_kd", console, title, checkpoint, model)
+    stage = _trainer_callbacks(job, "logit_kd", title, checkpoint, model)
     trainer = logit_kd.build_trainer(
-        model, tokenizer, rows, cfg, args, teacher=teacher.get() if cfg.teacher == "online" else None, targets=targets,
-        callbacks=callbacks, peft_config=None if already_adapted else peft_config(recipe.student.lora),
+        model,
+        tokenizer,
+        rows,
+        cfg,
+        args,
+        teacher=teacher.get() if cfg.teacher == "online" else None,
+        targets=targets,
+        callbacks=stage.callbacks,
+        peft_config=None if already_adapted else peft_config(recipe.student.lora),
     )
-    console.print(f"logit KD: {cfg.max_steps} steps, {cfg.divergence}, teacher {cfg.teacher}, on-policy fraction {cfg.lmbda}")
+    console.print(
+        f"logit KD: {cfg.max_steps} steps, {cfg.divergence}, teacher {cfg.teacher}, on-policy fraction {cfg.lmbda}"
+    )
     if checkpoint:
         restore_weights(trainer, checkpoint, is_adapter=recipe.student.lora.enabled)
-    with stop.guarding(stage_dir / "checkpoints"):
+    with stage.stop.guarding(stage_dir / "checkpoints"):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     roles.save_stage(trainer.model, tokenizer, stage_dir, gathered_state_dict(trainer))
     return trainer.model
 
 
-def _summary(recipe: DistillRecipe, ledger: Ledger, teacher_eval, before, after, trace_stats: dict, wall: float) -> dict:
+def _summary(
+    recipe: DistillRecipe, ledger: Ledger, teacher_eval, before, after, trace_stats: dict, wall: float
+) -> dict:
     pick = lambda result, key: None if result is None else result[key]  # noqa: E731
     t_params, s_params = ledger.info["teacher_params"], ledger.info["student_params"]
     role = lambda cfg, params, result: {  # noqa: E731
@@ -364,13 +409,26 @@ def _summary(recipe: DistillRecipe, ledger: Ledger, teacher_eval, before, after,
         "accuracy_ratio": student_acc / teacher_acc if teacher_acc and student_acc is not None else None,
         "params_ratio": s_params["total"] / t_params["total"],
         "traces": trace_stats,
-        "logit_kd": {"enabled": kd.enabled, "teacher": kd.teacher, "divergence": kd.divergence,
-                     "beta": kd.jsd_beta, "lmbda": kd.lmbda} if kd.enabled else {"enabled": False},
+        "logit_kd": {
+            "enabled": kd.enabled,
+            "teacher": kd.teacher,
+            "divergence": kd.divergence,
+            "beta": kd.jsd_beta,
+            "lmbda": kd.lmbda,
+        }
+        if kd.enabled
+        else {"enabled": False},
         "topk": ledger.info.get("topk"),
         "stage_seconds": ledger.seconds,
         "stages_reused": [name for name, reused in ledger.reused.items() if reused],
         "wall_seconds": round(wall, 1),
         "data": recipe.data.source,
-        "eval": {"num_problems": pick(teacher_eval or after, "num_problems"), "num_samples": recipe.eval.num_samples,
-                 "temperature": recipe.eval.temperature, "teacher": teacher_eval, "student_before": before, "student": after},
+        "eval": {
+            "num_problems": pick(teacher_eval or after, "num_problems"),
+            "num_samples": recipe.eval.num_samples,
+            "temperature": recipe.eval.temperature,
+            "teacher": teacher_eval,
+            "student_before": before,
+            "student": after,
+        },
     }

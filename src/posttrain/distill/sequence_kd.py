@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
 from posttrain.config.distill_schema import DistillConfig
 from posttrain.config.schema import LoraConfig
-from posttrain.config.trl_fields import checkpointing_kwargs, warmup_kwargs
+from posttrain.config.trl_fields import DISTILL_SFT, build, checkpointing_kwargs, warmup_kwargs
 from posttrain.models.lora import peft_config
 from posttrain.models.precision import trainer_kwargs
+from posttrain.models.warmstart import sft_rows
 from posttrain.telemetry.progress import quiet_trainer
+from posttrain.trl_adapter import atomic, restore_weights
 
 
 def use_packing(setting: str, model) -> bool:
@@ -27,8 +32,16 @@ def use_packing(setting: str, model) -> bool:
     return impl.startswith(("flash", "kernels-community/flash"))
 
 
-def training_kwargs(cfg, out_dir: Path, *, logging_steps: int, precision: str, save_steps: int, save_total_limit: int,
-                    aux_loss_coef: float = 0.0) -> dict:
+def training_kwargs(
+    cfg,
+    out_dir: Path,
+    *,
+    logging_steps: int,
+    precision: str,
+    save_steps: int,
+    save_total_limit: int,
+    aux_loss_coef: float = 0.0,
+) -> dict:
     """The Trainer arguments both distillation stages share (SFT and logit KD).
 
     `aux_loss_coef`: `balancing.aux_loss_coef(recipe.moe)`, explicit even at 0.0 so a config's own
@@ -47,46 +60,69 @@ def training_kwargs(cfg, out_dir: Path, *, logging_steps: int, precision: str, s
         save_strategy="steps",
         save_steps=save_steps or cfg.max_steps,
         save_total_limit=save_total_limit,
-        report_to=[],
-        dataloader_pin_memory=False,  # nothing to pin to on CPU; accelerators gain little at this size
-        disable_tqdm=True,  # our rich progress replaces tqdm
         # TRL turns checkpointing on by default; on small students it only costs time.
         **checkpointing_kwargs("SFTConfig", False),
         # explicit even for fp32: TRL defaults to bf16 autocast, several times slower on CPUs
         **trainer_kwargs(precision),
-        dataset_num_proc=None,
     )
 
 
-def sft_args(cfg: DistillConfig, out_dir: Path, *, packing: bool, precision: str, save_steps: int, save_total_limit: int,
-             aux_loss_coef: float = 0.0):
-    from trl import SFTConfig
+def sft_args(
+    cfg: DistillConfig,
+    out_dir: Path,
+    *,
+    packing: bool,
+    precision: str,
+    save_steps: int,
+    save_total_limit: int,
+    aux_loss_coef: float = 0.0,
+):
 
-    return SFTConfig(
-        **training_kwargs(cfg, out_dir, logging_steps=cfg.logging_steps, precision=precision, save_steps=save_steps,
-                          save_total_limit=save_total_limit, aux_loss_coef=aux_loss_coef),
+    ours = dict(
+        **training_kwargs(
+            cfg,
+            out_dir,
+            logging_steps=cfg.logging_steps,
+            precision=precision,
+            save_steps=save_steps,
+            save_total_limit=save_total_limit,
+            aux_loss_coef=aux_loss_coef,
+        ),
         completion_only_loss=True,
         packing=packing,
         max_length=cfg.max_length,
         seed=cfg.seed,
-        **cfg.trl,
     )
+    return build(SFTConfig, DISTILL_SFT, ours, cfg.trl)
 
 
-
-def train(model, tokenizer, traces: list[dict], cfg: DistillConfig, lora: LoraConfig, out_dir: Path, *,
-          callbacks=(), resume_from: Path | None = None, precision: str = "fp32", save_steps: int = 0, save_total_limit: int = 2,
-          aux_loss_coef: float = 0.0):
+def train(
+    model,
+    tokenizer,
+    traces: list[dict],
+    cfg: DistillConfig,
+    lora: LoraConfig,
+    out_dir: Path,
+    *,
+    callbacks=(),
+    resume_from: Path | None = None,
+    precision: str = "fp32",
+    save_steps: int = 0,
+    save_total_limit: int = 2,
+    aux_loss_coef: float = 0.0,
+):
     """Fine-tune `model` on the traces; returns the trainer (its `.model` may be a PeftModel)."""
-    from datasets import Dataset
-    from trl import SFTTrainer
-
-    from posttrain.checkpoints import atomic, restore_weights
-    from posttrain.models.warmstart import sft_rows
 
     rows = sft_rows([{"solution": t["completion"]} for t in traces], [t["prompt"] for t in traces])
-    args = sft_args(cfg, out_dir, packing=use_packing(cfg.packing, model), precision=precision, save_steps=save_steps,
-                    save_total_limit=save_total_limit, aux_loss_coef=aux_loss_coef)
+    args = sft_args(
+        cfg,
+        out_dir,
+        packing=use_packing(cfg.packing, model),
+        precision=precision,
+        save_steps=save_steps,
+        save_total_limit=save_total_limit,
+        aux_loss_coef=aux_loss_coef,
+    )
     trainer = atomic(SFTTrainer)(
         model=model,
         args=args,

@@ -13,9 +13,13 @@ lower bound of the full-vocabulary divergence; `gap_stats` measures how much low
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
 
 from posttrain.evaluate.sampling import render_prompt
 
@@ -56,23 +60,25 @@ class TopKTargets:
         return self.ids[a:b], self.logprobs[a:b]
 
     def save(self, path: Path) -> None:
-        from safetensors.torch import save_file
 
         tmp = path.with_name(path.name + ".tmp")
-        save_file({"ids": self.ids.int().contiguous(), "logprobs": self.logprobs.contiguous(), "offsets": self.offsets}, str(tmp))
+        save_file(
+            {"ids": self.ids.int().contiguous(), "logprobs": self.logprobs.contiguous(), "offsets": self.offsets},
+            str(tmp),
+        )
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> TopKTargets:
-        from safetensors.torch import load_file
 
         data = load_file(str(path))
         return cls(data["ids"].long(), data["logprobs"].float(), data["offsets"].long())
 
 
-def capture(model, encoded: Sequence[tuple[list[int], int]], k: int, pad_id: int, batch_size: int = 32, on_batch=None) -> tuple[TopKTargets, dict]:
+def capture(
+    model, encoded: Sequence[tuple[list[int], int]], k: int, pad_id: int, batch_size: int = 32, on_batch=None
+) -> tuple[TopKTargets, dict]:
     """Teacher top-k log-probs at every completion token of `encoded`, and the top-k gap statistics."""
-    import torch
 
     ids, logprobs, counts = [], [], []
     gaps = _GapAccumulator(k)
@@ -102,7 +108,6 @@ def capture(model, encoded: Sequence[tuple[list[int], int]], k: int, pad_id: int
 
 
 def _forward(model, sequences: list[list[int]], pad_id: int, device):
-    import torch
 
     width = max(len(s) for s in sequences)
     input_ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in sequences], device=device)
@@ -125,7 +130,6 @@ class _GapAccumulator:
         self.sums: dict[int, list[float]] = {}
 
     def add(self, logp, top_values) -> None:
-        import torch
 
         vocab = logp.shape[-1]
         neg_entropy = torch.special.xlogy(logp.exp(), logp.exp()).sum(-1)
@@ -146,14 +150,16 @@ class _GapAccumulator:
 
     def summary(self) -> dict:
         n = max(self.tokens, 1)
-        by_k = {k: {"teacher_mass": round(m / n, 6), "kl_gap_nats": round(g / n, 6), "kl_gap_max": round(mx, 6)} for k, (m, g, mx) in sorted(self.sums.items())}
+        by_k = {
+            k: {"teacher_mass": round(m / n, 6), "kl_gap_nats": round(g / n, 6), "kl_gap_max": round(mx, 6)}
+            for k, (m, g, mx) in sorted(self.sums.items())
+        }
         chosen = by_k.get(self.k) or by_k[max(by_k)] if by_k else {}
         return {"k": self.k, "tokens": self.tokens, **chosen, "by_k": by_k}
 
 
 def log1mexp(x):
     """log(1 - exp(x)) for x <= 0, stable at both ends (Maechler 2012)."""
-    import torch
 
     x = x.clamp(max=_MAX_LOG_MASS)
     return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
@@ -161,7 +167,6 @@ def log1mexp(x):
 
 def coarsen(logp_top):
     """[..., k] log-probs of the top-k -> [..., k + 1] log-probs with the rest of the mass appended."""
-    import torch
 
     rest = log1mexp(torch.logsumexp(logp_top, dim=-1, keepdim=True))
     return torch.cat([logp_top, rest], dim=-1)
@@ -174,13 +179,15 @@ def topk_divergence(student_logits, target_ids, target_logprobs, labels, beta: f
     p + 1); `labels` [B, L] is -100 where there is no target. beta 0 = KL(teacher||student),
     1 = KL(student||teacher), as in TRL.
     """
-    import torch
 
     student_top = torch.log_softmax(student_logits.float(), dim=-1).gather(-1, target_ids)
     # TRL's loss applies log_softmax to what it is given; on normalised log-probs that is the identity,
     # so the coarsened distributions pass through unchanged.
     return gkd_trainer_class().generalized_jsd_loss(
-        coarsen(student_top), coarsen(target_logprobs.float()), labels=labels, beta=beta,
+        coarsen(student_top),
+        coarsen(target_logprobs.float()),
+        labels=labels,
+        beta=beta,
         num_items_in_batch=num_items_in_batch,
     )
 
@@ -194,7 +201,6 @@ def gkd_classes():
     """(GKDConfig, GKDTrainer), imported without TRL's "experimental API" warning: we chose them
     knowingly -- GKD is TRL's trainer with an on-policy fraction lambda (trl.DistillationTrainer is
     on-policy only) -- and the warning would print on every run."""
-    import warnings
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*trl.experimental.*")

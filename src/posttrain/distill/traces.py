@@ -8,6 +8,7 @@ filter never needs the teacher again.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from rich.console import Console
 from posttrain.config.distill_schema import TracesConfig
 from posttrain.distributed import on_main
 from posttrain.errors import ConfigError, PosttrainError
+from posttrain.evaluate.heldout import sample_and_score
 from posttrain.evaluate.sampling import SamplingSettings
 from posttrain.io import iter_jsonl
 
@@ -36,14 +38,16 @@ class TraceFilter:
 
 def make_filter(cfg: TracesConfig, reward_names: Sequence[str], correctness: str | None) -> TraceFilter:
     """The filter a recipe asks for; an unknown reward name is a recipe error, listed with the known ones."""
-    require = dict(cfg.require) if cfg.require is not None else {name: 1.0 for name in reward_names}
+    require = dict(cfg.require) if cfg.require is not None else dict.fromkeys(reward_names, 1.0)
     unknown = sorted(set(require) - set(reward_names))
     if unknown:
         raise ConfigError(
             f"distill.traces.require: {', '.join(unknown)} not among the recipe's rewards "
             f"({', '.join(reward_names)}); add it under rewards: or remove it from require"
         )
-    return TraceFilter(require, correctness if correctness in require else None, cfg.keep, cfg.keep_per_prompt, cfg.drop_truncated)
+    return TraceFilter(
+        require, correctness if correctness in require else None, cfg.keep, cfg.keep_per_prompt, cfg.drop_truncated
+    )
 
 
 def rejection_reasons(sample: dict, flt: TraceFilter) -> list[str]:
@@ -73,8 +77,16 @@ def _normalise(text: str) -> str:
 def select(records: Sequence[dict], flt: TraceFilter) -> tuple[list[dict], dict]:
     """Kept traces (accepted, de-duplicated per prompt, capped) and the statistics of the choice."""
     kept: list[dict] = []
-    stats = {"prompts": len(records), "samples": 0, "accepted": 0, "duplicates": 0, "kept": 0,
-             "prompts_with_trace": 0, "tokens_kept": 0, "rejected_by": {}}
+    stats = {
+        "prompts": len(records),
+        "samples": 0,
+        "accepted": 0,
+        "duplicates": 0,
+        "kept": 0,
+        "prompts_with_trace": 0,
+        "tokens_kept": 0,
+        "rejected_by": {},
+    }
     for record in records:
         accepted = []
         for sample in record["samples"]:
@@ -120,14 +132,29 @@ def _trace_row(record: dict, sample: dict) -> dict:
 def settings_for(cfg: TracesConfig, start: int, cache: str = "dynamic") -> SamplingSettings:
     """Each chunk seeds from its first prompt's index, so a resumed chunk samples as it would have."""
     return SamplingSettings(
-        n=cfg.num_samples, temperature=cfg.temperature, top_p=cfg.top_p,
-        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed + start, cache=cache,
+        n=cfg.num_samples,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed + start,
+        cache=cache,
     )
 
 
-def generate_traces(model, tokenizer, rows, prompts, cfg: TracesConfig, reward_funcs, correctness, raw_path: Path, console: Console, cache: str = "dynamic") -> list[dict]:
+def generate_traces(
+    model,
+    tokenizer,
+    rows,
+    prompts,
+    cfg: TracesConfig,
+    reward_funcs,
+    correctness,
+    raw_path: Path,
+    console: Console,
+    cache: str = "dynamic",
+) -> list[dict]:
     """Scored teacher samples for every row, resuming after the records already in `raw_path`."""
-    from posttrain.evaluate.heldout import sample_and_score
 
     done = list(iter_jsonl(raw_path)) if raw_path.is_file() else []
     _check_resumable(done, rows, raw_path)
@@ -137,10 +164,17 @@ def generate_traces(model, tokenizer, rows, prompts, cfg: TracesConfig, reward_f
         stop = min(start + cfg.chunk_prompts, len(rows))
         label = f"teacher traces {start + 1}-{stop} of {len(rows)}"
         records = sample_and_score(
-            model, tokenizer, rows[start:stop], prompts[start:stop], settings_for(cfg, start, cache),
-            reward_funcs, correctness, console, label,
+            model,
+            tokenizer,
+            rows[start:stop],
+            prompts[start:stop],
+            settings_for(cfg, start, cache),
+            reward_funcs,
+            correctness,
+            console,
+            label,
         )
-        on_main(lambda: _append_chunk(raw_path, records))  # every process samples, the main one writes
+        on_main(functools.partial(_append_chunk, raw_path, records))  # every process samples, the main one writes
         done.extend(records)
     return done
 
@@ -161,4 +195,3 @@ def _append_chunk(path: Path, records: list[dict]) -> None:
         f.write("".join(json.dumps(r, default=str) + "\n" for r in records))
         f.flush()
         os.fsync(f.fileno())
-

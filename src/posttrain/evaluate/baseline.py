@@ -24,30 +24,43 @@ def load_baseline(path: str | Path, data: str, sampling: Sampling) -> Report:
     ours, theirs = sampling.model_dump(), baseline.sampling.model_dump()
     differences += [f"{key} {theirs[key]!r} vs {ours[key]!r}" for key in ours if ours[key] != theirs[key]]
     if differences:
-        raise PosttrainError(f"--baseline {path}: evaluated differently from this eval, so a gain would compare unlike "
-                             f"things (baseline vs this: {'; '.join(differences)})")
+        raise PosttrainError(
+            f"--baseline {path}: evaluated differently from this eval, so a gain would compare unlike "
+            f"things (baseline vs this: {'; '.join(differences)})"
+        )
     return baseline
 
 
 def gains(metrics: Mapping[str, Any], baseline: Report) -> dict[str, float | None]:
     """This eval's gateable metrics minus the baseline's (None where either is missing)."""
     ours, theirs = gate_values(metrics), gate_values(baseline.metrics)
-    return {name: None if ours[name] is None or theirs.get(name) is None else ours[name] - theirs[name]
-            for name in ours if name in theirs and name not in ("n_problems", "n_excluded", "n_samples")}
+    return {
+        name: None if ours[name] is None or theirs.get(name) is None else ours[name] - theirs[name]
+        for name in ours
+        if name in theirs and name not in ("n_problems", "n_excluded", "n_samples")
+    }
 
 
-def compare(metrics: Mapping[str, Any], baseline: Report, path: str | Path, bars: Mapping[str, float]) -> tuple[dict, list[str]]:
+def compare(
+    metrics: Mapping[str, Any], baseline: Report, path: str | Path, bars: Mapping[str, float]
+) -> tuple[dict, list[str]]:
     """(the report's `baseline` entry, one message per --min-gain bar missed)."""
     if metrics.get("n_problems") != baseline.metrics.get("n_problems"):
-        raise PosttrainError(f"--baseline {path}: {baseline.metrics.get('n_problems')} problems there, "
-                             f"{metrics.get('n_problems')} here: not the same problems")
+        raise PosttrainError(
+            f"--baseline {path}: {baseline.metrics.get('n_problems')} problems there, "
+            f"{metrics.get('n_problems')} here: not the same problems"
+        )
     delta = gains(metrics, baseline)
     failures = []
     for name, bar in bars.items():
         if delta.get(name) is None:
-            failures.append(f"{name}: no gain to compute (missing in this eval or the baseline): it misses the bar {bar:+g}")
+            failures.append(
+                f"{name}: no gain to compute (missing in this eval or the baseline): it misses the bar {bar:+g}"
+            )
         elif delta[name] < bar:
-            failures.append(f"{name} gained {delta[name]:+.4f} over the baseline ({gate_values(baseline.metrics)[name]:.4f} -> "
-                            f"{gate_values(metrics)[name]:.4f}), below the required {bar:+g}")
+            failures.append(
+                f"{name} gained {delta[name]:+.4f} over the baseline ({gate_values(baseline.metrics)[name]:.4f} -> "
+                f"{gate_values(metrics)[name]:.4f}), below the required {bar:+g}"
+            )
     entry = {"report": str(path), "model": baseline.model, "metrics": gate_values(baseline.metrics), "gains": delta}
     return entry, failures

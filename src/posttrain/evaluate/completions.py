@@ -53,4 +53,6 @@ def _match(line: dict, by_id: dict, by_prompt: dict, where: str) -> int:
     if isinstance(prompt, str) and prompt.strip() in by_prompt:
         return by_prompt[prompt.strip()]
     key = f"id {line['id']!r}" if "id" in line else "its prompt"
-    raise DataError(f"{where}: {key} matches no row of the data (join by 'id', or by 'prompt' equal to the problem text)")
+    raise DataError(
+        f"{where}: {key} matches no row of the data (join by 'id', or by 'prompt' equal to the problem text)"
+    )

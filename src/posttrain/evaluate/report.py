@@ -37,7 +37,7 @@ import difflib
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ SCHEMA_VERSION = 1
 
 
 def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Sampling(BaseModel):
@@ -159,13 +159,29 @@ _ROUTING_COLUMNS = ("layer", "experts", "MaxVio", "max/mean", "entropy", "norm. 
 
 def routing_rows(routing: Mapping[str, Any]) -> list[tuple[str, ...]]:
     rows = [
-        (name, str(s["num_experts"]), _fmt(s["max_vio"]), _fmt(s["max_mean_ratio"]), _fmt(s["entropy"]),
-         _fmt(s["normalized_entropy"]), str(len(s["dead_experts"])))
+        (
+            name,
+            str(s["num_experts"]),
+            _fmt(s["max_vio"]),
+            _fmt(s["max_mean_ratio"]),
+            _fmt(s["entropy"]),
+            _fmt(s["normalized_entropy"]),
+            str(len(s["dead_experts"])),
+        )
         for name, s in routing["layers"].items()
     ]
     agg = routing["aggregate"]
-    rows.append(("mean (max)", "", f"{_fmt(agg['mean_max_vio'])} ({_fmt(agg['max_max_vio'])})", "", "",
-                 _fmt(agg["mean_normalized_entropy"]), str(agg["dead_experts"])))
+    rows.append(
+        (
+            "mean (max)",
+            "",
+            f"{_fmt(agg['mean_max_vio'])} ({_fmt(agg['max_max_vio'])})",
+            "",
+            "",
+            _fmt(agg["mean_normalized_entropy"]),
+            str(agg["dead_experts"]),
+        )
+    )
     return rows
 
 
@@ -185,10 +201,16 @@ def render_markdown(report: Report) -> str:
     ]
     if report.baseline:
         b = report.baseline
-        rows = [(name, _fmt(b["metrics"].get(name), 3), _fmt(m.get(name), 3), "n/a" if gain is None else f"{gain:+.3f}")
-                for name, gain in b["gains"].items()]
-        lines += ["", f"## Against the baseline `{b['model']}` ({b['report']})", "",
-                  *_md_table(("metric", "baseline", "this model", "gain"), rows)]
+        rows = [
+            (name, _fmt(b["metrics"].get(name), 3), _fmt(m.get(name), 3), "n/a" if gain is None else f"{gain:+.3f}")
+            for name, gain in b["gains"].items()
+        ]
+        lines += [
+            "",
+            f"## Against the baseline `{b['model']}` ({b['report']})",
+            "",
+            *_md_table(("metric", "baseline", "this model", "gain"), rows),
+        ]
     if report.routing:
         lines += ["", "## MoE routing", "", *_md_table(_ROUTING_COLUMNS, routing_rows(report.routing))]
     return "\n".join(lines) + "\n"
@@ -240,9 +262,15 @@ def gate_names(ks: Iterable[int], reward_names: Iterable[str] = ()) -> list[str]
     """The names `gate_values(summarize(...))` will have, to check --min before sampling starts."""
     ks = sorted({k for k in ks if k > 1})
     return [
-        "n_problems", "n_excluded", "n_samples", "pass@1",
-        *(f"pass@{k}" for k in ks), *(f"maj@{k}" for k in ks),
-        "format_rate", "truncation_rate", *(f"reward/{r}" for r in reward_names),
+        "n_problems",
+        "n_excluded",
+        "n_samples",
+        "pass@1",
+        *(f"pass@{k}" for k in ks),
+        *(f"maj@{k}" for k in ks),
+        "format_rate",
+        "truncation_rate",
+        *(f"reward/{r}" for r in reward_names),
     ]
 
 

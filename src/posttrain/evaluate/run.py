@@ -7,7 +7,7 @@ score -> summarize -> report.json / report.md / samples.jsonl -> --min gates, --
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -15,20 +15,32 @@ from rich.console import Console
 from posttrain.data.load import load_rows, source_kind, to_prompt
 from posttrain.data.splits import EVAL_SEED_OFFSET
 from posttrain.errors import PosttrainError
-from posttrain.evaluate.metrics import summarize
 from posttrain.evaluate.baseline import compare, load_baseline
-from posttrain.evaluate.report import Report, Sampling, check_gates, gate_names, parse_gates, render_table, write_report
-from posttrain.evaluate.sampling import SamplingSettings, generate
-from posttrain.evaluate.scoring import build_rewards, reward_errors, reward_name, score_rows
+from posttrain.evaluate.completions import join_completions
+from posttrain.evaluate.metrics import summarize
+from posttrain.evaluate.report import (
+    Report,
+    Sampling,
+    check_gates,
+    gate_names,
+    parse_gates,
+    render_table,
+    write_report,
+    write_samples,
+)
+from posttrain.evaluate.sampling import SamplingSettings, generate_batches
+from posttrain.evaluate.scoring import answers_of, build_rewards, reward_errors, reward_name, score_rows
 from posttrain.io import append_jsonl, read_jsonl, repair_torn_tail
-from posttrain.telemetry.progress import progress_task
-
-CHUNK_PROBLEMS = 64  # problems per resumable unit: a crash loses at most one chunk
+from posttrain.models.loading import load_model, load_tokenizer
+from posttrain.models.moe import count_routing
+from posttrain.telemetry.progress import progress_task, quiet_libraries
+from posttrain.telemetry.routing_stats import routing_summary
 
 
 @dataclass
 class EvalRequest:
     data: str
+    rows: list[dict] | None = None  # the problems, already chosen (a recipe's held-out split); else from `data`
     model: str | None = None
     completions: str | None = None
     split: str = "test"
@@ -56,7 +68,6 @@ class EvalResult:
 
 
 def run(req: EvalRequest, console: Console, base_dir: Path | None = None) -> EvalResult:
-    from posttrain.telemetry.progress import quiet_libraries
 
     started = time.time()
     quiet_libraries()
@@ -67,9 +78,13 @@ def run(req: EvalRequest, console: Console, base_dir: Path | None = None) -> Eva
     gates = parse_gates(req.gates, known=known)
     bars = parse_gates(req.gains, known=known, flag="--min-gain")
     s = req.sampling
-    sampling = Sampling(n=None if req.completions else s.n, temperature=None if req.completions else s.temperature,
-                        top_p=None if req.completions else s.top_p, max_new_tokens=None if req.completions else s.max_new_tokens,
-                        seed=None if req.completions else s.seed)
+    sampling = Sampling(
+        n=None if req.completions else s.n,
+        temperature=None if req.completions else s.temperature,
+        top_p=None if req.completions else s.top_p,
+        max_new_tokens=None if req.completions else s.max_new_tokens,
+        seed=None if req.completions else s.seed,
+    )
     if bars and not req.baseline:
         raise PosttrainError("--min-gain needs --baseline REPORT.json: the eval of the model to beat")
     # Before any sampling: a baseline evaluated differently is refused now, not after the work.
@@ -81,9 +96,7 @@ def run(req: EvalRequest, console: Console, base_dir: Path | None = None) -> Eva
         records, routing = _score_file(req, rows, rewards, correctness), None
     else:
         records, routing = _sample_model(req, rows, rewards, correctness, out, console)
-    from posttrain.rewards.math import answers_equivalent
-
-    metrics = summarize(records, req.ks, answers_equivalent)
+    metrics = summarize(records, req.ks, answers_of(correctness).equivalent)
     errors = {name: count for name, count in reward_errors(rewards, correctness).items() if count}
     if errors:  # rows this eval scored None because the reward failed (chunks resumed from disk excluded)
         metrics["reward_errors"] = errors
@@ -99,16 +112,15 @@ def run(req: EvalRequest, console: Console, base_dir: Path | None = None) -> Eva
     if baseline is not None:
         report.baseline, failures = compare(metrics, baseline, req.baseline, bars)
     if req.completions:
-        from posttrain.evaluate.report import write_samples
-
         write_samples(records, out)
     write_report(report, out)
     render_table(report, console)
     return EvalResult(report=report, failures=check_gates(report.metrics, gates) + failures)
 
 
-
 def _rows(req: EvalRequest) -> list[dict]:
+    if req.rows is not None:
+        return req.rows[: req.num_problems] if req.num_problems else req.rows
     if source_kind(req.data) == "task":
         # The same seed as a GRPO run's held-out split, so `eval` reproduces its figures.
         seed = req.problem_seed + EVAL_SEED_OFFSET
@@ -117,42 +129,40 @@ def _rows(req: EvalRequest) -> list[dict]:
 
 
 def _score_file(req: EvalRequest, rows, rewards, correctness) -> list[dict]:
-    from posttrain.evaluate.completions import join_completions
-    from posttrain.rewards.math import extract_answer
 
     matched, samples = join_completions(req.completions, rows)
-    return score_rows(matched, samples, rewards, correctness, extract_answer)
+    return score_rows(matched, samples, rewards, correctness, answers_of(correctness).extract)
 
 
 def _sample_model(req: EvalRequest, rows, rewards, correctness, out: Path, console: Console):
-    from posttrain.models.loading import load_model, load_tokenizer
-    from posttrain.rewards.math import extract_answer
 
     samples_path = out / "samples.jsonl"
     done = _already_done(samples_path, req.resume)
     tokenizer = load_tokenizer(req.model)
     model = load_model(req.model)
     chat = tokenizer.chat_template is not None
-    # Chunks are a fixed partition of the rows with a seed each, so a resumed eval regenerates an
-    # unfinished chunk exactly as the interrupted run would have, and appends only what is missing.
-    chunks = [rows[i : i + CHUNK_PROBLEMS] for i in range(0, len(rows), CHUNK_PROBLEMS)]
+    prompts = [to_prompt(r["question"], req.system_prompt, chat) for r in rows]
     if done:
         console.print(f"resuming: {len(done)} problems already in {samples_path}, {len(rows) - len(done)} to go")
-    from posttrain.models.moe import count_routing
 
+    def finished(indices: list[int]) -> bool:
+        return all(str(rows[i]["id"]) in done for i in indices)
+
+    # Batches are planned from all the prompts and seeded by their place in the plan, so a resumed
+    # eval samples the unfinished ones exactly as the interrupted run would have (and as a GRPO run's
+    # held-out evaluation does), appending one batch at a time: a crash loses at most one batch.
     with count_routing(model) as routing, progress_task(console, "eval: sampling", total=len(rows)) as advance:
-        for c, chunk in enumerate(chunks):
-            if all(str(r["id"]) in done for r in chunk):
-                advance(len(chunk))
-                continue
-            prompts = [to_prompt(r["question"], req.system_prompt, chat) for r in chunk]
-            settings = replace(req.sampling, seed=req.sampling.seed + 1000 * c)
-            samples = generate(model, tokenizer, prompts, settings, on_batch=advance)
-            for record in score_rows(chunk, samples, rewards, correctness, extract_answer, prompts=prompts):
+        advance(sum(str(r["id"]) in done for r in rows))
+        for idx, samples in generate_batches(model, tokenizer, prompts, req.sampling, skip=finished):
+            batch_rows, batch_prompts = [rows[i] for i in idx], [prompts[i] for i in idx]
+            for record in score_rows(
+                batch_rows, samples, rewards, correctness, answers_of(correctness).extract, prompts=batch_prompts
+            ):
                 if str(record["id"]) not in done:
                     append_jsonl(samples_path, record)
-    wanted = {str(r["id"]) for r in rows}
-    records = [r for r in read_jsonl(samples_path) if str(r["id"]) in wanted]
+            advance(len(idx))
+    by_id = {str(r["id"]): r for r in read_jsonl(samples_path)}
+    records = [by_id[str(r["id"])] for r in rows if str(r["id"]) in by_id]
     return records, _routing_report(routing.counts())
 
 
@@ -170,6 +180,5 @@ def _routing_report(counts: dict) -> dict | None:
     """Expert load of this eval's sampling (resumed chunks excluded); None for dense models."""
     if not counts or not any(sum(row) for row in counts.values()):
         return None
-    from posttrain.telemetry.routing_stats import routing_summary
 
     return routing_summary(counts)

@@ -7,9 +7,13 @@ ran before. Outputs come back in the caller's order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import torch
+
+from posttrain.models.generation import cache_kwargs, refused
 
 
 @dataclass(frozen=True)
@@ -49,30 +53,50 @@ def generate(
     on_batch: Callable[[int], Any] | None = None,
 ) -> list[list[Sample]]:
     """`settings.n` samples per prompt (1 when greedy); `on_batch(k)` reports k prompts done."""
+    results: list[list[Sample] | None] = [None] * len(prompts)
+    for idx, samples in generate_batches(model, tokenizer, prompts, settings):
+        for i, group in zip(idx, samples):
+            results[i] = group
+        if on_batch:
+            on_batch(len(idx))
+    return results  # type: ignore[return-value]
 
+
+def generate_batches(
+    model,
+    tokenizer,
+    prompts: Sequence[str | list[dict]],
+    settings: SamplingSettings,
+    skip: Callable[[list[int]], bool] | None = None,
+) -> Iterator[tuple[list[int], list[list[Sample]]]]:
+    """(prompt indices, their samples) batch by batch, in the plan's order.
+
+    The plan (prompts sorted by length, `batch_size // n` per batch, batch b seeded `seed + b`)
+    depends on the prompts only, so a caller that skips the batches it already has (`skip(indices)`
+    true) gets every other batch exactly as one uninterrupted call would: `posttrain eval` resumes
+    this way and reproduces a run's held-out figures.
+    """
     n = 1 if settings.greedy else settings.n
     texts = [render_prompt(tokenizer, p) for p in prompts]
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
     per_batch = max(1, settings.batch_size // n)
-    results: list[list[Sample] | None] = [None] * len(texts)
     was_training = model.training
     model.eval()
     try:
         for b, start in enumerate(range(0, len(order), per_batch)):
             idx = order[start : start + per_batch]
+            if skip is not None and skip(idx):
+                continue
             batch = _generate_batch(model, tokenizer, [encoded[i] for i in idx], settings, n, seed=settings.seed + b)
-            for j, i in enumerate(idx):
-                results[i] = batch[j * n : (j + 1) * n]
-            if on_batch:
-                on_batch(len(idx))
+            yield idx, [batch[j * n : (j + 1) * n] for j in range(len(idx))]
     finally:
         model.train(was_training)
-    return results  # type: ignore[return-value]
 
 
-def _generate_batch(model, tokenizer, ids: list[list[int]], settings: SamplingSettings, n: int, seed: int) -> list[Sample]:
-    import torch
+def _generate_batch(
+    model, tokenizer, ids: list[list[int]], settings: SamplingSettings, n: int, seed: int
+) -> list[Sample]:
 
     pad = tokenizer.pad_token_id
     width = max(len(x) for x in ids)
@@ -82,8 +106,13 @@ def _generate_batch(model, tokenizer, ids: list[list[int]], settings: SamplingSe
     attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
     kwargs: dict[str, Any] = {"do_sample": False}
     if not settings.greedy:
-        kwargs = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0, "num_return_sequences": n}
-    from posttrain.models.generation import cache_kwargs, refused
+        kwargs = {
+            "do_sample": True,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "top_k": 0,
+            "num_return_sequences": n,
+        }
 
     torch.manual_seed(seed)
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from posttrain.evaluate.sampling import Sample
+from posttrain.rewards.guard import error_counts
+from posttrain.rewards.registry import AnswerRule, answer_rule, build
 
 RewardFn = Callable[..., list]
 
@@ -18,13 +20,14 @@ def reward_name(fn: RewardFn) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
 
 
-def build_rewards(specs, correctness_reward: str, base_dir=None, *, strict: bool = False) -> tuple[list[RewardFn], RewardFn]:
+def build_rewards(
+    specs, correctness_reward: str, base_dir=None, *, strict: bool = False
+) -> tuple[list[RewardFn], RewardFn]:
     """The recipe's reward functions, and the one that decides correctness (built on its own when
     the recipe does not list it). grpo, distill and eval all score through this pair.
 
     A reward that fails scores None on the rows it fails and is counted (`reward_errors`); with
     *strict* (the recipe's `rewards.strict`) its first failure raises RewardError instead."""
-    from posttrain.rewards.registry import build
 
     rewards, _ = build(specs, base_dir=base_dir, strict=strict)
     by_name = {reward_name(fn): fn for fn in rewards}
@@ -34,9 +37,13 @@ def build_rewards(specs, correctness_reward: str, base_dir=None, *, strict: bool
     return rewards, correctness
 
 
+def answers_of(correctness: RewardFn) -> AnswerRule:
+    """How answers are read and grouped for maj@k, for the reward that judges correctness."""
+    return answer_rule(reward_name(correctness))
+
+
 def reward_errors(rewards: Sequence[RewardFn], correctness: RewardFn) -> dict[str, int]:
     """Rows scored None because a reward failed, by name: the `reward_errors` of summaries and reports."""
-    from posttrain.rewards.guard import error_counts
 
     return error_counts([*rewards, correctness])
 

@@ -10,42 +10,50 @@ held-out sampling; only the main process writes files (`posttrain.distributed`).
 
 from __future__ import annotations
 
-import logging
 import shutil
 import time
 from pathlib import Path
 
+import torch
 from rich.console import Console
+from transformers import set_seed
+from trl.models import unwrap_model_for_generation
 
+from posttrain.checkpoints import checkpoint_step, resume_point
 from posttrain.config.schema import GRPORecipe
 from posttrain.data.load import to_prompt
 from posttrain.data.splits import make_splits
 from posttrain.distributed import gathered_state_dict, on_main, sum_counts, world_size
-from posttrain.evaluate.heldout import eval_sampling, heldout_accuracy
+from posttrain.evaluate.heldout import HeldOut, eval_sampling, heldout_accuracy, result_line
 from posttrain.evaluate.scoring import build_rewards, reward_errors
+from posttrain.grpo.trainer import build_trainer
 from posttrain.io import atomic_write_json, atomic_write_jsonl
+from posttrain.models.balancing import moe_callbacks
 from posttrain.models.loading import count_parameters, load_model, load_tokenizer, resolve_model_path, save_pretrained
-from posttrain.models.precision import resolve
-from posttrain.checkpoints import checkpoint_step, latest_checkpoint, remove_leftovers, restore_weights
 from posttrain.models.lora import merge_saved_adapter
+from posttrain.models.machine import check_machine
+from posttrain.models.precision import resolve
+from posttrain.models.quantization import bnb_config
+from posttrain.models.warmstart import balancing_callbacks, refuse_sharded_engine, run_warmstart
 from posttrain.outputs import prepare_output_dir, write_recipe
+from posttrain.rewards.format import warn_if_template_prefills_think
+from posttrain.telemetry.callbacks import stage_callbacks
+from posttrain.telemetry.cost import price
+from posttrain.telemetry.plots import plot_rewards
+from posttrain.telemetry.progress import quiet_libraries
+from posttrain.telemetry.trainer_progress import RichProgressCallback
+from posttrain.trl_adapter import restore_weights
 
-log = logging.getLogger(__name__)
 
-
-def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite: bool = False, base_dir: Path | None = None) -> dict:
-    from posttrain.telemetry.progress import quiet_libraries
-
-    from transformers import set_seed
+def run(
+    recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite: bool = False, base_dir: Path | None = None
+) -> dict:
 
     started = time.time()
     quiet_libraries()
-    from posttrain.grpo.trainer import check_machine
 
-    check_machine(recipe)
+    check_machine(recipe.train.precision, recipe.model, recipe.generation.cache, recipe.generation.backend)
     if recipe.model.warmstart.steps:
-        from posttrain.models.warmstart import refuse_sharded_engine
-
         refuse_sharded_engine("model.warmstart")
     timings: dict[str, float] = {}
     out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
@@ -53,41 +61,46 @@ def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite
 
     t = time.time()
     model_path = on_main(lambda: resolve_model_path(recipe.model, out, seed=recipe.grpo.seed))
-    tokenizer = load_tokenizer(recipe.model.tokenizer or model_path, recipe.model.revision, recipe.model.trust_remote_code)
+    tokenizer = load_tokenizer(
+        recipe.model.tokenizer or model_path, recipe.model.revision, recipe.model.trust_remote_code
+    )
     _warn_think_prefill(tokenizer)
     chat = tokenizer.chat_template is not None
     splits = make_splits(recipe.data, recipe.eval, recipe.model.warmstart)
     prompt = lambda row: to_prompt(row["question"], recipe.data.system_prompt, chat)  # noqa: E731
-    console.print(f"data: {len(splits.train)} training problems, {len(splits.heldout)} held-out, source {recipe.data.source}")
-    rewards, correctness = build_rewards(recipe.rewards.functions, recipe.eval.correctness_reward, base_dir,
-                                         strict=recipe.rewards.strict)
+    console.print(
+        f"data: {len(splits.train)} training problems, {len(splits.heldout)} held-out, source {recipe.data.source}"
+    )
+    rewards, correctness = build_rewards(
+        recipe.rewards.functions, recipe.eval.correctness_reward, base_dir, strict=recipe.rewards.strict
+    )
     # Only now does the folder hold a run: one that failed on its inputs can be re-run as it was.
     write_recipe(out, recipe)
     timings["setup"] = time.time() - t
 
     t = time.time()
-    model = _base_model(recipe, model_path, tokenizer, splits, prompt, out, console)
+    model = _base_model(recipe, model_path, tokenizer, splits.warmstart, prompt, out, console)
     timings["warmstart"] = time.time() - t
     params = count_parameters(model)
     console.print(f"model: {recipe.model.name_or_path} ({params['total']:,} parameters, {params['active']:,} active)")
 
     settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
-    heldout_prompts = [prompt(r) for r in splits.heldout]
+    heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, console)
     t = time.time()
-    base = _evaluate(model, tokenizer, splits.heldout, heldout_prompts, settings, rewards, correctness, console, "base", out)
+    base = _evaluate(model, tokenizer, heldout, "base", out)
     timings["eval_base"] = time.time() - t
 
     t = time.time()
-    trainer = _train(recipe, model, tokenizer, rewards, splits, prompt, out, console, resume)
+    train_rows = [{**row, "prompt": prompt(row)} for row in splits.train]
+    trainer = _train(recipe, model, tokenizer, rewards, train_rows, out, console, resume)
     timings["grpo"] = time.time() - t
     _save_policy(trainer, tokenizer, out, recipe)
 
     t = time.time()
-    from trl.models import unwrap_model_for_generation
 
     # The trained model whole on every process (ZeRO-3 gathers its shards; otherwise the model itself).
     with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as policy:
-        final = _evaluate(policy, tokenizer, splits.heldout, heldout_prompts, settings, rewards, correctness, console, "trained", out)
+        final = _evaluate(policy, tokenizer, heldout, "trained", out)
     timings["eval_final"] = time.time() - t
 
     summary = _summary(recipe, base, final, trainer, params, timings, time.time() - started)
@@ -99,42 +112,44 @@ def run(recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite
 def _write_summary(summary: dict, out: Path, metric_rows: list[dict] | None) -> None:
     atomic_write_json(out / "summary.json", summary)
     if metric_rows is not None:
-        from posttrain.telemetry.plots import plot_rewards
-
         plot_rewards(metric_rows, out / "reward.png", heldout=summary)
 
 
-
-
 def _warn_think_prefill(tokenizer) -> None:
-    from posttrain.rewards.format import warn_if_template_prefills_think
 
     if tokenizer.chat_template:
         warn_if_template_prefills_think(tokenizer.chat_template)
 
 
-
-def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, out: Path, console: Console):
+def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, warm_rows: list[dict], prompt, out: Path, console):
     """The model GRPO starts from: loaded as given, or warm-started once and cached in `out/base`."""
     warm = recipe.model.warmstart
     base_dir = out / "base"
     if warm.steps and (base_dir / "config.json").is_file():
         console.print(f"warm-start: reusing {base_dir}")
         return load_model(str(base_dir), recipe.model.dtype)
-    from posttrain.models.quantization import bnb_config
 
-    model = load_model(model_path, recipe.model.dtype, recipe.model.revision, recipe.model.trust_remote_code,
-                       quantization=bnb_config(recipe.model))
+    model = load_model(
+        model_path,
+        recipe.model.dtype,
+        recipe.model.revision,
+        recipe.model.trust_remote_code,
+        quantization=bnb_config(recipe.model),
+    )
     if not warm.steps:
         return model
-    from posttrain.models.warmstart import balancing_callbacks, run_warmstart
-    from posttrain.telemetry.trainer_progress import RichProgressCallback
 
-    console.print(f"warm-start: {warm.steps} SFT steps on {len(splits.warmstart)} worked examples")
+    console.print(f"warm-start: {warm.steps} SFT steps on {len(warm_rows)} worked examples")
     progress = RichProgressCallback(console, "warm-start SFT", accuracy_reward=None)
     run_warmstart(
-        model, tokenizer, splits.warmstart, [prompt(r) for r in splits.warmstart], warm, out / "warmstart-tmp",
-        callbacks=[*balancing_callbacks(recipe.moe, model), progress], precision=resolve(recipe.train.precision, recipe.model.dtype),
+        model,
+        tokenizer,
+        warm_rows,
+        [prompt(r) for r in warm_rows],
+        warm,
+        out / "warmstart-tmp",
+        callbacks=[*balancing_callbacks(recipe.moe, model), progress],
+        precision=resolve(recipe.train.precision, recipe.model.dtype),
     )
     on_main(lambda: _save_base(model, tokenizer, base_dir, out / "warmstart-tmp"))
     # TRL builds the KL reference model from `config._name_or_path`: point it at the warm-started
@@ -143,53 +158,43 @@ def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, splits, prompt, 
     return model
 
 
-
 def _save_base(model, tokenizer, base_dir: Path, scratch: Path) -> None:
     save_pretrained(model, tokenizer, base_dir)
     shutil.rmtree(scratch, ignore_errors=True)  # SFTTrainer's scratch folder
 
 
-def _evaluate(model, tokenizer, rows, prompts, settings, rewards, correctness, console, label, out: Path) -> dict | None:
-    if not rows:
+def _evaluate(model, tokenizer, heldout: HeldOut, label: str, out: Path) -> dict | None:
+    if not heldout.rows:
         return None
-    result = heldout_accuracy(model, tokenizer, rows, prompts, settings, rewards, correctness, console, label)
+    result = heldout_accuracy(model, tokenizer, heldout, label)
     records = result.pop("records")
     on_main(lambda: atomic_write_jsonl(out / f"heldout_{label}.jsonl", records))
-    console.print(
-        f"held-out ({label}): pass@1 {result['accuracy']:.3f} (n={settings.n}, T={settings.temperature}), "
-        f"greedy {result['greedy_accuracy']:.3f}, format {result['format_rate'] or 0:.3f}"
-    )
+    heldout.console.print(result_line(result, heldout.settings, label))
     return result
 
 
-def _train(recipe: GRPORecipe, model, tokenizer, rewards, splits, prompt, out: Path, console: Console, resume: bool):
-    from posttrain.grpo.trainer import build_trainer
-    from posttrain.safety import GracefulStop, NonFiniteGuard
-    from posttrain.telemetry.metrics_log import MetricsLogger, StepTimer
-    from posttrain.telemetry.resources import ResourceMonitor
-    from posttrain.telemetry.step_split import StepSplit
-    from posttrain.telemetry.trainer_progress import RichProgressCallback
+def _train(recipe: GRPORecipe, model, tokenizer, rewards, train_rows: list[dict], out: Path, console: Console, resume):
 
-    train_rows = [{**row, "prompt": prompt(row)} for row in splits.train]
-    on_main(lambda: remove_leftovers(out / "checkpoints"))
-    checkpoint = latest_checkpoint(out / "checkpoints") if resume else None
-    timer = StepTimer()
-    logger = MetricsLogger(out / "metrics.jsonl", timer, stage="grpo", start_step=checkpoint_step(checkpoint) if checkpoint else 0)
-    accuracy = recipe.eval.correctness_reward
-    progress = RichProgressCallback(console, "GRPO", accuracy_reward=accuracy)
-    from posttrain.models.balancing import moe_callbacks
-
-    stop = GracefulStop()
-    # The time split, resources, MoE callbacks and the guard add to `logs`: before the logger and progress.
-    moe = moe_callbacks(recipe.moe, model, out)
-    guard = NonFiniteGuard(skip=recipe.grpo.on_nonfinite == "skip")
-    callbacks = [timer, StepSplit(), ResourceMonitor(), *moe, guard, logger, progress, stop]
-    trainer = build_trainer(recipe, model, tokenizer, rewards, train_rows, out / "checkpoints", callbacks=callbacks)
-    trainer.metrics_logger = logger
+    checkpoint = resume_point(out / "checkpoints", resume)
+    stage = stage_callbacks(
+        out / "metrics.jsonl",
+        "grpo",
+        console,
+        "GRPO",
+        start_step=checkpoint_step(checkpoint) if checkpoint else 0,
+        on_nonfinite=recipe.grpo.on_nonfinite,
+        routing=moe_callbacks(recipe.moe, model, out),
+        accuracy_reward=recipe.eval.correctness_reward,
+        split_step=True,
+    )
+    trainer = build_trainer(
+        recipe, model, tokenizer, rewards, train_rows, out / "checkpoints", callbacks=stage.callbacks
+    )
+    trainer.metrics_logger = stage.logger
     if checkpoint:
         console.print(f"resuming from {checkpoint}")
         restore_weights(trainer, checkpoint, recipe.model.lora.enabled)
-    with stop.guarding(out / "checkpoints"):
+    with stage.stop.guarding(out / "checkpoints"):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return trainer
 
@@ -225,9 +230,6 @@ def _publish_policy(model, tokenizer, out: Path, state_dict) -> None:
 
 def _cost(timings: dict[str, float], usd_per_gpu_hour: float) -> dict:
     """Device-hours and dollars per stage: wall time times the devices this run held."""
-    import torch
-
-    from posttrain.telemetry.cost import price
 
     devices = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
     if world_size() > 1:  # one device per launched process, on every node

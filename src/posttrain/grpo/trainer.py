@@ -6,22 +6,27 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
 from posttrain.config.schema import GRPORecipe
-from posttrain.config.trl_fields import checkpointing_kwargs, warmup_kwargs
+from posttrain.config.trl_fields import GRPO, build, checkpointing_kwargs, warmup_kwargs
 from posttrain.models.balancing import aux_loss_coef
+from posttrain.models.generation import cache_kwargs
 from posttrain.models.lora import peft_config
 from posttrain.models.precision import resolve, trainer_kwargs
 from posttrain.telemetry.progress import quiet_trainer
+from posttrain.telemetry.step_split import attach
+from posttrain.trl_adapter import atomic
 
 log = logging.getLogger(__name__)
 
 
-def grpo_args(recipe: GRPORecipe, output_dir: Path, resume_dir: Path | None = None):
-    from trl import GRPOConfig
+def grpo_args(recipe: GRPORecipe, output_dir: Path):
+    """`trl.GRPOConfig` for the recipe: the fields mapped in `config.trl_fields.GRPO`, then `grpo.trl`."""
 
     g = recipe.grpo
-    save_steps = recipe.output.save_steps or g.max_steps
-    return GRPOConfig(
+    ours = dict(
         output_dir=str(output_dir),
         max_steps=g.max_steps,
         learning_rate=g.learning_rate,
@@ -46,57 +51,44 @@ def grpo_args(recipe: GRPORecipe, output_dir: Path, resume_dir: Path | None = No
         seed=g.seed,
         logging_steps=g.logging_steps,
         save_strategy="steps",
-        save_steps=save_steps,
+        save_steps=recipe.output.save_steps or g.max_steps,
         save_total_limit=recipe.output.save_total_limit,
         save_only_model=False,
-        report_to=[],
-        dataloader_pin_memory=False,  # nothing to pin to on CPU; accelerators gain little at this size
-        disable_tqdm=True,  # our rich progress replaces tqdm
-        # later wins: a recipe's own fields over grpo.trl; generation_kwargs from both are merged
-        **{**g.trl, **trainer_kwargs(resolve(recipe.train.precision, recipe.model.dtype)), **rollout_kwargs(recipe)},
+        **trainer_kwargs(resolve(recipe.train.precision, recipe.model.dtype)),
+        **rollout_kwargs(recipe),
     )
+    return build(GRPOConfig, GRPO, ours, g.trl)
 
 
 def rollout_kwargs(recipe: GRPORecipe) -> dict:
     """`generation:` as TRL's rollout arguments: the KV cache for transformers, or vLLM."""
     gen = recipe.generation
     if gen.backend == "vllm":
-        server = {k: v for k, v in (("vllm_server_host", gen.vllm_server_host), ("vllm_server_port", gen.vllm_server_port)) if v is not None}
+        server = {
+            k: v
+            for k, v in (("vllm_server_host", gen.vllm_server_host), ("vllm_server_port", gen.vllm_server_port))
+            if v is not None
+        }
         if gen.cache != "dynamic":
-            log.warning("generation.cache=%s applies to the held-out evaluation only: vLLM rollouts use "
-                        "vLLM's own paged KV cache", gen.cache)
+            log.warning(
+                "generation.cache=%s applies to the held-out evaluation only: vLLM rollouts use "
+                "vLLM's own paged KV cache",
+                gen.cache,
+            )
         return {"use_vllm": True, "vllm_mode": gen.vllm_mode, **server}
     if gen.cache == "dynamic":
         return {}
-    from posttrain.models.generation import cache_kwargs
 
     kwargs = cache_kwargs(gen.cache)
     out = {"cache_implementation": kwargs.pop("cache_implementation")}
     if kwargs:  # quantized: the backend reaches transformers' GenerationConfig through TRL
-        out["generation_kwargs"] = {**kwargs, **recipe.grpo.trl.get("generation_kwargs", {})}
+        out["generation_kwargs"] = kwargs  # merged with grpo.trl's generation_kwargs, which win
     return out
 
 
-def check_machine(recipe: GRPORecipe) -> None:
-    """Fail at run start, in one line, on a precision or generation setting this machine cannot do."""
-    from posttrain.models.generation import check_backend, check_cache
-    from posttrain.models.precision import check_hardware
-
-    from posttrain.models.quantization import check_quantization
-
-    check_hardware(resolve(recipe.train.precision, recipe.model.dtype))
-    check_backend(recipe.generation.backend)
-    check_cache(recipe.generation.cache)
-    check_quantization(recipe.model)
-
-
-
-def build_trainer(recipe: GRPORecipe, model, tokenizer, reward_funcs, train_rows: list[dict], output_dir: Path, callbacks=()):
-    from datasets import Dataset
-    from trl import GRPOTrainer
-
-    from posttrain.checkpoints import atomic
-    from posttrain.telemetry.step_split import attach
+def build_trainer(
+    recipe: GRPORecipe, model, tokenizer, reward_funcs, train_rows: list[dict], output_dir: Path, callbacks=()
+):
 
     trainer = atomic(GRPOTrainer)(
         model=model,

@@ -18,6 +18,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
 from posttrain.config.schema import MoEConfig
@@ -33,6 +36,7 @@ from posttrain.models.moe import (
     install_selection_bias,
     is_moe,
 )
+from posttrain.telemetry.heatmap import plot_expert_load
 from posttrain.telemetry.routing_stats import routing_summary
 
 log = logging.getLogger(__name__)
@@ -48,7 +52,6 @@ def update_bias(bias, counts, gamma: float):
     >>> update_bias(torch.zeros(4), torch.tensor([10, 10, 10, 30]), 0.1)
     tensor([ 0.1000,  0.1000,  0.1000, -0.1000])
     """
-    import torch
 
     load = counts.to(device=bias.device, dtype=torch.float32)
     mean = load.mean(dim=-1, keepdim=True)
@@ -95,8 +98,10 @@ def check_moe_settings(cfg: MoEConfig, model) -> None:
     if not is_moe(model):
         if wants_routers:
             setting = f"moe.balancing={cfg.balancing}" if cfg.balancing != "none" else "moe.freeze_router=true"
-            raise PosttrainError(f"{setting}: {type(model).__name__} has no MoE layers; use moe.balancing=none "
-                                 "and moe.freeze_router=false for a dense model")
+            raise PosttrainError(
+                f"{setting}: {type(model).__name__} has no MoE layers; use moe.balancing=none "
+                "and moe.freeze_router=false for a dense model"
+            )
         return
     if cfg.balancing == "aux_loss":
         check_aux_loss(model)
@@ -125,8 +130,14 @@ class MoEBalancingCallback(TrainerCallback):
     `moe_router_bias.safetensors`, read back on resume, because LoRA checkpoints hold only the adapter.
     """
 
-    def __init__(self, model, layers: list[MoELayer], gamma: float | None = None, telemetry: bool = True,
-                 out_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        layers: list[MoELayer],
+        gamma: float | None = None,
+        telemetry: bool = True,
+        out_dir: Path | None = None,
+    ) -> None:
         self.layers, self.gamma, self.telemetry = layers, gamma, telemetry
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.counter = RoutingCounter(model, layers, training_only=True)
@@ -150,7 +161,6 @@ class MoEBalancingCallback(TrainerCallback):
             self._apply_update(counts)
 
     def _apply_update(self, counts) -> None:
-        import torch
 
         with torch.no_grad():
             for layer, row in zip(self.layers, counts):
@@ -159,17 +169,16 @@ class MoEBalancingCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if self.gamma is None or not state.is_world_process_zero:
             return
-        from safetensors.torch import save_file
 
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
-            save_file({layer.key: layer.bias.detach().cpu().contiguous() for layer in self.layers}, str(folder / BIAS_FILE))
+            save_file(
+                {layer.key: layer.bias.detach().cpu().contiguous() for layer in self.layers}, str(folder / BIAS_FILE)
+            )
 
     def _restore(self, path: Path) -> None:
         if self.gamma is None or not path.is_file():
             return
-        import torch
-        from safetensors.torch import load_file
 
         saved = load_file(str(path))
         with torch.no_grad():
@@ -191,8 +200,6 @@ class MoEBalancingCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         self.counter.detach()
         if self.out_dir is not None and self.history and state.is_world_process_zero:
-            from posttrain.telemetry.heatmap import plot_expert_load
-
             plot_expert_load(self.history, self.out_dir / "expert_load.png")
 
 
@@ -212,20 +219,8 @@ def telemetry_logs(counts: dict[str, list]) -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def routing_line(logs: dict) -> str:
-    """The progress-bar fragment, e.g. "MaxVio 0.42 dead 0"; "" when the logs hold no routing stats.
-
-    >>> routing_line({"moe/max_vio_mean": 0.4213, "moe/dead_experts": 0})
-    'MaxVio 0.42 dead 0'
-    """
-    if "moe/max_vio_mean" not in logs:
-        return ""
-    return f"MaxVio {float(logs['moe/max_vio_mean']):.2f} dead {int(logs.get('moe/dead_experts', 0))}"
-
-
 def _all_reduce(counts):
     """Sum counts over data-parallel ranks (a no-op in a single process)."""
-    import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(counts, op=dist.ReduceOp.SUM)

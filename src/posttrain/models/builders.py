@@ -7,43 +7,10 @@ loaded through the normal `from_pretrained` path, like any Hub model.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import torch
+from transformers import AutoModelForCausalLM, DeepseekV3Config, Qwen3Config
 
-
-@dataclass(frozen=True)
-class TinyMoESpec:
-    """DeepSeek-V3 layout in miniature: fine-grained routed experts, shared expert(s), a sigmoid
-    router whose `e_score_correction_bias` is the loss-free balancing bias, MLA attention."""
-
-    hidden_size: int = 128
-    num_layers: int = 3
-    num_heads: int = 4
-    n_routed_experts: int = 8
-    n_shared_experts: int = 1
-    num_experts_per_tok: int = 2
-    moe_intermediate_size: int = 64
-    first_k_dense_replace: int = 0
-    intermediate_size: int = 256  # dense MLP width for layers below first_k_dense_replace
-    kv_lora_rank: int = 32
-    qk_rope_head_dim: int = 16
-    qk_nope_head_dim: int = 16
-    v_head_dim: int = 32
-    max_position_embeddings: int = 256
-
-
-@dataclass(frozen=True)
-class TinyDenseSpec:
-    """A small Qwen3-style dense decoder: the default distillation student."""
-
-    hidden_size: int = 96
-    num_layers: int = 3
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 256
-    max_position_embeddings: int = 256
-
-
-BUILDERS: dict[str, type] = {"tiny-moe": TinyMoESpec, "tiny-dense": TinyDenseSpec}
+from posttrain.config.builders import BUILDERS, TinyDenseSpec, TinyMoESpec
 
 
 def _token_ids(tokenizer) -> dict:
@@ -56,7 +23,6 @@ def _token_ids(tokenizer) -> dict:
 
 
 def moe_config(spec: TinyMoESpec, tokenizer):
-    from transformers import DeepseekV3Config
 
     return DeepseekV3Config(
         hidden_size=spec.hidden_size,
@@ -84,7 +50,6 @@ def moe_config(spec: TinyMoESpec, tokenizer):
 
 
 def dense_config(spec: TinyDenseSpec, tokenizer):
-    from transformers import Qwen3Config
 
     return Qwen3Config(
         hidden_size=spec.hidden_size,
@@ -101,8 +66,6 @@ def dense_config(spec: TinyDenseSpec, tokenizer):
 
 def build_model(kind: str, tokenizer, seed: int = 0, **overrides):
     """Random-init a tiny model of `kind` ("tiny-moe" or "tiny-dense") sized for `tokenizer`."""
-    import torch
-    from transformers import AutoModelForCausalLM
 
     spec_cls = BUILDERS[kind]
     spec = spec_cls(**overrides)
@@ -112,8 +75,3 @@ def build_model(kind: str, tokenizer, seed: int = 0, **overrides):
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model
-
-
-def spec_fields(kind: str) -> dict:
-    """Field names and defaults of a builder, for validation and help text."""
-    return asdict(BUILDERS[kind]())

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 
+import torch
+
 from posttrain.errors import PosttrainError
 
 CACHES = ("dynamic", "static", "quantized")
@@ -47,7 +49,9 @@ def check_cache(cache: str, key: str = "generation.cache") -> None:
 def refused(cache: str, model, error: Exception) -> PosttrainError:
     """transformers' refusal of `cache` for this architecture, as one line naming both."""
     arch = type(model).__name__
-    return PosttrainError(f"generation.cache: transformers cannot use a {cache} cache with {arch} ({error}); use dynamic")
+    return PosttrainError(
+        f"generation.cache: transformers cannot use a {cache} cache with {arch} ({error}); use dynamic"
+    )
 
 
 def check_backend(backend: str, key: str = "generation.backend") -> None:
@@ -56,7 +60,6 @@ def check_backend(backend: str, key: str = "generation.backend") -> None:
         return
     if not _installed("vllm"):
         raise PosttrainError(f"{key}: vllm needs the vllm extra (pip install 'posttrain[vllm]')")
-    import torch
 
     if not torch.cuda.is_available():
         raise PosttrainError(f"{key}: vllm needs a CUDA GPU; this machine has none (use transformers)")

@@ -7,13 +7,17 @@ from then on.
 
 from __future__ import annotations
 
-import logging
+import shutil
 from pathlib import Path
 
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from posttrain.checkpoints import publish
 from posttrain.config.schema import ModelConfig
 from posttrain.errors import PosttrainError
-
-log = logging.getLogger(__name__)
+from posttrain.models.builders import build_model
+from posttrain.models.quantization import device_map, keep_trainable_layout
+from posttrain.models.tokenizer import build_char_tokenizer
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16", "auto": "auto"}
 
@@ -23,23 +27,24 @@ def check_local(name_or_path: str) -> None:
     path = Path(name_or_path).expanduser()
     # "org/name" is a Hub id, unless "org" is a folder here (outputs/run): then it is a path.
     first = Path(name_or_path.split("/", 1)[0])
-    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or (
-        "/" in name_or_path and first.is_dir()
+    looks_local = (
+        name_or_path.startswith((".", "/", "~"))
+        or name_or_path.count("/") > 1
+        or ("/" in name_or_path and first.is_dir())
     )
     if looks_local and not path.exists():
         raise PosttrainError(f"{name_or_path}: no such model directory")
     if path.is_dir() and not (path / "config.json").is_file() and not (path / "tokenizer_config.json").is_file():
-        raise PosttrainError(f"{name_or_path}: not a model checkpoint (no config.json); expected a save_pretrained folder")
+        raise PosttrainError(
+            f"{name_or_path}: not a model checkpoint (no config.json); expected a save_pretrained folder"
+        )
 
 
 def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
 
     check_local(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            name_or_path, revision=revision, trust_remote_code=trust_remote_code
-        )
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise PosttrainError(f"could not load tokenizer {name_or_path!r}: {_first_line(e)}") from None
     if tokenizer.pad_token is None:
@@ -48,16 +53,18 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_
     return tokenizer
 
 
-def load_model(name_or_path: str, dtype: str = "auto", revision: str | None = None, trust_remote_code: bool = False,
-               quantization=None):
+def load_model(
+    name_or_path: str,
+    dtype: str = "auto",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    quantization=None,
+):
     """`quantization`: a transformers BitsAndBytesConfig (QLoRA, `posttrain.models.quantization`) or None."""
-    from transformers import AutoModelForCausalLM
 
     check_local(name_or_path)
     extra = {}
     if quantization is not None:
-        from posttrain.models.quantization import device_map
-
         extra = {"quantization_config": quantization, "device_map": device_map()}
     try:
         model = AutoModelForCausalLM.from_pretrained(
@@ -69,16 +76,12 @@ def load_model(name_or_path: str, dtype: str = "auto", revision: str | None = No
             "(a Hub name needs network access; a local path needs config.json and weights)"
         ) from None
     if quantization is not None:
-        from posttrain.models.quantization import keep_trainable_layout
-
         keep_trainable_layout(model)
     return model
 
 
 def build_and_save(kind: str, builder_args: dict, out_dir: Path, seed: int) -> Path:
     """Random-init a tiny model + the char tokenizer and save both as a normal checkpoint."""
-    from posttrain.models.builders import build_model
-    from posttrain.models.tokenizer import build_char_tokenizer
 
     tokenizer = build_char_tokenizer()
     model = build_model(kind, tokenizer, seed=seed, **builder_args)
@@ -91,9 +94,6 @@ def save_pretrained(model, tokenizer, out_dir: Path, state_dict: dict | None = N
 
     `state_dict`: the weights to write instead of the model's own (gathered from ZeRO-3 / FSDP shards).
     """
-    import shutil
-
-    from posttrain.checkpoints import publish
 
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
@@ -117,13 +117,17 @@ def count_parameters(model) -> dict[str, int]:
     """Total parameters, and those active per token (MoE: shared + top-k routed experts)."""
     total = sum(p.numel() for p in model.parameters())
     config = model.config
-    n_routed = getattr(config, "n_routed_experts", None) or getattr(config, "num_experts", None) or getattr(config, "num_local_experts", None)
+    n_routed = (
+        getattr(config, "n_routed_experts", None)
+        or getattr(config, "num_experts", None)
+        or getattr(config, "num_local_experts", None)
+    )
     top_k = getattr(config, "num_experts_per_tok", None)
     if not n_routed or not top_k:
         return {"total": total, "active": total}
     routed = 0
     for name, p in model.named_parameters():
-        if ".experts." in name or name.endswith(".experts.gate_up_proj") or name.endswith(".experts.down_proj"):
+        if ".experts." in name or name.endswith((".experts.gate_up_proj", ".experts.down_proj")):
             routed += p.numel()
     inactive = routed * (1 - top_k / n_routed)
     return {"total": total, "active": int(total - inactive)}

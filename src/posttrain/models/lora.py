@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from peft import AutoPeftModelForCausalLM
+from peft import LoraConfig as PeftLoraConfig
+
 from posttrain.config.schema import LoraConfig
+from posttrain.models.loading import DTYPES
 
 
 def peft_config(lora: LoraConfig):
     if not lora.enabled:
         return None
-    from peft import LoraConfig as PeftLoraConfig
 
     return PeftLoraConfig(
         r=lora.r,
@@ -24,8 +27,5 @@ def peft_config(lora: LoraConfig):
 
 def merge_saved_adapter(adapter_dir: Path, dtype: str):
     """The adapter's base loaded afresh (full precision, unsharded) with the saved adapter merged in."""
-    from peft import AutoPeftModelForCausalLM
-
-    from posttrain.models.loading import DTYPES
 
     return AutoPeftModelForCausalLM.from_pretrained(adapter_dir, dtype=DTYPES[dtype]).merge_and_unload()

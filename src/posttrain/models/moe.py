@@ -25,6 +25,10 @@ import logging
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
 
 from posttrain.errors import PosttrainError
 
@@ -97,12 +101,20 @@ def find_moe_layers(model) -> list[MoELayer]:
     for name, module in model.named_modules():
         if type(module).__name__ == class_name:
             match = re.search(r"layers\.(\d+)\.", name)
-            layers.append(MoELayer(
-                index=int(match.group(1)) if match else len(layers), name=name, router=module,
-                num_experts=int(module.weight.shape[0]), top_k=int(module.top_k), kind=kind,
-            ))
+            layers.append(
+                MoELayer(
+                    index=int(match.group(1)) if match else len(layers),
+                    name=name,
+                    router=module,
+                    num_experts=int(module.weight.shape[0]),
+                    top_k=int(module.top_k),
+                    kind=kind,
+                )
+            )
     if not layers:
-        raise UnsupportedMoEError(f"{type(model).__name__}: config declares experts but no {class_name} module was found")
+        raise UnsupportedMoEError(
+            f"{type(model).__name__}: config declares experts but no {class_name} module was found"
+        )
     return layers
 
 
@@ -112,7 +124,6 @@ def install_selection_bias(layers: list[MoELayer]) -> None:
     Native routers keep their `e_score_correction_bias` (cast to float32 so small updates are not
     rounded away in bf16); the others get a `selection_bias` buffer and a hook that applies it.
     """
-    import torch
 
     for layer in layers:
         router = layer.router
@@ -121,12 +132,13 @@ def install_selection_bias(layers: list[MoELayer]) -> None:
             continue
         if getattr(router, SELECTION_BIAS, None) is not None:
             continue
-        router.register_buffer(SELECTION_BIAS, torch.zeros(layer.num_experts, dtype=torch.float32, device=router.weight.device))
+        router.register_buffer(
+            SELECTION_BIAS, torch.zeros(layer.num_experts, dtype=torch.float32, device=router.weight.device)
+        )
         router.register_forward_hook(_biased_selection(layer.kind), prepend=True)  # before any counting hook
 
 
 def _biased_selection(kind: str):
-    import torch
 
     def hook(router, args, output):
         logits, weights, _ = output
@@ -146,15 +158,12 @@ def _biased_selection(kind: str):
 def restore_selection_bias(layers: list[MoELayer], checkpoint_dir) -> int:
     """Load saved `selection_bias` tensors into installed routers, matched by layer index (checkpoints
     may store modules under their original names, e.g. Mixtral's `block_sparse_moe`); returns how many."""
-    from pathlib import Path
-
-    from safetensors import safe_open
 
     by_index = {layer.index: layer for layer in layers if layer.kind != "native"}
     loaded = 0
     for file in sorted(Path(checkpoint_dir).glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 - safe_open handles are not iterable
+            for key in f.keys():
                 match = re.search(r"layers\.(\d+)\..*\." + SELECTION_BIAS + "$", key)
                 if match and int(match.group(1)) in by_index:
                     by_index[int(match.group(1))].bias.copy_(f.get_tensor(key))
@@ -205,11 +214,12 @@ class RoutingCounter:
 
     def tensor(self):
         """Counts as an int64 tensor (layers, experts) on the first router's device."""
-        import torch
 
         device = self.layers[0].router.weight.device
-        rows = [torch.zeros(layer.num_experts, dtype=torch.long, device=device) if c is None else c.to(device)
-                for layer, c in zip(self.layers, self._counts)]
+        rows = [
+            torch.zeros(layer.num_experts, dtype=torch.long, device=device) if c is None else c.to(device)
+            for layer, c in zip(self.layers, self._counts)
+        ]
         return torch.stack(rows)
 
     def counts(self) -> dict[str, list[int]]:
@@ -223,7 +233,6 @@ class RoutingCounter:
         self._mask = mask if mask is not None and getattr(mask, "dim", lambda: 0)() == 2 else None
 
     def _counter(self, i: int):
-        import torch
 
         num_experts = self.layers[i].num_experts
 
@@ -250,12 +259,11 @@ def _token_mask(mask, num_tokens: int):
         return mask.reshape(-1).bool()
     batch = mask.shape[0]
     if num_tokens % batch == 0 and num_tokens // batch <= mask.shape[1]:  # cached decoding: the newest columns
-        return mask[:, -(num_tokens // batch):].reshape(-1).bool()
+        return mask[:, -(num_tokens // batch) :].reshape(-1).bool()
     return None
 
 
 def _in_backward() -> bool:
-    import torch
 
     graph_task_id = getattr(torch._C, "_current_graph_task_id", None)  # private; absent -> count everything
     return graph_task_id is not None and graph_task_id() != -1

@@ -6,7 +6,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+
+import torch
+from transformers.utils import is_torch_bf16_gpu_available
 
 from posttrain.errors import PosttrainError
 
@@ -24,7 +28,6 @@ def resolve(precision: str, dtype: str) -> str:
 
 def check_hardware(precision: str, key: str = "train.precision") -> None:
     """Raise one clear line when this machine cannot train in `precision` (fp32 always can)."""
-    import torch
 
     has_cuda = torch.cuda.is_available()
     if precision == "fp16" and not has_cuda:
@@ -37,9 +40,6 @@ def check_hardware(precision: str, key: str = "train.precision") -> None:
 
 
 def _check_fp8(key: str, has_cuda: bool) -> None:
-    import importlib.util
-
-    import torch
 
     need = "fp8 needs an NVIDIA GPU with compute capability 8.9+ (Hopper/Ada) and torchao"
     if not has_cuda:
@@ -47,7 +47,9 @@ def _check_fp8(key: str, has_cuda: bool) -> None:
     capability = torch.cuda.get_device_capability(0)
     if tuple(capability) < FP8_MIN_CAPABILITY:
         name = torch.cuda.get_device_name(0)
-        raise PosttrainError(f"{key}: {need}; this machine has {name} (compute capability {capability[0]}.{capability[1]})")
+        raise PosttrainError(
+            f"{key}: {need}; this machine has {name} (compute capability {capability[0]}.{capability[1]})"
+        )
     if importlib.util.find_spec("torchao") is None:
         raise PosttrainError(f"{key}: {need}; torchao is not installed (pip install torchao)")
 
@@ -61,14 +63,14 @@ def trainer_kwargs(precision: str) -> dict[str, bool]:
     Untested here (the project's CI has no FP8 GPU); `check_hardware` guards it at run start.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)} (resolve 'auto' first)")
+        raise ValueError(
+            f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)} (resolve 'auto' first)"
+        )
     if precision == "fp8":
         os.environ["ACCELERATE_MIXED_PRECISION"] = "fp8"
         os.environ["ACCELERATE_FP8_BACKEND"] = "AO"
     kwargs = {"bf16": precision == "bf16", "fp16": precision == "fp16"}
     if precision == "bf16":
-        from transformers.utils import is_torch_bf16_gpu_available
-
         if not is_torch_bf16_gpu_available():
             kwargs["use_cpu"] = True  # TrainingArguments refuses bf16 without a GPU unless told it is CPU autocast
     return kwargs

@@ -14,6 +14,12 @@ attention, shared experts and dense MLPs are quantized.
 from __future__ import annotations
 
 import importlib.util
+from importlib.metadata import version
+
+import torch
+from accelerate import PartialState
+from packaging.version import Version
+from transformers import BitsAndBytesConfig
 
 from posttrain.errors import PosttrainError
 
@@ -25,8 +31,6 @@ def bnb_config(model_cfg):
     if not model_cfg.load_in_4bit:
         return None
     require_bitsandbytes()
-    import torch
-    from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
@@ -40,7 +44,6 @@ def bnb_config(model_cfg):
 def compute_dtype(dtype: str):
     """The dtype 4-bit layers de-quantize to for their matmuls: the recipe's, else bf16 where the
     GPU has it (the QLoRA paper's choice), else fp32."""
-    import torch
 
     if dtype != "auto":
         return getattr(torch, dtype)  # model.dtype is validated: float32, bfloat16 or float16
@@ -49,11 +52,9 @@ def compute_dtype(dtype: str):
 
 def device_map() -> dict[str, int | str]:
     """bitsandbytes quantizes while loading onto a device: this process's GPU, else the CPU."""
-    import torch
 
     if not torch.cuda.is_available():
         return {"": "cpu"}
-    from accelerate import PartialState
 
     return {"": PartialState().local_process_index}
 
@@ -80,11 +81,9 @@ def check_quantization(model_cfg) -> None:
 
 
 def require_bitsandbytes() -> None:
-    from packaging.version import Version
 
     if importlib.util.find_spec("bitsandbytes") is None:
         raise PosttrainError("model.load_in_4bit needs bitsandbytes: pip install 'posttrain[qlora]'")
-    from importlib.metadata import version
 
     found = version("bitsandbytes")
     if Version(found) < Version(MIN_BITSANDBYTES):

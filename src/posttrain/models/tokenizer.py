@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import string
 
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
 PAD, EOS, UNK = "<pad>", "<|end|>", "<unk>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
 # Not "special": TRL decodes completions with skip_special_tokens=True, and the format
@@ -31,8 +34,6 @@ def char_vocab() -> list[str]:
 
 def build_char_tokenizer(model_max_length: int = 512):
     """Build the char-level tokenizer (special tokens first, so their ids are stable)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     specials = [PAD, EOS, UNK, *ROLE_TOKENS]
     vocab = {tok: i for i, tok in enumerate(specials + list(TAG_TOKENS) + char_vocab())}

@@ -9,21 +9,24 @@ routing bias throughout pre-training: RL then starts from balanced experts, not 
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from posttrain.config.schema import MoEConfig, WarmstartConfig
-from posttrain.config.trl_fields import checkpointing_kwargs
-from posttrain.models.precision import trainer_kwargs
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
 
-log = logging.getLogger(__name__)
+from posttrain.config.schema import MoEConfig, WarmstartConfig
+from posttrain.config.trl_fields import WARMSTART, build, checkpointing_kwargs
+from posttrain.distributed import shards_weights
+from posttrain.errors import ConfigError
+from posttrain.models.balancing import moe_callbacks
+from posttrain.models.precision import trainer_kwargs
+from posttrain.telemetry.progress import quiet_trainer
 
 
 def sft_rows(rows: list[dict], prompts: list) -> list[dict]:
     """Prompt/completion pairs in the form SFTTrainer masks to completion-only loss."""
     return [
-        {"prompt": prompt, "completion": _completion(prompt, row["solution"])}
-        for row, prompt in zip(rows, prompts)
+        {"prompt": prompt, "completion": _completion(prompt, row["solution"])} for row, prompt in zip(rows, prompts)
     ]
 
 
@@ -39,15 +42,12 @@ def balancing_callbacks(moe: MoEConfig, model) -> list:
     """
     if moe.balancing != "loss_free":
         return []
-    from posttrain.models.balancing import moe_callbacks
 
     return moe_callbacks(moe.model_copy(update={"freeze_router": False, "telemetry": False}), model)
 
 
 def refuse_sharded_engine(setting: str) -> None:
     """Warm-start trains the model in place and saves it: under ZeRO-3 or FSDP that would be shards."""
-    from posttrain.distributed import shards_weights
-    from posttrain.errors import ConfigError
 
     if shards_weights():
         raise ConfigError(
@@ -57,38 +57,40 @@ def refuse_sharded_engine(setting: str) -> None:
         )
 
 
-def run_warmstart(model, tokenizer, rows: list[dict], prompts: list, cfg: WarmstartConfig, out_dir: Path, callbacks=(), precision: str = "fp32"):
+def run_warmstart(
+    model,
+    tokenizer,
+    rows: list[dict],
+    prompts: list,
+    cfg: WarmstartConfig,
+    out_dir: Path,
+    callbacks=(),
+    precision: str = "fp32",
+):
     """Train `model` in place on the rows' solutions for `cfg.steps` steps; returns the trainer's metrics.
 
     `precision`: a resolved `train.precision` (fp32, bf16, fp16, fp8), as the RL stage after it trains.
     """
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
 
     missing = [r.get("id") for r in rows if not r.get("solution")]
     if missing:
         raise ValueError(f"warm-start needs worked solutions; {len(missing)} rows have none (e.g. {missing[0]})")
-    args = SFTConfig(
+    ours = dict(
         output_dir=str(out_dir),
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         max_steps=cfg.steps,
         lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_steps,
-        logging_steps=max(1, cfg.steps // 20),
         save_strategy="no",
-        report_to=[],
-        dataloader_pin_memory=False,  # nothing to pin to on CPU; accelerators gain little at this size
-        disable_tqdm=True,
         # TRL turns checkpointing on by default; on tiny models it only costs time.
         **checkpointing_kwargs("SFTConfig", False),
         # Explicit, because TRL defaults to bf16 autocast, which is several times slower on CPUs.
         **trainer_kwargs(precision),
         completion_only_loss=True,
-        dataloader_num_workers=0,
         seed=cfg.seed,
-        dataset_num_proc=None,
     )
+    args = build(SFTConfig, WARMSTART, ours, {"logging_steps": max(1, cfg.steps // 20), **cfg.trl})
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -96,7 +98,6 @@ def run_warmstart(model, tokenizer, rows: list[dict], prompts: list, cfg: Warmst
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
-    from posttrain.telemetry.progress import quiet_trainer
 
     quiet_trainer(trainer)
     result = trainer.train()

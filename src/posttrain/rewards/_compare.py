@@ -12,7 +12,12 @@ import math
 from fractions import Fraction
 
 from posttrain.rewards._evaluate import (
-    EvalError, evaluate, expressions_equal, free_symbols, numbers_close, proportional,
+    EvalError,
+    evaluate,
+    expressions_equal,
+    free_symbols,
+    numbers_close,
+    proportional,
 )
 
 _NEG_INF = ("neg", ("const", "inf"))
@@ -76,7 +81,7 @@ def _group(node):
 def _canon_list(items):
     parts = [canon(i) for i in items]
     flat = []
-    for p in parts:           # a list of solutions can hold a +- pair: flatten it
+    for p in parts:  # a list of solutions can hold a +- pair: flatten it
         if p[0] == "list" and len(items) > 1:
             flat.extend(p[1])
         else:
@@ -90,8 +95,7 @@ def _canon_list(items):
             values = [p[2] for p in flat]
             if period == 1:
                 return ("list", tuple(values))
-            return ("list", tuple(("tuple", tuple(values[i:i + period]))
-                                  for i in range(0, len(values), period)))
+            return ("list", tuple(("tuple", tuple(values[i : i + period])) for i in range(0, len(values), period)))
     return ("list", tuple(p[2] if p[0] == "assign" else p for p in flat))
 
 
@@ -122,13 +126,13 @@ def _label_key(node) -> str:
 
 
 def _canon_relation(ops, exprs):
-    if "~" in ops:                       # x = 1/3 \approx 0.33: the exact part counts
+    if "~" in ops:  # x = 1/3 \approx 0.33: the exact part counts
         k = ops.index("~")
         if k == 0 and is_label(exprs[0]):
             return canon(exprs[1]) if len(exprs) == 2 else _canon_relation(ops[1:], exprs[1:])
         if k == 0:
             return canon(exprs[0])
-        return _canon_relation(ops[:k], exprs[:k + 1])
+        return _canon_relation(ops[:k], exprs[: k + 1])
     if ops[-1] == "in":
         return canon(exprs[-1])
     if all(op == "=" for op in ops):
@@ -136,7 +140,7 @@ def _canon_relation(ops, exprs):
         if is_label(first) and not _is_constant(first):
             return ("assign", _label_key(first), canon(last), ("add", (first, ("neg", last))))
         if len(exprs) > 2 or (_is_constant(first) and _is_constant(last)):
-            return canon(last)           # a worked calculation: sqrt(4) = 2
+            return canon(last)  # a worked calculation: sqrt(4) = 2
         if is_label(last) and _is_constant(first):
             return ("assign", _label_key(last), canon(first), ("add", (last, ("neg", first))))
         return ("eq", ("add", (first, ("neg", last))))
@@ -148,13 +152,13 @@ def _canon_relation(ops, exprs):
 
 
 def _canon_inequality(ops, exprs):
-    if ops[0] in _MORE:                  # write every chain with < and <=
+    if ops[0] in _MORE:  # write every chain with < and <=
         ops = tuple("<" if op == ">" else "<=" for op in reversed(ops))
         exprs = tuple(reversed(exprs))
     if len(exprs) == 2:
         a, b = exprs
         flipped = tuple(">" if op == "<" else ">=" for op in ops)
-        if a[0] == "neg" and is_label(a[1]) and _is_constant(b):     # -x < 1 is x > -1
+        if a[0] == "neg" and is_label(a[1]) and _is_constant(b):  # -x < 1 is x > -1
             return _canon_inequality(flipped, (a[1], ("neg", b)))
         if b[0] == "neg" and is_label(b[1]) and _is_constant(a):
             return _canon_inequality(flipped, (("neg", a), b[1]))
@@ -222,7 +226,7 @@ def _same_collection(a, b):
             return all(same(la[k], lb[k]) for k in la)
     ia, ib = _items(a), _items(b)
     ordered = "tuple" in (ka, kb) or "assigns" in (ka, kb)
-    if ordered and not ("set" in (ka, kb)):
+    if ordered and "set" not in (ka, kb):
         return len(ia) == len(ib) and all(same(x, y) for x, y in zip(ia, ib))
     if "tuple" in (ka, kb):
         return False
@@ -271,8 +275,11 @@ def _same_matrix(x, y):
     except EvalError:
         if x[0] == "mat" and y[0] == "mat":
             rx, ry = x[2], y[2]
-            return (len(rx) == len(ry) and all(len(r) == len(s) for r, s in zip(rx, ry))
-                    and all(values_equal(p, q) for r, s in zip(rx, ry) for p, q in zip(r, s)))
+            return (
+                len(rx) == len(ry)
+                and all(len(r) == len(s) for r, s in zip(rx, ry))
+                and all(values_equal(p, q) for r, s in zip(rx, ry) for p, q in zip(r, s))
+            )
         return False
     if x[0] == "mat" and y[0] == "mat":
         rx, ry = x[2], y[2]
@@ -314,12 +321,12 @@ def _rounds_to(literal, other):
             den //= 2
         while den % 5 == 0:
             den //= 5
-        if den == 1:                   # a terminating decimal must be written exactly
+        if den == 1:  # a terminating decimal must be written exactly
             return False
         target = exact
     else:
         if abs(exact.imag) > 1e-12 or not math.isfinite(exact.real):
             return False
         target = Fraction(exact.real)
-    step = Fraction(1, 10 ** places)
+    step = Fraction(1, 10**places)
     return abs(target - value) <= step / 2 or (abs(target) > abs(value) and abs(target - value) < step)

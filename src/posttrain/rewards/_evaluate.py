@@ -15,11 +15,11 @@ import math
 import zlib
 from fractions import Fraction
 
-MAX_BITS = 8192          # largest exact rational kept (numerator or denominator bits)
+MAX_BITS = 8192  # largest exact rational kept (numerator or denominator bits)
 MAX_EXPONENT = 10_000
 MAX_FACTORIAL = 300
-MAX_TERMS = 1000         # terms of one \sum or \prod
-STEP_BUDGET = 20_000     # node evaluations per comparison
+MAX_TERMS = 1000  # terms of one \sum or \prod
+STEP_BUDGET = 20_000  # node evaluations per comparison
 REL_TOL = 1e-9
 INF = complex(math.inf, 0)
 
@@ -199,7 +199,7 @@ def _pow(base, exp):
                 raise EvalError("power too large")
             if base == 0 and e < 0:
                 raise EvalError("division by zero")
-            return base ** e
+            return base**e
         root = _exact_root(base, exp)
         if root is not None:
             return root
@@ -213,7 +213,7 @@ def _pow(base, exp):
     if abs(e) * abs(math.log(abs(b))) > 700:
         raise EvalError("power too large")
     if b.imag == 0 and b.real > 0 and e.imag == 0:
-        return complex(b.real ** e.real)
+        return complex(b.real**e.real)
     return _check(cmath.exp(e * cmath.log(b)))
 
 
@@ -227,7 +227,7 @@ def _exact_root(base, exp):
         if part.bit_length() > 256:
             return None
         r = round(part ** (1.0 / q))
-        r = next((c for c in (r - 1, r, r + 1) if c >= 0 and c ** q == part), None)
+        r = next((c for c in (r - 1, r, r + 1) if c >= 0 and c**q == part), None)
         if r is None:
             return None
         roots.append(r)
@@ -235,10 +235,18 @@ def _exact_root(base, exp):
 
 
 _FUNCS = {
-    "sin": cmath.sin, "cos": cmath.cos, "tan": cmath.tan, "sinh": cmath.sinh,
-    "cosh": cmath.cosh, "tanh": cmath.tanh, "arcsin": cmath.asin, "arccos": cmath.acos,
-    "arctan": cmath.atan, "exp": cmath.exp,
-    "sec": lambda z: 1 / cmath.cos(z), "csc": lambda z: 1 / cmath.sin(z),
+    "sin": cmath.sin,
+    "cos": cmath.cos,
+    "tan": cmath.tan,
+    "sinh": cmath.sinh,
+    "cosh": cmath.cosh,
+    "tanh": cmath.tanh,
+    "arcsin": cmath.asin,
+    "arccos": cmath.acos,
+    "arctan": cmath.atan,
+    "exp": cmath.exp,
+    "sec": lambda z: 1 / cmath.cos(z),
+    "csc": lambda z: 1 / cmath.sin(z),
     "cot": lambda z: 1 / cmath.tan(z),
 }
 
@@ -295,8 +303,7 @@ def numbers_close(a, b, tol=REL_TOL):
     if isinstance(a, tuple) or isinstance(b, tuple):
         if not (isinstance(a, tuple) and isinstance(b, tuple)) or len(a) != len(b):
             return False
-        return all(len(ra) == len(rb) and all(numbers_close(x, y, tol) for x, y in zip(ra, rb))
-                   for ra, rb in zip(a, b))
+        return all(len(ra) == len(rb) and all(numbers_close(x, y, tol) for x, y in zip(ra, rb)) for ra, rb in zip(a, b))
     if isinstance(a, Fraction) and isinstance(b, Fraction):
         return a == b
     a, b = complex(a), complex(b)
@@ -305,8 +312,31 @@ def numbers_close(a, b, tol=REL_TOL):
     return abs(a - b) <= tol * max(1.0, abs(a), abs(b))
 
 
-_TAGS = {"num", "sym", "const", "add", "mul", "div", "pow", "neg", "pm", "fact", "pct",
-         "abs", "mod", "ratio", "func", "sum", "prod", "seq", "rel", "cup", "cap", "mat", "text"}
+_TAGS = {
+    "num",
+    "sym",
+    "const",
+    "add",
+    "mul",
+    "div",
+    "pow",
+    "neg",
+    "pm",
+    "fact",
+    "pct",
+    "abs",
+    "mod",
+    "ratio",
+    "func",
+    "sum",
+    "prod",
+    "seq",
+    "rel",
+    "cup",
+    "cap",
+    "mat",
+    "text",
+}
 
 
 def free_symbols(node, out=None):
@@ -341,8 +371,7 @@ def _points(names):
     points = []
     for k in range(3):
         sign = -1 if k == NEGATIVE_POINT else 1
-        points.append({n: complex(sign * (0.3 + (zlib.crc32(f"{n}:{k}".encode()) % 2600) / 1000))
-                       for n in names})
+        points.append({n: complex(sign * (0.3 + (zlib.crc32(f"{n}:{k}".encode()) % 2600) / 1000)) for n in names})
     points.append({n: Fraction(2 + i % 7 + (i // 7) * 3) for i, n in enumerate(names)})
     points.append({n: Fraction(9 - i % 5 + (i // 5) * 4) for i, n in enumerate(names)})
     return points

@@ -18,11 +18,11 @@ Nodes (first item is the tag):
 
 from __future__ import annotations
 
-
 from posttrain.rewards._latex_commands import LatexCommands
 from posttrain.rewards._lexer import MAX_DEPTH, RELATIONS, ParseError, number, tokenize
 
 __all__ = ["ParseError", "parse", "tokenize"]
+
 
 def parse(text: str):
     """Parse one answer into an AST (see module docstring)."""
@@ -164,7 +164,7 @@ class _Parser(LatexCommands):
                 factors = [("mod", _prod(factors), self.power_or_unary())]
             elif self.starts_primary():
                 factor = self.power()
-                if _is_mixed_number(factors, factor):   # 15\frac{39}{40} is 15 + 39/40
+                if _is_mixed_number(factors, factor):  # 15\frac{39}{40} is 15 + 39/40
                     factors[-1] = ("add", (factors[-1], factor))
                 else:
                     factors.append(factor)
@@ -184,8 +184,21 @@ class _Parser(LatexCommands):
             return True
         if kind == "cmd":
             return v not in RELATIONS and v not in (
-                "\\pm", "\\mp", "\\cdot", "\\times", "\\div", "\\cup", "\\cap", "\\bmod",
-                "\\mod", "\\ast", "\\}", "\\\\", "\\%", "\\right")
+                "\\pm",
+                "\\mp",
+                "\\cdot",
+                "\\times",
+                "\\div",
+                "\\cup",
+                "\\cap",
+                "\\bmod",
+                "\\mod",
+                "\\ast",
+                "\\}",
+                "\\\\",
+                "\\%",
+                "\\right",
+            )
         if v == "|":
             return self.abs_depth == 0
         return v in ("(", "{", "\\{")
@@ -293,18 +306,25 @@ class _Parser(LatexCommands):
         if closer not in (")", "]"):
             raise ParseError("unclosed bracket")
         kind = opener + closer
-        if node[0] == "seq" and node[1] in ("list", "semi"):   # (0;0;6) is a triple
+        if node[0] == "seq" and node[1] in ("list", "semi"):  # (0;0;6) is a triple
             return ("seq", kind, node[2])
         if kind == "()":
             return node
         return ("seq", kind, (node,))
 
+
 def _is_mixed_number(factors, factor):
     def integer(node):
         return node[0] == "num" and node[1].denominator == 1 and "." not in node[2]
 
-    return (len(factors) == 1 and integer(factors[0]) and factor[0] == "div"
-            and integer(factor[1]) and integer(factor[2]) and factor[1][1] < factor[2][1])
+    return (
+        len(factors) == 1
+        and integer(factors[0])
+        and factor[0] == "div"
+        and integer(factor[1])
+        and integer(factor[2])
+        and factor[1][1] < factor[2][1]
+    )
 
 
 def _sum(terms):

@@ -73,7 +73,7 @@ class LatexCommands:
         if not parts or j >= len(self.toks) or self.toks[j][1] != "}":
             return None
         if len(parts) == 1 and parts[0].isalpha() and len(parts[0]) == 1:
-            return None              # F_{k}: an index that may be a summation variable
+            return None  # F_{k}: an index that may be a summation variable
         self.i = j + 1
         return "".join(parts)
 

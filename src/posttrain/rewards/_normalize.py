@@ -10,14 +10,85 @@ from __future__ import annotations
 import re
 
 UNIT_WORDS = (
-    "square", "sq", "cubic", "cm", "mm", "km", "kg", "mg", "lb", "lbs", "pounds", "pound",
-    "ounces", "ounce", "oz", "miles", "mile", "mph", "feet", "foot", "ft", "inches", "inch",
-    "yards", "yard", "meters", "meter", "metres", "metre", "seconds", "second", "sec",
-    "minutes", "minute", "mins", "min", "hours", "hour", "hrs", "hr", "days", "day",
-    "weeks", "week", "months", "month", "years", "year", "dollars", "dollar", "cents",
-    "cent", "yuan", "euros", "euro", "units", "unit", "liters", "litres", "liter", "litre",
-    "ml", "gallons", "gallon", "grams", "gram", "people", "students", "degrees", "degree",
-    "points", "ways", "times", "cookies", "apples", "marbles", "books", "pages", "kilometers",
+    "square",
+    "sq",
+    "cubic",
+    "cm",
+    "mm",
+    "km",
+    "kg",
+    "mg",
+    "lb",
+    "lbs",
+    "pounds",
+    "pound",
+    "ounces",
+    "ounce",
+    "oz",
+    "miles",
+    "mile",
+    "mph",
+    "feet",
+    "foot",
+    "ft",
+    "inches",
+    "inch",
+    "yards",
+    "yard",
+    "meters",
+    "meter",
+    "metres",
+    "metre",
+    "seconds",
+    "second",
+    "sec",
+    "minutes",
+    "minute",
+    "mins",
+    "min",
+    "hours",
+    "hour",
+    "hrs",
+    "hr",
+    "days",
+    "day",
+    "weeks",
+    "week",
+    "months",
+    "month",
+    "years",
+    "year",
+    "dollars",
+    "dollar",
+    "cents",
+    "cent",
+    "yuan",
+    "euros",
+    "euro",
+    "units",
+    "unit",
+    "liters",
+    "litres",
+    "liter",
+    "litre",
+    "ml",
+    "gallons",
+    "gallon",
+    "grams",
+    "gram",
+    "people",
+    "students",
+    "degrees",
+    "degree",
+    "points",
+    "ways",
+    "times",
+    "cookies",
+    "apples",
+    "marbles",
+    "books",
+    "pages",
+    "kilometers",
 )
 _UNIT = "|".join(sorted(UNIT_WORDS, key=len, reverse=True))
 _UNIT_AFTER_NUMBER = re.compile(
@@ -40,11 +111,31 @@ _DROP = re.compile(
     r"<\|[^|<>]{0,40}\|>"
 )
 _PERCENT_WORD = re.compile(r"\s*\b(?:percentage|percent|pct)\b", re.I)
-_UNICODE = str.maketrans({
-    "−": "-", "–": "-", "×": "*", "·": "*", "÷": "/", "，": ",", "：": ":", "；": ";",
-    "（": "(", "）": ")", "【": "[", "】": "]", "％": "%", "\u00a0": " ", "\u3000": " ",
-    "π": "\\pi ", "√": "\\sqrt ", "∞": "\\infty ", "²": "^2", "³": "^3", "∪": "\\cup ",
-})
+_UNICODE = str.maketrans(
+    {
+        "−": "-",
+        "–": "-",
+        "×": "*",
+        "·": "*",
+        "÷": "/",
+        "，": ",",
+        "：": ":",
+        "；": ";",
+        "（": "(",
+        "）": ")",
+        "【": "[",
+        "】": "]",
+        "％": "%",
+        "\u00a0": " ",
+        "\u3000": " ",
+        "π": "\\pi ",
+        "√": "\\sqrt ",
+        "∞": "\\infty ",
+        "²": "^2",
+        "³": "^3",
+        "∪": "\\cup ",
+    }
+)
 _EMPTY_GROUP = re.compile(r"\{\s*,\s*\}")
 
 
@@ -65,8 +156,8 @@ def clean(text: str) -> str:
     """
     s = text.translate(_UNICODE).replace("\x00", "").replace('\\"', '"')
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
-    s = _EMPTY_GROUP.sub("", s)           # 14{,}916: TeX thousands separator
-    s = re.sub(r",\\!\s*", ",", s)          # 11,\! 111: TeX thousands separator
+    s = _EMPTY_GROUP.sub("", s)  # 14{,}916: TeX thousands separator
+    s = re.sub(r",\\!\s*", ",", s)  # 11,\! 111: TeX thousands separator
     s = _DROP.sub("", s)
     s = _QUAD.sub(" , ", s)
     s = _SPACES.sub(" ", s)
@@ -84,7 +175,7 @@ def clean(text: str) -> str:
         s = single.group(1)
     s = re.sub(r"(?:\s*,)+", ",", s)
     s = s.strip().rstrip(".,;:").lstrip(",;:").strip()
-    s = s.strip('"\'').strip()
+    s = s.strip("\"'").strip()
     return s
 
 

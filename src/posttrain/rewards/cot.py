@@ -24,9 +24,7 @@ _STEP = re.compile(
 # a op b (op c ...) = d, with numbers only: 12+34=46, 3*4 = 12, 12+34+5=51, 100 - 30 = 70
 _NUM = r"\d+(?:\.\d+)?"
 _OP = r"(?:\+|-|−|\*|×|·|/|÷|\\times|\\cdot|\\div)"
-_ARITH = re.compile(
-    rf"(?<![\w.^/*+\-=])(-?{_NUM}(?:\s*{_OP}\s*{_NUM}){{1,12}})\s*=\s*(-?{_NUM})(?![\d.]*\w|\.\d)"
-)
+_ARITH = re.compile(rf"(?<![\w.^/*+\-=])(-?{_NUM}(?:\s*{_OP}\s*{_NUM}){{1,12}})\s*=\s*(-?{_NUM})(?![\d.]*\w|\.\d)")
 _TOKEN = re.compile(rf"{_NUM}|{_OP}|-")
 _MONEY = re.compile(r"(?<=\d),(?=\d{3}\b)|\$")
 

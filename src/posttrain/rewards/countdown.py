@@ -128,10 +128,28 @@ def countdown(completions, answer=None, numbers=None, *, require_all: bool = Tru
         if target is None or not pool:
             out.append(None)
             continue
-        match = _ANSWER.findall(text[-5000:])
-        expr = match[-1].strip() if match else ""
+        expr = answer_expression(text) or ""
         ok = check_expression(expr, list(pool), target)
         if ok and require_all:
             ok = sorted(int(t) for t in re.findall(r"[0-9]+", expr)) == sorted(int(n) for n in pool)
         out.append(1.0 if ok else 0.0)
     return out
+
+
+def answer_expression(text: str) -> str | None:
+    """The last <answer> expression of a completion, stripped; None without one.
+
+    >>> answer_expression("<answer> (2+3)*4 </answer>")
+    '(2+3)*4'
+    """
+    match = _ANSWER.findall(text[-5000:])
+    return match[-1].strip() if match else None
+
+
+def same_expression(a: str, b: str) -> bool:
+    """maj@k's vote for countdown: the same expression, spaces aside (two routes to the target are two answers).
+
+    >>> same_expression("2 * 3 + 4", "2*3+4"), same_expression("2*3+4", "4+2*3")
+    (True, False)
+    """
+    return re.sub(r"\s+", "", a) == re.sub(r"\s+", "", b)

@@ -49,10 +49,33 @@ _NUMBER = re.compile(
 )
 _SPECIAL_TOKEN = re.compile(r"<\|[^|<>]{0,40}\|>")
 _SENTENCE_END = re.compile(r"(?<!\d)\.(?=\s|$)|\.(?=\s+[A-Z])|\n|I hope|。")
-_PROSE = re.compile(r"(?<![\\a-zA-Z])(?:[a-zA-Z]{3,}|(?:so|is|it|be|we|to|of|on|at|as|an|by|if|my|me|do|am)(?![a-zA-Z]))", re.I)
-_KNOWN_WORDS = {"sin", "cos", "tan", "sec", "csc", "cot", "log", "exp", "sqrt", "and",
-                "sinh", "cosh", "tanh", "arcsin", "arccos", "arctan", "infty", "pi", "or",
-                "percent", "pct", *UNIT_WORDS}
+_PROSE = re.compile(
+    r"(?<![\\a-zA-Z])(?:[a-zA-Z]{3,}|(?:so|is|it|be|we|to|of|on|at|as|an|by|if|my|me|do|am)(?![a-zA-Z]))", re.I
+)
+_KNOWN_WORDS = {
+    "sin",
+    "cos",
+    "tan",
+    "sec",
+    "csc",
+    "cot",
+    "log",
+    "exp",
+    "sqrt",
+    "and",
+    "sinh",
+    "cosh",
+    "tanh",
+    "arcsin",
+    "arccos",
+    "arctan",
+    "infty",
+    "pi",
+    "or",
+    "percent",
+    "pct",
+    *UNIT_WORDS,
+}
 
 
 def extract_answer(completion: str, extract_order=DEFAULT_ORDER) -> str | None:
@@ -70,7 +93,7 @@ def extract_answer(completion: str, extract_order=DEFAULT_ORDER) -> str | None:
         # The answer follows the reasoning; a number inside the reasoning is not an answer.
         text = text.rsplit("</think>", 1)[1]
     elif "<think>" in text:
-        return None          # cut off while still thinking: no final answer yet
+        return None  # cut off while still thinking: no final answer yet
     for name in check_order(extract_order):
         found = STRATEGIES[name](text, extract_order)
         if found is not None and found.strip():
@@ -84,7 +107,7 @@ def _answer_tag(text, order):
     start = text.rfind("<answer>", 0, end) if end >= 0 else -1
     if start < 0:
         return None
-    content = text[start + len("<answer>"):end].strip()
+    content = text[start + len("<answer>") : end].strip()
     if _is_bare(content) and not _BOX.search(content):
         return content
     rest = tuple(s for s in order if s != "answer_tag")
@@ -106,7 +129,7 @@ def boxed_spans(text):
         elif stack:
             left = stack.pop()
             if left in opens:
-                spans.append((opens[left], m.end(), text[left + 1:m.start()]))
+                spans.append((opens[left], m.end(), text[left + 1 : m.start()]))
     spans.sort()
     return spans
 
@@ -120,11 +143,11 @@ def _boxed(text, order):
         return None
     if "phrase" in order and _FINAL_PHRASE.search(text, spans[-1][1]):
         return None  # "... \boxed{255} ... Final Answer: The final answer is $10,455$"
-    group = [spans[-1]]          # the last box and the boxes right before it, newest first
+    group = [spans[-1]]  # the last box and the boxes right before it, newest first
     for span in reversed(spans[:-1]):
         if span[1] > group[-1][0]:
             continue  # a box around the last box: \\boxed{\\boxed{5}}
-        glue = text[span[1]:group[-1][0]]
+        glue = text[span[1] : group[-1][0]]
         if len(group) >= _MAX_GROUP or len(glue) > _GLUE_MAX or "\n\n" in glue or re.search(r"\.\s", glue):
             break
         group.append(span)
@@ -136,12 +159,12 @@ def _phrase(text, order):
     matches = list(_PHRASE.finditer(text[-4000:]))
     if not matches:
         return None
-    tail = text[-4000:][matches[-1].end():]
+    tail = text[-4000:][matches[-1].end() :]
     math = _MATH_SPAN.match(tail.lstrip())
     if math:
         return next(g for g in math.groups() if g is not None)
     end = _SENTENCE_END.search(tail)
-    span = (tail[:end.start()] if end else tail).strip()
+    span = (tail[: end.start()] if end else tail).strip()
     if not span:
         return None
     box = _boxed(span, order)
@@ -190,7 +213,7 @@ def _last_number(text, order):
         best = numbers[-1].group(0)
     short = text.strip()
     if best is None and len(short) <= 100 and (len(short.split()) <= 3 or _MATH_SPAN.fullmatch(short)):
-        best = short                 # a short text answer: "odd", "$\\text{Even}$"
+        best = short  # a short text answer: "odd", "$\\text{Even}$"
     return best
 
 
@@ -199,8 +222,9 @@ def check_order(extract_order) -> tuple[str, ...]:
     order = (extract_order,) if isinstance(extract_order, str) else tuple(extract_order)
     unknown = [name for name in order if name not in STRATEGIES]
     if unknown or not order:
-        raise ValueError(f"unknown extraction strategy {unknown[0] if unknown else '(none)'!r}; "
-                         f"choose from {', '.join(STRATEGIES)}")
+        raise ValueError(
+            f"unknown extraction strategy {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(STRATEGIES)}"
+        )
     return order
 
 

@@ -87,8 +87,13 @@ def think_format(completions, *, allow_prefilled_think: bool = True, **kwargs) -
             m = _THINK_THEN_ANSWER.fullmatch(text)
             prefilled = "<think>" not in text
             starts_right = prefilled or text.lstrip().startswith("<think>")
-            ok = bool(m and m.group(1).strip() and m.group(2).strip() and starts_right
-                      and (allow_prefilled_think or not prefilled))
+            ok = bool(
+                m
+                and m.group(1).strip()
+                and m.group(2).strip()
+                and starts_right
+                and (allow_prefilled_think or not prefilled)
+            )
         scores.append(float(ok))
     return scores
 
@@ -117,8 +122,10 @@ def warn_if_template_prefills_think(chat_template: str | None) -> bool:
     prefills = template_prefills_think(chat_template)
     if prefills and not _warned_prefill:
         _warned_prefill = True
-        message = ("the chat template pre-fills '<think>' in the generation prompt, so "
-                   "completions start without it and the strict 'format' reward stays at 0; "
-                   "set kwargs {allow_prefilled_think: true} on 'format' or use 'think_format'")
+        message = (
+            "the chat template pre-fills '<think>' in the generation prompt, so "
+            "completions start without it and the strict 'format' reward stays at 0; "
+            "set kwargs {allow_prefilled_think: true} on 'format' or use 'think_format'"
+        )
         warnings.warn(message, UserWarning, stacklevel=2)
     return prefills

@@ -65,7 +65,7 @@ class GuardedReward:
         except _BadResult as exc:  # wrong length or type: no score in it can be matched to a row
             self._fail(exc, n, n, columns)
             return [None] * n
-        except Exception as exc:  # noqa: BLE001  (user code on untrusted text: any failure is its own)
+        except Exception as exc:
             # A group-wise reward scored one row at a time would give different numbers, not errors.
             if self.strict or n == 1 or getattr(self.wrapped, "groupwise", False):
                 self._fail(exc, n, n, columns)
@@ -73,8 +73,12 @@ class GuardedReward:
             return self._row_by_row(completions, columns, n, exc)
         bad = [i for i, score in enumerate(scores) if not _valid(score)]
         if bad:
-            self._fail(_BadResult(f"returned {_short(scores[bad[0]])} (expected a finite number or None)"),
-                       len(bad), n, columns)
+            self._fail(
+                _BadResult(f"returned {_short(scores[bad[0]])} (expected a finite number or None)"),
+                len(bad),
+                n,
+                columns,
+            )
             for i in bad:
                 scores[i] = None
         return scores
@@ -86,7 +90,7 @@ class GuardedReward:
                 (score,) = _checked(self.wrapped(completions[i : i + 1], **_row(columns, n, i)), 1)
                 if not _valid(score):
                     raise _BadResult(f"returned {_short(score)} (expected a finite number or None)")
-            except Exception as exc:  # noqa: BLE001  (as above)
+            except Exception as exc:
                 first, failed, score = first or exc, failed + 1, None
             scores.append(score)
         # When no row fails alone (the error depends on the batch), the rows keep the scores they
@@ -106,11 +110,16 @@ class GuardedReward:
         self.errors += rows
         if not self.warned:
             self.warned = True
-            outcome = (f"{rows} of {n} completions score None for it" if rows else
-                       "each completion scored on its own succeeded, so none scores None")
+            outcome = (
+                f"{rows} of {n} completions score None for it"
+                if rows
+                else "each completion scored on its own succeeded, so none scores None"
+            )
             log.warning(
                 "%s; %s. Later errors of this reward are only counted (reward_errors in summary.json or "
-                "the eval report); set `rewards.strict: true` in the recipe to make them fatal.", what, outcome,
+                "the eval report); set `rewards.strict: true` in the recipe to make them fatal.",
+                what,
+                outcome,
             )
 
 

@@ -47,7 +47,12 @@ from posttrain.rewards._compare import canon, same
 from posttrain.rewards._latex import ParseError, parse
 from posttrain.rewards._normalize import clean, variants
 from posttrain.rewards.extract import (
-    DEFAULT_ORDER, boxed_spans, check_order, choice_letter, extract_answer, extract_choice,
+    DEFAULT_ORDER,
+    boxed_spans,
+    check_order,
+    choice_letter,
+    extract_answer,
+    extract_choice,
 )
 
 __all__ = ["verify", "extract_answer", "answers_equivalent", "accuracy", "parse_answer", "clear_caches"]
@@ -75,7 +80,7 @@ class Parsed:
 @lru_cache(maxsize=CACHE_SIZE)
 def parse_answer(text: str) -> Parsed:
     """Parse an extracted answer (cached: gold answers are parsed once per prompt)."""
-    if len(text) > MAX_ANSWER_CHARS:   # no answer is this long: compare it as plain text
+    if len(text) > MAX_ANSWER_CHARS:  # no answer is this long: compare it as plain text
         return Parsed(text.strip(), ())
     cleaned = clean(text)
     structs = []
@@ -124,7 +129,7 @@ def answers_equivalent(a: str, b: str) -> bool:
         if letter is not None:
             return choice_letter(b) == letter
         return _same_parsed(parse_answer(a), parse_answer(b))
-    except Exception:  # noqa: BLE001  (same reason as in verify)
+    except Exception:
         return False
 
 
@@ -154,7 +159,7 @@ def verify(prediction: str, gold: str, extract_order=DEFAULT_ORDER) -> bool | No
     order = check_order(extract_order)  # a recipe typo must fail loudly, not score 0
     try:
         return _verify_cached(prediction if isinstance(prediction, str) else "", gold, order)
-    except Exception:  # noqa: BLE001
+    except Exception:
         # Model output is untrusted and a training run must not die on one completion;
         # the fuzz and hostile-input tests keep this path for bugs only.
         return False
@@ -210,8 +215,7 @@ def clear_caches() -> None:
 
 def _verify_cached(prediction, gold, extract_order):
     # Completions can be long: key the cache on a digest, not the text itself.
-    key = (hashlib.blake2b(prediction.encode("utf-8", "replace"), digest_size=16).digest(),
-           gold, extract_order)
+    key = (hashlib.blake2b(prediction.encode("utf-8", "replace"), digest_size=16).digest(), gold, extract_order)
     hit, value = _RESULTS.get(key)
     if hit:
         return value

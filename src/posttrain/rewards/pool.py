@@ -15,9 +15,9 @@ import os
 import pickle
 import threading
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Callable
 
 DEFAULT_MIN_BATCH = 256
 DEFAULT_TIMEOUT_S = 30.0
@@ -74,8 +74,13 @@ def _picklable(func: Callable) -> bool:
         return False
 
 
-def parallel(func: Callable, processes: int | None = None, min_batch: int = DEFAULT_MIN_BATCH,
-             timeout_s: float = DEFAULT_TIMEOUT_S, name: str | None = None) -> Callable:
+def parallel(
+    func: Callable,
+    processes: int | None = None,
+    min_batch: int = DEFAULT_MIN_BATCH,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    name: str | None = None,
+) -> Callable:
     """*func* (TRL reward contract) scored in worker processes for batches >= *min_batch*.
 
     Rewards that need the whole group (``groupwise = True``, e.g. the Kimi length reward)
@@ -93,10 +98,12 @@ def parallel(func: Callable, processes: int | None = None, min_batch: int = DEFA
         bounds = [(i, min(n, i + size)) for i in range(0, n, size)]
         try:
             executor = _get_executor(processes)
-            futures = [executor.submit(_call, func, list(completions[a:b]), _chunk_columns(columns, n, a, b))
-                       for a, b in bounds]
+            futures = [
+                executor.submit(_call, func, list(completions[a:b]), _chunk_columns(columns, n, a, b))
+                for a, b in bounds
+            ]
         except Exception as exc:  # a broken pool must not stop training: score inline
-            warnings.warn(f"reward pool unavailable ({exc}); scoring inline", RuntimeWarning)
+            warnings.warn(f"reward pool unavailable ({exc}); scoring inline", RuntimeWarning, stacklevel=2)
             _discard_executor()
             return func(completions, **columns)
         scores: list = []
@@ -104,7 +111,9 @@ def parallel(func: Callable, processes: int | None = None, min_batch: int = DEFA
             try:
                 scores.extend(future.result(timeout=timeout_s))
             except FutureTimeout:
-                warnings.warn(f"reward chunk timed out after {timeout_s}s; scoring it None", RuntimeWarning)
+                warnings.warn(
+                    f"reward chunk timed out after {timeout_s}s; scoring it None", RuntimeWarning, stacklevel=2
+                )
                 _discard_executor()
                 scores.extend([None] * (b - a))
             except Exception:

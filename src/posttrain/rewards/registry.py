@@ -1,7 +1,7 @@
 """Reward registry: recipe entries ``{name, weight, kwargs}`` -> TRL reward callables.
 
 A name is a built-in (``posttrain rewards list``), a file plug-in ``rewards/x.py:fn``
-(relative to *base_dir*, usually the recipe's folder), or a module plug-in
+(relative to *base_dir*: every command passes the directory it runs in), or a module plug-in
 ``package.module:fn``.  Reward functions follow TRL's contract
 ``fn(completions, **columns) -> list[float | None]``; their configuration is the
 keyword-only parameters, checked against the recipe's ``kwargs`` when it is loaded.
@@ -15,14 +15,38 @@ import importlib
 import importlib.util
 import inspect
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from posttrain.errors import PosttrainError
-from posttrain.rewards import cot, countdown, format as fmt, math as math_rewards, shaping
+from posttrain.rewards import cot, countdown, shaping
+from posttrain.rewards import format as fmt
+from posttrain.rewards import math as math_rewards
 from posttrain.rewards.extract import check_order
 from posttrain.rewards.guard import GuardedReward
+from posttrain.rewards.pool import parallel
+
+
+@dataclass(frozen=True)
+class AnswerRule:
+    """How evaluation reads a sample's answer (`extracted` in reports) and which answers maj@k counts
+    as one vote, for the reward that judges correctness (`eval.correctness_reward`)."""
+
+    extract: Callable[[str], str | None]
+    equivalent: Callable[[str, str], bool]
+
+
+MATH_ANSWERS = AnswerRule(math_rewards.extract_answer, math_rewards.answers_equivalent)
+# Correctness rewards whose answers are not math answers; every other reward (plug-ins too) reads
+# answers as math answers, as `accuracy` does.
+ANSWER_RULES = {"countdown": AnswerRule(countdown.answer_expression, countdown.same_expression)}
+
+
+def answer_rule(correctness_reward: str) -> AnswerRule:
+    return ANSWER_RULES.get(correctness_reward, MATH_ANSWERS)
+
 
 _SPEC_KEYS = ("name", "weight", "kwargs")
 # Arguments TRL fills in itself: never recipe kwargs.
@@ -124,10 +148,11 @@ def _load_plugin(name: str, base_dir) -> Callable:
             raise PosttrainError(f"reward '{name}': cannot import module '{target}': {exc}") from exc
     func = getattr(module, func_name, None)
     if func is None:
-        defined = sorted(n for n, v in vars(module).items()
-                         if inspect.isfunction(v) and not n.startswith("_"))
-        raise PosttrainError(f"reward '{name}': '{target}' has no function '{func_name}'"
-                             f" (functions there: {', '.join(defined) or 'none'})")
+        defined = sorted(n for n, v in vars(module).items() if inspect.isfunction(v) and not n.startswith("_"))
+        raise PosttrainError(
+            f"reward '{name}': '{target}' has no function '{func_name}'"
+            f" (functions there: {', '.join(defined) or 'none'})"
+        )
     if not callable(func):
         raise PosttrainError(f"reward '{name}': '{func_name}' is not callable")
     return func
@@ -148,8 +173,7 @@ def _load_file(name: str, target: str, base_dir) -> Any:
             spec.loader.exec_module(module)
         except Exception as exc:
             sys.modules.pop(module_name, None)
-            raise PosttrainError(f"reward '{name}': error while loading {path}: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+            raise PosttrainError(f"reward '{name}': error while loading {path}: {type(exc).__name__}: {exc}") from exc
         _PLUGIN_MODULES[key] = module
     return _PLUGIN_MODULES[key]
 
@@ -166,13 +190,13 @@ def _spec_fields(spec) -> tuple[Any, Any, Any, list[str]]:
         for k in unknown:
             close = difflib.get_close_matches(str(k), _SPEC_KEYS, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            problems.append(f"reward '{spec.get('name')}': unknown key '{k}'{hint}; "
-                            f"entries take {', '.join(_SPEC_KEYS)}")
+            problems.append(
+                f"reward '{spec.get('name')}': unknown key '{k}'{hint}; entries take {', '.join(_SPEC_KEYS)}"
+            )
         weight = spec.get("weight", 1.0)
         return spec.get("name"), 1.0 if weight is None else weight, spec.get("kwargs") or {}, problems
     weight = getattr(spec, "weight", 1.0)
-    return (getattr(spec, "name", None), 1.0 if weight is None else weight,
-            getattr(spec, "kwargs", None) or {}, [])
+    return (getattr(spec, "name", None), 1.0 if weight is None else weight, getattr(spec, "kwargs", None) or {}, [])
 
 
 def _check_kwargs(name: str, func: Callable, kwargs) -> list[str]:
@@ -270,8 +294,14 @@ def _display_name(name: str) -> str:
     return name.rpartition(":")[2] if _is_plugin(name) else name
 
 
-def build(specs: Iterable, base_dir: str | Path | None = None, *, processes: int = 0,
-          min_batch: int = 256, strict: bool = False) -> tuple[list[Callable], list[float]]:
+def build(
+    specs: Iterable,
+    base_dir: str | Path | None = None,
+    *,
+    processes: int = 0,
+    min_batch: int = 256,
+    strict: bool = False,
+) -> tuple[list[Callable], list[float]]:
     """(reward callables, weights) for TRL's ``GRPOTrainer(reward_funcs=..., reward_weights=...)``.
 
     With ``processes >= 2`` batches of at least *min_batch* completions are scored in a
@@ -292,8 +322,6 @@ def build(specs: Iterable, base_dir: str | Path | None = None, *, processes: int
             display = f"{display}_{seen[display]}"
         reward = bind(func, dict(kwargs), display)
         if processes and processes >= 2:
-            from posttrain.rewards.pool import parallel
-
             reward = parallel(reward, processes=processes, min_batch=min_batch, name=display)
         funcs.append(GuardedReward(reward, strict=strict, name=display))
         weights.append(float(weight))

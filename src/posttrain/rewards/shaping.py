@@ -29,8 +29,10 @@ def lengths(completions, completion_ids=None, unit: str = "tokens") -> list[int]
 
 
 def _correct(texts, answer, extract_order) -> list[bool | None]:
-    return [verify(t, g if isinstance(g, str) else ("" if g is None else str(g)), extract_order)
-            for t, g in zip(texts, column(answer, len(texts)))]
+    return [
+        verify(t, g if isinstance(g, str) else ("" if g is None else str(g)), extract_order)
+        for t, g in zip(texts, column(answer, len(texts)))
+    ]
 
 
 def _groups(prompts, n: int) -> list[list[int]]:
@@ -43,8 +45,16 @@ def _groups(prompts, n: int) -> list[list[int]]:
     return list(by_prompt.values())
 
 
-def kimi_length(completions, answer=None, prompts=None, completion_ids=None, *,
-                unit: str = "tokens", extract_order=DEFAULT_ORDER, **kwargs) -> list[float | None]:
+def kimi_length(
+    completions,
+    answer=None,
+    prompts=None,
+    completion_ids=None,
+    *,
+    unit: str = "tokens",
+    extract_order=DEFAULT_ORDER,
+    **kwargs,
+) -> list[float | None]:
     """Kimi 1.5 length reward: within each prompt's group, shorter correct answers score higher.
 
     lambda = 0.5 - (len - min_len) / (max_len - min_len); correct -> lambda, wrong ->
@@ -71,10 +81,20 @@ def kimi_length(completions, answer=None, prompts=None, completion_ids=None, *,
 kimi_length.groupwise = True  # needs every completion of a prompt at once: never chunked
 
 
-def cosine_scaled(completions, answer=None, completion_ids=None, *, max_len: int = 1000,
-                  min_value_wrong: float = -1.0, max_value_wrong: float = -0.5,
-                  min_value_correct: float = 0.5, max_value_correct: float = 1.0,
-                  unit: str = "tokens", extract_order=DEFAULT_ORDER, **kwargs) -> list[float | None]:
+def cosine_scaled(
+    completions,
+    answer=None,
+    completion_ids=None,
+    *,
+    max_len: int = 1000,
+    min_value_wrong: float = -1.0,
+    max_value_wrong: float = -0.5,
+    min_value_correct: float = 0.5,
+    max_value_correct: float = 1.0,
+    unit: str = "tokens",
+    extract_order=DEFAULT_ORDER,
+    **kwargs,
+) -> list[float | None]:
     """Correctness scaled by a cosine of length: short right answers best, short wrong ones worst.
 
     >>> cosine_scaled(["4"], answer=["4"], max_len=100, unit="chars")
@@ -93,8 +113,7 @@ def cosine_scaled(completions, answer=None, completion_ids=None, *, max_len: int
     return scores
 
 
-def repetition_penalty(completions, *, ngram_size: int = 3, max_penalty: float = -1.0,
-                       **kwargs) -> list[float]:
+def repetition_penalty(completions, *, ngram_size: int = 3, max_penalty: float = -1.0, **kwargs) -> list[float]:
     """Penalty in [max_penalty, 0] growing with the share of repeated word n-grams.
 
     >>> repetition_penalty(["a b c a b c a b c a b c", "one two three four"], ngram_size=3)
@@ -106,13 +125,14 @@ def repetition_penalty(completions, *, ngram_size: int = 3, max_penalty: float =
         if len(words) < ngram_size or ngram_size < 1:
             scores.append(0.0)
             continue
-        ngrams = [tuple(words[i:i + ngram_size]) for i in range(len(words) - ngram_size + 1)]
+        ngrams = [tuple(words[i : i + ngram_size]) for i in range(len(words) - ngram_size + 1)]
         scores.append((1.0 - len(set(ngrams)) / len(ngrams)) * max_penalty + 0.0)
     return scores
 
 
-def soft_overlong(completions, completion_ids=None, *, max_length: int, buffer: int | None = None,
-                  unit: str = "tokens", **kwargs) -> list[float]:
+def soft_overlong(
+    completions, completion_ids=None, *, max_length: int, buffer: int | None = None, unit: str = "tokens", **kwargs
+) -> list[float]:
     """DAPO soft over-long punishment: 0 up to max_length - buffer, then linear down to -1.
 
     *max_length* is the generation limit (``max_completion_length``) in *unit*; *buffer*

@@ -8,7 +8,7 @@ Device-hours = FLOPs / (peak FLOP/s · utilisation · 3600); dollars = device-ho
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 # Dense bf16 / fp8 tensor peaks in FLOP/s, from vendor datasheets (no sparsity).
 HARDWARE_PEAK: dict[str, dict[str, float]] = {
@@ -69,7 +69,10 @@ def implied_utilisation(active_params: float, tokens: float, device_hours: float
 def price(device_seconds: dict[str, float], num_devices: int, usd_per_device_hour: float) -> dict:
     """What a finished run cost: device-hours and dollars per stage (wall seconds × devices)."""
     stages = {
-        name: {"device_hours": round(s * num_devices / 3600.0, 6), "usd": round(s * num_devices / 3600.0 * usd_per_device_hour, 6)}
+        name: {
+            "device_hours": round(s * num_devices / 3600.0, 6),
+            "usd": round(s * num_devices / 3600.0 * usd_per_device_hour, 6),
+        }
         for name, s in device_seconds.items()
     }
     total_hours = sum(v["device_hours"] for v in stages.values())
@@ -80,7 +83,3 @@ def price(device_seconds: dict[str, float], num_devices: int, usd_per_device_hou
         "device_hours": round(total_hours, 6),
         "usd": round(total_hours * usd_per_device_hour, 6),
     }
-
-
-def as_rows(costs: list[StageCost]) -> list[dict]:
-    return [asdict(c) for c in costs]

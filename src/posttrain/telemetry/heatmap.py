@@ -11,6 +11,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+
+from posttrain.telemetry.plots import save_figure
+
 _LOAD = re.compile(r"^moe/layer(\d+)/load$")
 
 
@@ -36,19 +42,23 @@ def plot_expert_load(rows: list[dict], out_path: Path) -> Path | None:
     steps, layers, matrix = load_matrix(rows)
     if not matrix:
         return None
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     data = np.asarray(matrix, dtype=float)
     experts_per_layer = len(matrix) // len(layers)
     fig, (ax_map, ax_vio) = plt.subplots(
         1, 2, figsize=(12, max(3.5, min(14, 0.5 + 0.06 * len(matrix)))), gridspec_kw={"width_ratios": [3, 2]}
     )
-    image = ax_map.imshow(data, aspect="auto", interpolation="nearest", cmap="RdBu_r", vmin=0, vmax=2,
-                          extent=(-0.5, len(steps) - 0.5, len(matrix) - 0.5, -0.5))
+    image = ax_map.imshow(
+        data,
+        aspect="auto",
+        interpolation="nearest",
+        cmap="RdBu_r",
+        vmin=0,
+        vmax=2,
+        extent=(-0.5, len(steps) - 0.5, len(matrix) - 0.5, -0.5),
+    )
     for boundary in range(1, len(layers)):
         ax_map.axhline(boundary * experts_per_layer - 0.5, color="black", lw=0.6)
     ax_map.set_yticks([(k + 0.5) * experts_per_layer - 0.5 for k in range(len(layers))], [f"layer {i}" for i in layers])
@@ -63,6 +73,5 @@ def plot_expert_load(rows: list[dict], out_path: Path) -> Path | None:
     ax_vio.set(xlabel="step", ylabel="MaxVio (max / mean load - 1)", title="imbalance per layer")
     if len(layers) <= 12:
         ax_vio.legend(fontsize=7)
-    from posttrain.telemetry.plots import save_figure
 
     return save_figure(fig, out_path)

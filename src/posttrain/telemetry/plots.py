@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+
 
 def plot_rewards(rows: list[dict], out_path: Path, heldout: dict | None = None, title: str = "GRPO") -> Path | None:
     """Plot `metrics.jsonl` rows; returns the path, or None when there is nothing to plot."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     rows = [r for r in rows if "step" in r]
     if not rows:
@@ -37,7 +38,6 @@ def plot_rewards(rows: list[dict], out_path: Path, heldout: dict | None = None, 
 
 def save_figure(fig, out_path: Path) -> Path:
     """Write a PNG through a temporary file, so a crash never leaves half an image."""
-    import matplotlib.pyplot as plt
 
     fig.tight_layout()
     out_path = Path(out_path)

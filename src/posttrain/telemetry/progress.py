@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import datasets
+from huggingface_hub.utils import disable_progress_bars
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.utils import logging as hf_logging
 
 
 def make_progress(console: Console) -> Progress:
@@ -43,9 +47,6 @@ def format_stats(logs: dict, accuracy_key: str | None) -> str:
 
 def quiet_libraries() -> None:
     """Silence the libraries' own tqdm bars (dataset maps, shard writes): ours say what matters."""
-    import datasets
-    from huggingface_hub.utils import disable_progress_bars
-    from transformers.utils import logging as hf_logging
 
     datasets.disable_progress_bars()
     disable_progress_bars()
@@ -54,7 +55,6 @@ def quiet_libraries() -> None:
 
 def quiet_trainer(trainer) -> None:
     """Our rich progress and metrics.jsonl replace the Trainer's printed dicts and tqdm bar."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)

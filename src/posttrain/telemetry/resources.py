@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from transformers import TrainerCallback
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,6 @@ class Sensors:
 
 def detect() -> Sensors:
     """CUDA readings when CUDA is in use, NVML readings when `pynvml` also answers."""
-    import torch
 
     sensors = Sensors()
     if not torch.cuda.is_available():
@@ -74,7 +74,7 @@ def detect() -> Sensors:
     sensors.cuda_reset = lambda: torch.cuda.reset_peak_memory_stats(device)
     try:  # torch maps the CUDA index to NVML's (CUDA_VISIBLE_DEVICES); raises without pynvml
         torch.cuda.utilization(device), torch.cuda.power_draw(device)
-    except Exception:  # noqa: BLE001 - no NVML is a normal setup, not an error
+    except Exception:
         return sensors
     sensors.gpu_utilisation_pct = lambda: float(torch.cuda.utilization(device))
     sensors.gpu_power_w = lambda: torch.cuda.power_draw(device) / 1000.0  # milliwatts
@@ -123,7 +123,7 @@ class ResourceMonitor(TrainerCallback):
             return
         try:
             utilisation, power = sensors.gpu_utilisation_pct(), sensors.gpu_power_w()
-        except Exception as exc:  # noqa: BLE001 - a meter must never stop training
+        except Exception as exc:
             log.warning("GPU meters off for the rest of the run: NVML failed (%s)", exc)
             sensors.gpu_utilisation_pct = sensors.gpu_power_w = None
             return

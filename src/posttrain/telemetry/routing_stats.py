@@ -45,9 +45,14 @@ def layer_stats(counts: Counts) -> dict[str, Any]:
     dead = [int(i) for i in np.flatnonzero(arr == 0)]
     if total == 0:
         return {
-            "num_experts": num_experts, "total": 0.0, "load_share": [0.0] * num_experts,
-            "max_vio": None, "max_mean_ratio": None, "entropy": None,
-            "normalized_entropy": None, "dead_experts": dead,
+            "num_experts": num_experts,
+            "total": 0.0,
+            "load_share": [0.0] * num_experts,
+            "max_vio": None,
+            "max_mean_ratio": None,
+            "entropy": None,
+            "normalized_entropy": None,
+            "dead_experts": dead,
         }
     share = arr / total
     ratio = float(arr.max() / arr.mean())
@@ -112,3 +117,14 @@ def merge_counts(batches: Iterable[Mapping[str, Counts]]) -> dict[str, list[floa
 def _mean(values: Iterable[float]) -> float | None:
     values = list(values)
     return float(np.mean(values)) if values else None
+
+
+def routing_line(logs: dict) -> str:
+    """The progress-bar fragment, e.g. "MaxVio 0.42 dead 0"; "" when the logs hold no routing stats.
+
+    >>> routing_line({"moe/max_vio_mean": 0.4213, "moe/dead_experts": 0})
+    'MaxVio 0.42 dead 0'
+    """
+    if "moe/max_vio_mean" not in logs:
+        return ""
+    return f"MaxVio {float(logs['moe/max_vio_mean']):.2f} dead {int(logs.get('moe/dead_experts', 0))}"

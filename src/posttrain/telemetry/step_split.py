@@ -16,43 +16,35 @@ TRL generates on some steps only; the means over a log interval spread that out.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from transformers import TrainerCallback
 
+from posttrain.trl_adapter import GRPO_STAGES, watch_grpo_stages
+
 log = logging.getLogger(__name__)
 
-# stage -> the GRPOTrainer method (TRL 1.16) whose time it is.
-WATCHED = {"generation": "_generate", "reward": "_calculate_rewards"}
+WATCHED = tuple(GRPO_STAGES)  # the stages timed inside TRL's GRPO step (methods in trl_adapter)
 STAGES = ("generation", "reward", "optimisation")
 
 
 class StageClock:
-    """Seconds spent inside wrapped methods, per stage, since the last `take()`."""
+    """Seconds spent inside `clock.stage(name)` blocks, per stage, since the last `take()`."""
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.clock = clock
         self.seconds: dict[str, float] = {}
 
-    def wrap(self, obj, name: str, stage: str) -> bool:
-        """Time `obj.name` (an instance attribute shadows the method); False if `obj` has none."""
-        method = getattr(obj, name, None)
-        if method is None:
-            return False
-
-        @functools.wraps(method)
-        def timed(*args, **kwargs):
-            start = self.clock()
-            try:
-                return method(*args, **kwargs)
-            finally:
-                self.seconds[stage] = self.seconds.get(stage, 0.0) + self.clock() - start
-
-        setattr(obj, name, timed)
-        return True
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = self.clock()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + self.clock() - start
 
     def take(self) -> dict[str, float]:
         out, self.seconds = self.seconds, {}
@@ -73,10 +65,10 @@ class StepSplit(TrainerCallback):
         self._reset()
 
     def watch(self, trainer) -> None:
-        for stage, name in WATCHED.items():
-            if not self.stages.wrap(trainer, name, stage):
-                log.warning("time split: %s has no %s (TRL changed?); its time counts as optimisation",
-                            type(trainer).__name__, name)
+        for name in watch_grpo_stages(trainer, self.stages.stage):
+            log.warning(
+                "time split: %s has no %s (TRL changed?); its time counts as optimisation", type(trainer).__name__, name
+            )
 
     def _reset(self) -> None:
         self._sums = dict.fromkeys(WATCHED, 0.0)

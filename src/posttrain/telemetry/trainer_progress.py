@@ -9,6 +9,8 @@ from rich.progress import Progress
 from transformers import TrainerCallback
 
 from posttrain.telemetry.progress import format_stats, make_progress
+from posttrain.telemetry.routing_stats import routing_line
+from posttrain.telemetry.step_split import split_line
 
 
 class RichProgressCallback(TrainerCallback):
@@ -29,7 +31,9 @@ class RichProgressCallback(TrainerCallback):
             return
         self.progress = make_progress(self.console)
         self.progress.start()
-        self.task = self.progress.add_task(self.description, total=state.max_steps, completed=state.global_step, stats="")
+        self.task = self.progress.add_task(
+            self.description, total=state.max_steps, completed=state.global_step, stats=""
+        )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.progress is not None:
@@ -38,9 +42,6 @@ class RichProgressCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.progress is None or not logs:
             return
-        from posttrain.models.balancing import routing_line
-        from posttrain.telemetry.step_split import split_line
-
         stats = format_stats(logs, self.accuracy_key)
         moe = routing_line(logs)
         if moe:

@@ -6,7 +6,12 @@ import pytest
 
 DIR = Path(__file__).resolve().parents[3] / "recipes" / "accelerate"
 # file -> (distributed_type, ZeRO stage or FSDP version)
-CONFIGS = {"ddp.yaml": ("MULTI_GPU", None), "zero2.yaml": ("DEEPSPEED", 2), "zero3.yaml": ("DEEPSPEED", 3), "fsdp2.yaml": ("FSDP", 2)}
+CONFIGS = {
+    "ddp.yaml": ("MULTI_GPU", None),
+    "zero2.yaml": ("DEEPSPEED", 2),
+    "zero3.yaml": ("DEEPSPEED", 3),
+    "fsdp2.yaml": ("FSDP", 2),
+}
 
 
 def test_the_four_engines_have_a_config():
@@ -19,7 +24,10 @@ def test_config_loads_with_accelerate_and_opens_with_its_command(name):
     from accelerate.commands.launch import launch_command_parser
 
     path = DIR / name
-    assert path.read_text().splitlines()[0] == f"# accelerate launch --config_file recipes/accelerate/{name} -m posttrain grpo recipes/math.yaml"
+    assert (
+        path.read_text().splitlines()[0]
+        == f"# accelerate launch --config_file recipes/accelerate/{name} -m posttrain grpo recipes/math.yaml"
+    )
     cfg = load_config_from_file(str(path))  # a misspelt top-level key raises here
     assert isinstance(cfg, ClusterConfig)
     kind, level = CONFIGS[name]
@@ -33,4 +41,6 @@ def test_config_loads_with_accelerate_and_opens_with_its_command(name):
     options = {action.dest for action in launch_command_parser()._actions}
     for key in [*cfg.deepspeed_config, *cfg.fsdp_config]:
         assert key in options, f"{name}: {key} is not an `accelerate launch` option"
-    launch_command_parser().parse_args(["--config_file", str(path), "--machine_rank", "1", "-m", "posttrain", "grpo", "recipes/math.yaml"])
+    launch_command_parser().parse_args(
+        ["--config_file", str(path), "--machine_rank", "1", "-m", "posttrain", "grpo", "recipes/math.yaml"]
+    )

@@ -29,7 +29,9 @@ def test_overrides_parse_yaml_values():
 
 
 def test_override_applies_and_is_validated():
-    cfg = load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, ["grpo.max_steps=7", "output.dir=/tmp/x", "rewards.1.weight=0.5"])
+    cfg = load_recipe(
+        REPO / "recipes/tiny-math.yaml", GRPORecipe, ["grpo.max_steps=7", "output.dir=/tmp/x", "rewards.1.weight=0.5"]
+    )
     assert cfg.grpo.max_steps == 7 and cfg.output.dir == "/tmp/x" and cfg.rewards.functions[1].weight == 0.5
     with pytest.raises(ConfigError, match="grpo.max_steps"):
         load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, ["grpo.max_steps=-1"])
@@ -85,13 +87,25 @@ def test_warmup_under_a_constant_schedule_is_refused_not_ignored():
     with pytest.raises(ConfigError, match="warmup_steps=20 has no effect .*constant_with_warmup"):
         load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, bad)
     with pytest.raises(ConfigError, match="warmup_ratio=0.1 has no effect"):
-        load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, ["grpo.lr_scheduler_type=constant", "grpo.warmup_steps=0", "grpo.warmup_ratio=0.1"])
-    fine = load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, ["grpo.lr_scheduler_type=constant_with_warmup", "grpo.warmup_steps=20"])
+        load_recipe(
+            REPO / "recipes/tiny-math.yaml",
+            GRPORecipe,
+            ["grpo.lr_scheduler_type=constant", "grpo.warmup_steps=0", "grpo.warmup_ratio=0.1"],
+        )
+    fine = load_recipe(
+        REPO / "recipes/tiny-math.yaml",
+        GRPORecipe,
+        ["grpo.lr_scheduler_type=constant_with_warmup", "grpo.warmup_steps=20"],
+    )
     assert fine.grpo.warmup_steps == 20
     from posttrain.config.distill_schema import DistillRecipe
 
     with pytest.raises(ConfigError, match=r"distill \(line \d+\): warmup_steps=20 has no effect"):
-        load_recipe(REPO / "recipes/tiny-distill.yaml", DistillRecipe, ["distill.lr_scheduler_type=constant", "distill.warmup_steps=20"])
+        load_recipe(
+            REPO / "recipes/tiny-distill.yaml",
+            DistillRecipe,
+            ["distill.lr_scheduler_type=constant", "distill.warmup_steps=20"],
+        )
 
 
 def test_invalid_yaml_names_line(tmp_path):

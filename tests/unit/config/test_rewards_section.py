@@ -11,7 +11,10 @@ from posttrain.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
 HEAD = "model:\n  name_or_path: build:tiny-moe\ndata:\n  source: arithmetic\n"
-MAPPING = HEAD + "rewards:\n  strict: true\n  functions:\n    - {name: accuracy, weight: 1.0}\n    - {name: format, weight: 0.2}\n"
+MAPPING = (
+    HEAD
+    + "rewards:\n  strict: true\n  functions:\n    - {name: accuracy, weight: 1.0}\n    - {name: format, weight: 0.2}\n"
+)
 
 
 def _recipe(tmp_path, text: str) -> Path:
@@ -22,7 +25,11 @@ def _recipe(tmp_path, text: str) -> Path:
 
 def test_list_form_is_shorthand_for_functions():
     cfg = load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe)
-    assert [r.name for r in cfg.rewards.functions] == ["accuracy", "format", "step_arithmetic"] and cfg.rewards.strict is False
+    assert [r.name for r in cfg.rewards.functions] == [
+        "accuracy",
+        "format",
+        "step_arithmetic",
+    ] and cfg.rewards.strict is False
 
 
 def test_mapping_form_loads_and_round_trips(tmp_path):
@@ -36,13 +43,19 @@ def test_mapping_form_loads_and_round_trips(tmp_path):
 def test_set_reaches_both_forms():
     cfg = load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, ["rewards.strict=true", "rewards.1.weight=0.5"])
     assert cfg.rewards.strict is True
-    assert [(r.name, r.weight) for r in cfg.rewards.functions] == [("accuracy", 1.0), ("format", 0.5), ("step_arithmetic", 0.5)]
+    assert [(r.name, r.weight) for r in cfg.rewards.functions] == [
+        ("accuracy", 1.0),
+        ("format", 0.5),
+        ("step_arithmetic", 0.5),
+    ]
 
 
 def test_set_index_on_mapping_form(tmp_path):
     cfg = load_recipe(_recipe(tmp_path, MAPPING), GRPORecipe, ["rewards.0.weight=2", "rewards.strict=false"])
     assert cfg.rewards.functions[0].weight == 2.0 and cfg.rewards.strict is False
-    with pytest.raises(ConfigError, match=r"rewards.functions.0.wieght \(line 8\): unknown key — did you mean weight\?"):
+    with pytest.raises(
+        ConfigError, match=r"rewards.functions.0.wieght \(line 8\): unknown key — did you mean weight\?"
+    ):
         load_recipe(_recipe(tmp_path, MAPPING), GRPORecipe, ["rewards.0.wieght=2"])
 
 

@@ -10,7 +10,7 @@ from posttrain.errors import DataError
 
 
 def test_tasks_are_deterministic_and_worked():
-    for name, (generate, _) in TASKS.items():
+    for generate, _ in TASKS.values():
         a, b = generate(20, seed=3), generate(20, seed=3)
         assert a == b and a != generate(20, seed=4)
         for row in a:
@@ -19,10 +19,10 @@ def test_tasks_are_deterministic_and_worked():
 
 def test_arithmetic_steps_are_correct():
     for row in TASKS["arithmetic"][0](50, seed=0, num_terms=4, ops="+-"):
-        think = row["solution"][len("<think>"): row["solution"].index("</think>")]
+        think = row["solution"][len("<think>") : row["solution"].index("</think>")]
         for step in think.split():
             lhs, rhs = step.split("=")
-            left, op, right = (lhs.partition("+") if "+" in lhs[1:] else lhs.rpartition("-"))
+            left, op, right = lhs.partition("+") if "+" in lhs[1:] else lhs.rpartition("-")
             assert (int(left) + int(right) if op == "+" else int(left) - int(right)) == int(rhs)
         assert row["solution"].endswith(f"<answer>{row['answer']}</answer>")
 
@@ -32,7 +32,15 @@ def test_countdown_answer_reaches_target():
         expr = row["solution"].split("<answer>")[1].split("</answer>")[0]
         # Only digits, operators and brackets: safe to check with a tiny evaluator of our own.
         assert set(expr) <= set("0123456789+-*()")
-        assert sorted(int(t) for t in expr.replace("(", " ").replace(")", " ").replace("+", " ").replace("-", " ").replace("*", " ").split()) == sorted(row["numbers"])
+        assert sorted(
+            int(t)
+            for t in expr.replace("(", " ")
+            .replace(")", " ")
+            .replace("+", " ")
+            .replace("-", " ")
+            .replace("*", " ")
+            .split()
+        ) == sorted(row["numbers"])
         assert eval(expr, {"__builtins__": {}}) == int(row["answer"])  # test-only, on our own generated text
 
 
@@ -75,7 +83,9 @@ def test_skipped_rows_are_counted_and_reported(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="posttrain.data.load"):
         rows = load_rows(str(f), skip_bad_rows=True)
     assert [r["question"] for r in rows] == ["a", "c"]
-    assert "skipped 3 bad rows" in caplog.text and "2 malformed, 1 without" in caplog.text and "d.jsonl:2" in caplog.text
+    assert (
+        "skipped 3 bad rows" in caplog.text and "2 malformed, 1 without" in caplog.text and "d.jsonl:2" in caplog.text
+    )
 
 
 def test_heldout_never_in_training_or_warmstart():
@@ -90,7 +100,9 @@ def test_heldout_never_in_training_or_warmstart():
     # training and the warm-start must not have seen them.
     quiet = make_splits(data, EvalConfig(num_problems=40, enabled=False), WarmstartConfig(steps=1, num_examples=300))
     assert quiet.heldout == []
-    assert held.isdisjoint(r["question"] for r in quiet.train) and held.isdisjoint(r["question"] for r in quiet.warmstart)
+    assert held.isdisjoint(r["question"] for r in quiet.train) and held.isdisjoint(
+        r["question"] for r in quiet.warmstart
+    )
     assert [r["question"] for r in quiet.train] == [r["question"] for r in splits.train]
 
 

@@ -23,7 +23,9 @@ def test_recipe_changes_name_the_changed_keys(tmp_path):
     from posttrain.distill.ledger import recipe_changes
 
     path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump({"distill": {"max_steps": 400, "traces": {"num_samples": 2}}, "data": {"source": "arithmetic"}}))
+    path.write_text(
+        yaml.safe_dump({"distill": {"max_steps": 400, "traces": {"num_samples": 2}}, "data": {"source": "arithmetic"}})
+    )
     new = {"distill": {"max_steps": 300, "traces": {"num_samples": 2}}, "data": {"source": "arithmetic"}}
     assert recipe_changes(path, new) == ["distill.max_steps"]
     assert recipe_changes(tmp_path / "none.yaml", new) == []

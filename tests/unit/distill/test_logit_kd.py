@@ -9,7 +9,10 @@ from posttrain.errors import PosttrainError
 
 TRACES = [
     {"prompt": [{"role": "user", "content": "1+2"}], "completion": "<answer>3</answer>"},
-    {"prompt": [{"role": "user", "content": "10+20+30"}], "completion": "<think>10+20=30 30+30=60</think><answer>60</answer>"},
+    {
+        "prompt": [{"role": "user", "content": "10+20+30"}],
+        "completion": "<think>10+20=30 30+30=60</think><answer>60</answer>",
+    },
 ]
 
 
@@ -48,7 +51,9 @@ def test_offline_loss_runs_on_a_batch(char_tokenizer):
     rows = encode_rows(char_tokenizer, TRACES, max_length=512)
     batch = TraceCollator(char_tokenizer.pad_token_id, _targets(rows))(rows)
     logits = torch.randn(*batch["input_ids"].shape, len(char_tokenizer), requires_grad=True)
-    loss = topk_divergence(logits[:, :-1], batch["target_ids"][:, :-1], batch["target_logprobs"][:, :-1], batch["labels"][:, 1:], 0.0)
+    loss = topk_divergence(
+        logits[:, :-1], batch["target_ids"][:, :-1], batch["target_logprobs"][:, :-1], batch["labels"][:, 1:], 0.0
+    )
     loss.backward()
     assert torch.isfinite(loss) and logits.grad.abs().sum() > 0
 
@@ -87,9 +92,19 @@ def test_moe_aux_loss_is_added_to_the_kd_loss(char_tokenizer, tmp_path, teacher)
     from posttrain.distill.logit_kd import build_trainer, kd_args
 
     torch.manual_seed(0)
-    config = Qwen3MoeConfig(vocab_size=len(char_tokenizer), hidden_size=16, intermediate_size=32, moe_intermediate_size=16,
-                            num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8, num_experts=4,
-                            num_experts_per_tok=2, pad_token_id=char_tokenizer.pad_token_id)
+    config = Qwen3MoeConfig(
+        vocab_size=len(char_tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        moe_intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        num_experts=4,
+        num_experts_per_tok=2,
+        pad_token_id=char_tokenizer.pad_token_id,
+    )
     student = Qwen3MoeForCausalLM(config).train()
     teacher_model = Qwen3MoeForCausalLM(config) if teacher == "online" else None
     rows = encode_rows(char_tokenizer, TRACES, max_length=512)
@@ -98,8 +113,18 @@ def test_moe_aux_loss_is_added_to_the_kd_loss(char_tokenizer, tmp_path, teacher)
     batch = TraceCollator(char_tokenizer.pad_token_id, targets)(rows)
 
     def kd_loss(coef):
-        args = kd_args(cfg, tmp_path, max_new_tokens=8, max_length=512, precision="fp32", seed=0, logging_steps=1,
-                       save_steps=0, save_total_limit=1, aux_loss_coef=coef)
+        args = kd_args(
+            cfg,
+            tmp_path,
+            max_new_tokens=8,
+            max_length=512,
+            precision="fp32",
+            seed=0,
+            logging_steps=1,
+            save_steps=0,
+            save_total_limit=1,
+            aux_loss_coef=coef,
+        )
         trainer = build_trainer(student, char_tokenizer, rows, cfg, args, targets=targets, teacher=teacher_model)
         return trainer.compute_loss(student, dict(batch)).item(), trainer._metrics["train"]["aux_loss"]
 

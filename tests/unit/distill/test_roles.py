@@ -21,11 +21,16 @@ def test_built_student_shares_the_teachers_tokenizer(tmp_path: Path):
 
     teacher_tok = build_char_tokenizer()
     teacher_tok.add_tokens(["<step>"])
-    path = roles.student_source(ModelConfig(name_or_path="build:tiny-dense", builder_args=DENSE), tmp_path, teacher_tok, seed=0)
+    path = roles.student_source(
+        ModelConfig(name_or_path="build:tiny-dense", builder_args=DENSE), tmp_path, teacher_tok, seed=0
+    )
     assert AutoTokenizer.from_pretrained(path).get_vocab() == teacher_tok.get_vocab()
     model = roles.load(ModelConfig(name_or_path=path), path)
     assert model.config.vocab_size == len(teacher_tok)
-    assert roles.student_source(ModelConfig(name_or_path="Qwen/Qwen3-0.6B"), tmp_path, teacher_tok, seed=0) == "Qwen/Qwen3-0.6B"
+    assert (
+        roles.student_source(ModelConfig(name_or_path="Qwen/Qwen3-0.6B"), tmp_path, teacher_tok, seed=0)
+        == "Qwen/Qwen3-0.6B"
+    )
 
 
 def test_lora_stage_saves_the_adapter_and_reloads_it_trainable(tmp_path: Path, char_tokenizer):
@@ -33,7 +38,9 @@ def test_lora_stage_saves_the_adapter_and_reloads_it_trainable(tmp_path: Path, c
 
     from posttrain.models.lora import peft_config
 
-    base = roles.student_source(ModelConfig(name_or_path="build:tiny-dense", builder_args=DENSE), tmp_path, char_tokenizer, seed=0)
+    base = roles.student_source(
+        ModelConfig(name_or_path="build:tiny-dense", builder_args=DENSE), tmp_path, char_tokenizer, seed=0
+    )
     cfg = ModelConfig(name_or_path=base)
     lora = LoraConfig(enabled=True, r=2)
     model = get_peft_model(roles.load(cfg, base), peft_config(lora))
@@ -44,4 +51,6 @@ def test_lora_stage_saves_the_adapter_and_reloads_it_trainable(tmp_path: Path, c
     assert any(p.requires_grad for n, p in again.named_parameters() if "lora_" in n)
     merged = roles.export_student(again, char_tokenizer, tmp_path / "out", ModelConfig(name_or_path=base, lora=lora))
     assert not hasattr(merged, "peft_config")
-    assert (tmp_path / "out" / "config.json").is_file() and (tmp_path / "out" / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "out" / "config.json").is_file() and (
+        tmp_path / "out" / "adapter" / "adapter_config.json"
+    ).is_file()

@@ -58,7 +58,9 @@ def test_topk_forward_kl_is_a_lower_bound_and_gap_is_exact_for_uniform_rest():
     s_prob = torch.full_like(t_logp, 0.0) + rest / (vocab - k)
     s_prob.scatter_(-1, top.indices, top.values.exp())
     s_logits = s_prob.log()
-    gap_full = float(topk_divergence(s_logits, t_logp.topk(vocab, -1).indices, t_logp.topk(vocab, -1).values, labels, 0.0))
+    gap_full = float(
+        topk_divergence(s_logits, t_logp.topk(vocab, -1).indices, t_logp.topk(vocab, -1).values, labels, 0.0)
+    )
     gap_topk = float(topk_divergence(s_logits, top.indices, top.values, labels, 0.0))
     acc = _GapAccumulator(k)
     acc.add(t_logp[0], t_logp[0].topk(vocab, -1).values)
@@ -66,11 +68,17 @@ def test_topk_forward_kl_is_a_lower_bound_and_gap_is_exact_for_uniform_rest():
     assert summary["k"] == k and summary["tokens"] == 6
     assert summary["kl_gap_nats"] == pytest.approx(gap_full - gap_topk, abs=1e-4)
     assert summary["teacher_mass"] == pytest.approx(float(top.values.exp().sum(-1).mean()), abs=1e-5)
-    assert summary["by_k"][1]["teacher_mass"] <= summary["by_k"][4]["teacher_mass"] <= summary["by_k"][8]["teacher_mass"]
+    assert (
+        summary["by_k"][1]["teacher_mass"] <= summary["by_k"][4]["teacher_mass"] <= summary["by_k"][8]["teacher_mass"]
+    )
 
 
 def test_targets_round_trip(tmp_path):
-    targets = TopKTargets(torch.tensor([[1, 2], [3, 4], [5, 6]]), torch.log(torch.tensor([[0.5, 0.25], [0.9, 0.05], [0.6, 0.3]])), torch.tensor([0, 1, 3]))
+    targets = TopKTargets(
+        torch.tensor([[1, 2], [3, 4], [5, 6]]),
+        torch.log(torch.tensor([[0.5, 0.25], [0.9, 0.05], [0.6, 0.3]])),
+        torch.tensor([0, 1, 3]),
+    )
     targets.save(tmp_path / "t.safetensors")
     back = TopKTargets.load(tmp_path / "t.safetensors")
     assert back.k == 2 and back.rows(1)[0].tolist() == [[3, 4], [5, 6]]
@@ -81,7 +89,10 @@ def test_capture_reads_the_positions_that_predict_completion_tokens(char_tokeniz
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_moe_dir)
-    encoded = [encode_trace(char_tokenizer, [{"role": "user", "content": q}], c) for q, c in [("1+2", "3"), ("10+20+3", "<answer>33</answer>")]]
+    encoded = [
+        encode_trace(char_tokenizer, [{"role": "user", "content": q}], c)
+        for q, c in [("1+2", "3"), ("10+20+3", "<answer>33</answer>")]
+    ]
     targets, gap = capture(model, encoded, k=3, pad_id=char_tokenizer.pad_token_id, batch_size=2)
     ids, start = encoded[1]
     assert len(targets.offsets) == 3 and targets.rows(1)[0].shape == (len(ids) - start, 3)

@@ -10,7 +10,12 @@ from posttrain.errors import ConfigError, PosttrainError
 
 
 def sample(text, acc=1.0, fmt=1.0, tokens=None, truncated=False):
-    return {"text": text, "rewards": {"accuracy": acc, "format": fmt}, "num_tokens": tokens or len(text), "truncated": truncated}
+    return {
+        "text": text,
+        "rewards": {"accuracy": acc, "format": fmt},
+        "num_tokens": tokens or len(text),
+        "truncated": truncated,
+    }
 
 
 def record(rid, *samples):
@@ -34,8 +39,12 @@ def test_none_vetoes_only_the_correctness_reward():
 
 def test_select_dedupes_per_prompt_and_counts():
     records = [
-        record("a", sample("<think>1+2=3</think><answer>3</answer>"), sample(" <think>1+2=3</think>  <answer>3</answer>"),
-               sample("wrong", acc=0.0)),
+        record(
+            "a",
+            sample("<think>1+2=3</think><answer>3</answer>"),
+            sample(" <think>1+2=3</think>  <answer>3</answer>"),
+            sample("wrong", acc=0.0),
+        ),
         record("b", sample("<think>1+2=3</think><answer>3</answer>"), sample("bad format", fmt=0.0)),
         record("c", sample("no", acc=0.0)),
     ]
@@ -70,4 +79,3 @@ def test_raw_traces_of_other_prompts_refuse_to_resume(tmp_path):
     _check_resumable([{"id": "a"}], rows, tmp_path / "raw.jsonl")
     with pytest.raises(PosttrainError, match="other prompts"):
         _check_resumable([{"id": "z"}], rows, tmp_path / "raw.jsonl")
-

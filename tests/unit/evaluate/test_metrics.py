@@ -25,19 +25,41 @@ def equivalent(a: str, b: str) -> bool:
 
 
 def sample(extracted, correct, acc=None, fmt=1.0, tokens=10, truncated=False):
-    return {"text": f"... {extracted}", "extracted": extracted, "correct": correct,
-            "rewards": {"accuracy": acc, "format": fmt}, "num_tokens": tokens, "truncated": truncated}
+    return {
+        "text": f"... {extracted}",
+        "extracted": extracted,
+        "correct": correct,
+        "rewards": {"accuracy": acc, "format": fmt},
+        "num_tokens": tokens,
+        "truncated": truncated,
+    }
 
 
 # A: 2 of 4 correct; "0.5" and "1/2" vote together.  B: 3 of 4 correct, "7" leads at k=2.
 # C: gold unparseable (correct None everywhere) -> excluded from accuracy, kept elsewhere.
 RECORDS = [
-    {"id": "a", "prompt": "p", "answer": "1/2", "samples": [
-        sample("0.5", True, 1.0, 1.0, 10), sample("1/2", True, 1.0, 0.0, 20),
-        sample("3", False, 0.0, 1.0, 30), sample(None, False, 0.0, None, 100, truncated=True)]},
-    {"id": "b", "prompt": "p", "answer": "8", "samples": [
-        sample("7", False, 0.0, 1.0, 12), sample("8", True, 1.0, 1.0, 14),
-        sample("8", True, 1.0, 1.0, 16), sample("8", True, 1.0, 1.0, 18)]},
+    {
+        "id": "a",
+        "prompt": "p",
+        "answer": "1/2",
+        "samples": [
+            sample("0.5", True, 1.0, 1.0, 10),
+            sample("1/2", True, 1.0, 0.0, 20),
+            sample("3", False, 0.0, 1.0, 30),
+            sample(None, False, 0.0, None, 100, truncated=True),
+        ],
+    },
+    {
+        "id": "b",
+        "prompt": "p",
+        "answer": "8",
+        "samples": [
+            sample("7", False, 0.0, 1.0, 12),
+            sample("8", True, 1.0, 1.0, 14),
+            sample("8", True, 1.0, 1.0, 16),
+            sample("8", True, 1.0, 1.0, 18),
+        ],
+    },
     {"id": "c", "prompt": "p", "answer": "???", "samples": [sample("x", None, None, 1.0, 5)] * 4},
 ]
 

@@ -25,16 +25,29 @@ from posttrain.evaluate.report import (
 from posttrain.telemetry.routing_stats import routing_summary
 
 METRICS = {
-    "n_problems": 3, "n_excluded": 1, "n_samples": 12,
-    "pass@1": 0.625, "pass@1_ci95": [0.38, 0.87], "pass@4": 1.0, "maj@4": 0.5,
-    "format_rate": 0.9, "rewards": {"format": {"mean": 0.9, "n": 11, "n_none": 1}},
-    "length": {"mean": 20.0, "median": 13.0, "max": 100}, "truncation_rate": 0.25,
+    "n_problems": 3,
+    "n_excluded": 1,
+    "n_samples": 12,
+    "pass@1": 0.625,
+    "pass@1_ci95": [0.38, 0.87],
+    "pass@4": 1.0,
+    "maj@4": 0.5,
+    "format_rate": 0.9,
+    "rewards": {"format": {"mean": 0.9, "n": 11, "n_none": 1}},
+    "length": {"mean": 20.0, "median": 13.0, "max": 100},
+    "truncation_rate": 0.25,
 }
 
 
 def make_report(routing=None) -> Report:
-    return Report(model="tiny-moe", data="gsm8k", sampling={"n": 4, "temperature": 0.7, "seed": 0},
-                  metrics=METRICS, routing=routing, wall_seconds=12.5)
+    return Report(
+        model="tiny-moe",
+        data="gsm8k",
+        sampling={"n": 4, "temperature": 0.7, "seed": 0},
+        metrics=METRICS,
+        routing=routing,
+        wall_seconds=12.5,
+    )
 
 
 def test_report_files_round_trip(tmp_path):
@@ -64,13 +77,42 @@ def test_newer_schema_is_refused_with_the_file_named(tmp_path):
 
 
 def test_write_samples_one_row_per_problem(tmp_path):
-    records = [{"id": "a", "prompt": "2+2?", "answer": "4", "samples": [
-        {"text": "4", "extracted": "4", "correct": True, "rewards": {"accuracy": 1.0},
-         "num_tokens": 1, "truncated": False, "logprobs": [0.1]}]}]
+    records = [
+        {
+            "id": "a",
+            "prompt": "2+2?",
+            "answer": "4",
+            "samples": [
+                {
+                    "text": "4",
+                    "extracted": "4",
+                    "correct": True,
+                    "rewards": {"accuracy": 1.0},
+                    "num_tokens": 1,
+                    "truncated": False,
+                    "logprobs": [0.1],
+                }
+            ],
+        }
+    ]
     rows = [json.loads(line) for line in write_samples(records, tmp_path).read_text().splitlines()]
-    assert rows == [{"id": "a", "prompt": "2+2?", "answer": "4", "samples": [
-        {"text": "4", "extracted": "4", "correct": True, "rewards": {"accuracy": 1.0},
-         "num_tokens": 1, "truncated": False}]}]
+    assert rows == [
+        {
+            "id": "a",
+            "prompt": "2+2?",
+            "answer": "4",
+            "samples": [
+                {
+                    "text": "4",
+                    "extracted": "4",
+                    "correct": True,
+                    "rewards": {"accuracy": 1.0},
+                    "num_tokens": 1,
+                    "truncated": False,
+                }
+            ],
+        }
+    ]
 
 
 def test_render_table_prints_metrics_and_routing():

@@ -1,5 +1,6 @@
-import pytest
 from pathlib import Path
+
+import pytest
 
 from posttrain.config import GRPORecipe, load_recipe
 from posttrain.grpo.trainer import grpo_args
@@ -13,9 +14,19 @@ def _args(*overrides):
 
 
 def test_recipe_maps_onto_trl_names():
-    args = _args("grpo.learning_rate=2e-5", "grpo.lr_scheduler_type=cosine", "grpo.warmup_steps=0", "grpo.warmup_ratio=0.1",
-                 "grpo.gradient_accumulation_steps=4", "grpo.loss_type=dapo", "grpo.epsilon_high=0.28",
-                 "grpo.scale_rewards=group", "grpo.beta=0.04", "grpo.seed=11", "grpo.gradient_checkpointing=true")
+    args = _args(
+        "grpo.learning_rate=2e-5",
+        "grpo.lr_scheduler_type=cosine",
+        "grpo.warmup_steps=0",
+        "grpo.warmup_ratio=0.1",
+        "grpo.gradient_accumulation_steps=4",
+        "grpo.loss_type=dapo",
+        "grpo.epsilon_high=0.28",
+        "grpo.scale_rewards=group",
+        "grpo.beta=0.04",
+        "grpo.seed=11",
+        "grpo.gradient_checkpointing=true",
+    )
     assert args.learning_rate == 2e-5 and args.lr_scheduler_type == "cosine"
     assert args.get_warmup_steps(100) == 10  # the ratio, as transformers 5 reads warmup_steps < 1
     assert args.gradient_accumulation_steps == 4 and args.loss_type == "dapo" and args.epsilon_high == 0.28
@@ -26,7 +37,12 @@ def test_recipe_maps_onto_trl_names():
 
 
 def test_warmup_steps_win_over_ratio_and_trl_passthrough():
-    args = _args("grpo.lr_scheduler_type=cosine", "grpo.warmup_steps=7", "grpo.warmup_ratio=0.5", "grpo.trl={log_completions: true}")
+    args = _args(
+        "grpo.lr_scheduler_type=cosine",
+        "grpo.warmup_steps=7",
+        "grpo.warmup_ratio=0.5",
+        "grpo.trl={log_completions: true}",
+    )
     assert args.get_warmup_steps(100) == 7 and args.log_completions is True
 
 
@@ -48,8 +64,12 @@ def test_generation_cache_and_vllm_reach_grpo_config():
     assert _args("generation.cache=static").cache_implementation == "static"
     args = _args("generation.backend=vllm")
     assert (args.use_vllm, args.vllm_mode) == (True, "colocate")
-    args = _args("generation.backend=vllm", "generation.vllm_mode=server", "generation.vllm_server_host=10.0.0.2",
-                 "generation.vllm_server_port=8001")
+    args = _args(
+        "generation.backend=vllm",
+        "generation.vllm_mode=server",
+        "generation.vllm_server_host=10.0.0.2",
+        "generation.vllm_server_port=8001",
+    )
     assert (args.vllm_mode, args.vllm_server_host, args.vllm_server_port) == ("server", "10.0.0.2", 8001)
 
 
@@ -73,11 +93,14 @@ def test_quantized_cache_backend_merges_with_trl_generation_kwargs(monkeypatch):
     assert args.generation_kwargs == {"cache_config": {"backend": "hqq"}, "min_new_tokens": 1}
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["generation.vllm_mode=server"], "apply to backend: vllm only"),
-    (["generation.backend=vllm", "generation.vllm_server_port=8001"], "apply to vllm_mode: server only"),
-    (["grpo.trl={use_vllm: true}"], "'use_vllm' is a recipe field"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["generation.vllm_mode=server"], "apply to backend: vllm only"),
+        (["generation.backend=vllm", "generation.vllm_server_port=8001"], "apply to vllm_mode: server only"),
+        (["grpo.trl={use_vllm: true}"], "'use_vllm' is set by generation.backend"),
+    ],
+)
 def test_generation_settings_that_do_not_fit(overrides, message):
     from posttrain.errors import ConfigError
 

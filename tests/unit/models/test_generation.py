@@ -1,7 +1,6 @@
 """generation.cache / generation.backend: generate() kwargs, the checks, and static == dynamic greedy."""
 
 import dataclasses
-import importlib.util
 
 import pytest
 import torch
@@ -52,7 +51,9 @@ def test_static_cache_samples_what_dynamic_does(tiny_moe_dir, char_tokenizer):
     model = AutoModelForCausalLM.from_pretrained(tiny_moe_dir)  # DeepseekV3
     prompts = ["1+2=", "12+34=", "7*8="]
     greedy = SamplingSettings(n=1, temperature=0, max_new_tokens=8, batch_size=4)
-    assert generate(model, char_tokenizer, prompts, dataclasses.replace(greedy, cache="static")) == generate(model, char_tokenizer, prompts, greedy)
+    assert generate(model, char_tokenizer, prompts, dataclasses.replace(greedy, cache="static")) == generate(
+        model, char_tokenizer, prompts, greedy
+    )
 
 
 def test_a_refused_cache_names_the_architecture(char_tokenizer):

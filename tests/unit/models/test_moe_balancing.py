@@ -13,7 +13,6 @@ from posttrain.models.balancing import (
     MoEBalancingCallback,
     aux_loss_coef,
     moe_callbacks,
-    routing_line,
     telemetry_logs,
     update_bias,
 )
@@ -28,10 +27,20 @@ from posttrain.models.moe import (
     install_selection_bias,
     restore_selection_bias,
 )
-from posttrain.telemetry.routing_stats import layer_stats
+from posttrain.telemetry.routing_stats import layer_stats, routing_line
 
-TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "n_routed_experts": 4, "num_experts_per_tok": 2,
-        "moe_intermediate_size": 16, "kv_lora_rank": 8, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 8}
+TINY = {
+    "hidden_size": 32,
+    "num_layers": 2,
+    "num_heads": 2,
+    "n_routed_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 16,
+    "kv_lora_rank": 8,
+    "qk_rope_head_dim": 8,
+    "qk_nope_head_dim": 8,
+    "v_head_dim": 8,
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +56,25 @@ def skewed_router(num_experts: int = 8, hidden: int = 16):
     from transformers import DeepseekV3Config
     from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
 
-    config = DeepseekV3Config(hidden_size=hidden, n_routed_experts=num_experts, num_experts_per_tok=2, n_group=1,
-                              topk_group=1, routed_scaling_factor=1.0)
+    config = DeepseekV3Config(
+        hidden_size=hidden,
+        n_routed_experts=num_experts,
+        num_experts_per_tok=2,
+        n_group=1,
+        topk_group=1,
+        routed_scaling_factor=1.0,
+    )
     router = DeepseekV3TopkRouter(config)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         router.weight.normal_(0, 0.3, generator=gen)
         router.weight[0] = 1.0
     tokens = torch.randn(512, hidden, generator=gen) * 0.5 + 0.3
-    return router, MoELayer(index=0, name="gate", router=router, num_experts=num_experts, top_k=2, kind="native"), tokens
+    return (
+        router,
+        MoELayer(index=0, name="gate", router=router, num_experts=num_experts, top_k=2, kind="native"),
+        tokens,
+    )
 
 
 def test_update_bias_follows_the_sign_rule():
@@ -99,8 +118,15 @@ def test_native_bias_changes_selection_not_gate_weights():
 def _tiny_family(model_type: str):
     from transformers import AutoModelForCausalLM, GraniteMoeConfig, MixtralConfig, Qwen3MoeConfig
 
-    common = {"vocab_size": 40, "hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2,
-              "num_attention_heads": 2, "num_key_value_heads": 1, "num_experts_per_tok": 2}
+    common = {
+        "vocab_size": 40,
+        "hidden_size": 16,
+        "intermediate_size": 16,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "num_experts_per_tok": 2,
+    }
     config = {
         "qwen3_moe": lambda: Qwen3MoeConfig(**common, num_experts=4, moe_intermediate_size=8, head_dim=8),
         "mixtral": lambda: MixtralConfig(**common, num_local_experts=4),
@@ -207,8 +233,15 @@ def test_callback_updates_bias_after_each_step_and_logs_telemetry(tiny_moe, tmp_
         for layer in layers:
             layer.bias.zero_()
     assert all(moved)
-    assert {"moe/max_vio_mean", "moe/max_vio_max", "moe/entropy_mean", "moe/dead_experts", "moe/bias_absmax",
-            "moe/layer0/max_vio", "moe/layer1/load"} <= set(logs)
+    assert {
+        "moe/max_vio_mean",
+        "moe/max_vio_max",
+        "moe/entropy_mean",
+        "moe/dead_experts",
+        "moe/bias_absmax",
+        "moe/layer0/max_vio",
+        "moe/layer1/load",
+    } <= set(logs)
     assert len(logs["moe/layer1/load"]) == 4 and sum(logs["moe/layer1/load"]) == pytest.approx(1, abs=1e-3)
     callback.on_train_end(args, state, None)
     assert (tmp_path / "expert_load.png").stat().st_size > 1000
@@ -240,8 +273,9 @@ def test_factory_choices(tiny_moe, char_tokenizer):
     assert moe_callbacks(MoEConfig(balancing="none", telemetry=False), tiny_moe) == []
     (telemetry,) = moe_callbacks(MoEConfig(balancing="none"), tiny_moe)
     assert telemetry.gamma is None
-    dense = build_model("tiny-dense", char_tokenizer, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1,
-                        intermediate_size=16)
+    dense = build_model(
+        "tiny-dense", char_tokenizer, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=16
+    )
     assert moe_callbacks(MoEConfig(telemetry=True), dense) == []  # telemetry on a dense model: nothing to do
     assert aux_loss_coef(MoEConfig(balancing="loss_free", aux_loss_coef=0.5)) == 0.0
     assert aux_loss_coef(MoEConfig(balancing="aux_loss", aux_loss_coef=0.5)) == 0.5
@@ -250,8 +284,9 @@ def test_factory_choices(tiny_moe, char_tokenizer):
 def test_refusals_name_the_fix(tiny_moe, char_tokenizer):
     from posttrain.models.builders import build_model
 
-    dense = build_model("tiny-dense", char_tokenizer, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1,
-                        intermediate_size=16)
+    dense = build_model(
+        "tiny-dense", char_tokenizer, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=16
+    )
     with pytest.raises(PosttrainError, match="moe.balancing=loss_free: .* has no MoE layers"):
         moe_callbacks(MoEConfig(balancing="loss_free"), dense)
     with pytest.raises(PosttrainError, match="moe.freeze_router=true"):
@@ -302,8 +337,9 @@ def test_gradient_checkpoint_recomputation_is_not_counted_twice(tiny_moe):
 def test_count_routing_tolerates_dense_and_unknown_models(char_tokenizer):
     from posttrain.models.builders import build_model
 
-    dense = build_model("tiny-dense", char_tokenizer, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1,
-                        intermediate_size=16)
+    dense = build_model(
+        "tiny-dense", char_tokenizer, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=16
+    )
     with count_routing(dense) as routing:
         dense(input_ids=torch.randint(5, 30, (1, 4)))
     assert routing.counts() == {}

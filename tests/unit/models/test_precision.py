@@ -14,7 +14,9 @@ def _gpu(monkeypatch, *, cuda=True, bf16=True, capability=(9, 0), name="NVIDIA H
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: name)
 
 
-@pytest.mark.parametrize(("dtype", "expected"), [("bfloat16", "bf16"), ("float16", "fp16"), ("float32", "fp32"), ("auto", "fp32")])
+@pytest.mark.parametrize(
+    ("dtype", "expected"), [("bfloat16", "bf16"), ("float16", "fp16"), ("float32", "fp32"), ("auto", "fp32")]
+)
 def test_auto_follows_model_dtype(dtype, expected):
     assert resolve("auto", dtype) == expected
     assert resolve("fp32", "bfloat16") == "fp32"  # an explicit choice wins

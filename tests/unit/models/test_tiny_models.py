@@ -14,7 +14,9 @@ def test_tags_are_single_tokens_and_survive_decoding(char_tokenizer):
 
 
 def test_chat_template_ends_with_assistant_turn(char_tokenizer):
-    text = char_tokenizer.apply_chat_template([{"role": "user", "content": "1+2"}], tokenize=False, add_generation_prompt=True)
+    text = char_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "1+2"}], tokenize=False, add_generation_prompt=True
+    )
     assert text == "<|user|>1+2<|end|><|assistant|>"
 
 
@@ -32,7 +34,9 @@ def test_moe_is_deepseek_style_and_round_trips(tiny_moe_dir, char_tokenizer):
 
 
 def test_dense_builder(char_tokenizer):
-    model = build_model("tiny-dense", char_tokenizer, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32)
+    model = build_model(
+        "tiny-dense", char_tokenizer, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32
+    )
     params = count_parameters(model)
     assert params["active"] == params["total"] > 0
 

@@ -64,9 +64,14 @@ def test_non_finite_or_non_numeric_score_is_an_error_of_its_row(bad):
         guarded(returns([bad]), strict=True, name="shaky")(completions=["a"])
 
 
-@pytest.mark.parametrize("result, problem", [([1.0], "returned 1 scores for 3 completions"),
-                                             ("1.0", "returned a str, not a list of scores"),
-                                             (None, "returned a NoneType, not a list of scores")])
+@pytest.mark.parametrize(
+    "result, problem",
+    [
+        ([1.0], "returned 1 scores for 3 completions"),
+        ("1.0", "returned a str, not a list of scores"),
+        (None, "returned a NoneType, not a list of scores"),
+    ],
+)
 def test_wrong_length_or_type_fails_the_whole_batch(result, problem, caplog):
     reward = guarded(returns(result), name="sloppy")
     with caplog.at_level(logging.WARNING, logger="posttrain.rewards"):
@@ -117,11 +122,10 @@ def test_guard_keeps_name_attributes_and_pickles():
 
 
 def test_registry_guards_the_outermost_callable(tmp_path):
-    (tmp_path / "x.py").write_text(
-        "def fn(completions, **kwargs):\n"
-        "    return [1.0 / len(c) for c in completions]\n")
-    (funcs, weights) = registry.build([{"name": "x.py:fn"}, {"name": "accuracy"}], base_dir=tmp_path,
-                                      processes=2, min_batch=1000)  # the pool wrapper stays inline here
+    (tmp_path / "x.py").write_text("def fn(completions, **kwargs):\n    return [1.0 / len(c) for c in completions]\n")
+    (funcs, weights) = registry.build(
+        [{"name": "x.py:fn"}, {"name": "accuracy"}], base_dir=tmp_path, processes=2, min_batch=1000
+    )  # the pool wrapper stays inline here
     assert all(isinstance(f, GuardedReward) for f in funcs) and weights == [1.0, 1.0]
     assert not isinstance(funcs[0].wrapped, BoundReward)  # the guard sits over the pool wrapper
     assert funcs[0](completions=["ab", "", "abcd"]) == [0.5, None, 0.25]
@@ -138,20 +142,25 @@ def test_grpo_recipe_with_raising_file_plugin_scores_none_for_the_failing_row(tm
     (tmp_path / "rewards").mkdir()
     (tmp_path / "rewards" / "x.py").write_text(
         "def fn(completions, answer, **kwargs):\n"
-        "    return [float(int(c) == int(a)) for c, a in zip(completions, answer)]\n")
+        "    return [float(int(c) == int(a)) for c, a in zip(completions, answer)]\n"
+    )
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("model: {name_or_path: build:tiny-moe}\ndata: {source: arithmetic}\n"
-                      "rewards:\n  - {name: rewards/x.py:fn, weight: 1.0}\n")
+    recipe.write_text(
+        "model: {name_or_path: build:tiny-moe}\ndata: {source: arithmetic}\n"
+        "rewards:\n  - {name: rewards/x.py:fn, weight: 1.0}\n"
+    )
     cfg = load_recipe(recipe, GRPORecipe)
-    rewards, correctness = build_rewards(cfg.rewards.functions, "accuracy", base_dir=tmp_path,
-                                         strict=cfg.rewards.strict)
+    rewards, correctness = build_rewards(
+        cfg.rewards.functions, "accuracy", base_dir=tmp_path, strict=cfg.rewards.strict
+    )
     assert [r.__name__ for r in rewards] == ["fn"]
     assert rewards[0](completions=["4", "four", "5"], answer=["4", "4", "4"]) == [1.0, None, 0.0]
     assert reward_errors(rewards, correctness) == {"fn": 1, "accuracy": 0}
 
     strict_cfg = load_recipe(recipe, GRPORecipe, ["rewards.strict=true"])
-    rewards, _ = build_rewards(strict_cfg.rewards.functions, "accuracy", base_dir=tmp_path,
-                               strict=strict_cfg.rewards.strict)
+    rewards, _ = build_rewards(
+        strict_cfg.rewards.functions, "accuracy", base_dir=tmp_path, strict=strict_cfg.rewards.strict
+    )
     with pytest.raises(RewardError, match="reward 'fn' raised ValueError"):
         rewards[0](completions=["four"], answer=["4"])
 

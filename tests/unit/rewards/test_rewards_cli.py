@@ -24,14 +24,18 @@ def test_list_shows_builtins_and_kwargs():
 
 
 def test_score_writes_per_row_scores_atomically(tmp_path):
-    data = _rows(tmp_path, [
-        {"id": "a", "completion": GOOD, "answer": "51"},
-        {"id": "b", "completion": "The answer is 50", "answer": "51"},
-        {"id": "c", "completion": [{"role": "assistant", "content": GOOD}], "answer": ""},
-    ])
+    data = _rows(
+        tmp_path,
+        [
+            {"id": "a", "completion": GOOD, "answer": "51"},
+            {"id": "b", "completion": "The answer is 50", "answer": "51"},
+            {"id": "c", "completion": [{"role": "assistant", "content": GOOD}], "answer": ""},
+        ],
+    )
     out = tmp_path / "out" / "scores.jsonl"
-    result = runner.invoke(app, ["score", str(data), "-r", "accuracy", "-r", "format", "--output", str(out)],
-                           terminal_width=200)
+    result = runner.invoke(
+        app, ["score", str(data), "-r", "accuracy", "-r", "format", "--output", str(out)], terminal_width=200
+    )
     assert result.exit_code == 0, result.output
     assert "accuracy" in result.output and "0.5000" in result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -45,10 +49,13 @@ def test_score_writes_per_row_scores_atomically(tmp_path):
 def test_score_with_recipe_and_answer_column(tmp_path):
     data = _rows(tmp_path, [{"completion": "\\boxed{4}", "gold": "4"}])
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("model: x\nrewards:\n  - {name: accuracy, weight: 2.0}\n"
-                      "  - {name: overlong, kwargs: {max_length: 100, unit: chars}}\n")
-    result = runner.invoke(app, ["score", str(data), "--recipe", str(recipe), "--answer-column", "gold"],
-                           terminal_width=200)
+    recipe.write_text(
+        "model: x\nrewards:\n  - {name: accuracy, weight: 2.0}\n"
+        "  - {name: overlong, kwargs: {max_length: 100, unit: chars}}\n"
+    )
+    result = runner.invoke(
+        app, ["score", str(data), "--recipe", str(recipe), "--answer-column", "gold"], terminal_width=200
+    )
     assert result.exit_code == 0, result.output
     assert "overlong" in result.output and "1.0000" in result.output
 
@@ -67,7 +74,8 @@ def test_user_errors_are_one_clear_message(tmp_path):
     assert result.exit_code == 2 and "no `rewards:` list" in result.output
 
 
-def test_score_counts_plugin_errors_and_honours_strict(tmp_path):
+def test_score_counts_plugin_errors_and_honours_strict(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # plug-in files resolve from where posttrain runs, as in grpo and distill
     data = _rows(tmp_path, [{"completion": "ab", "answer": "1"}, {"completion": "", "answer": "1"}])
     (tmp_path / "x.py").write_text("def fn(completions, **kwargs):\n    return [1.0 / len(c) for c in completions]\n")
     recipe = tmp_path / "recipe.yaml"

@@ -9,27 +9,33 @@ from posttrain.rewards import format as fmt
 TINY_TASK = "<think>12+34=46 46+5=51</think><answer>51</answer>"
 
 
-@pytest.mark.parametrize("text", [
-    TINY_TASK,
-    " <think>\n12+34=46\n</think>\n\n<answer> 51 </answer>\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        TINY_TASK,
+        " <think>\n12+34=46\n</think>\n\n<answer> 51 </answer>\n",
+    ],
+)
 def test_strict_accepts_tiny_task_layout_with_optional_whitespace(text):
     assert fmt.format_strict([text]) == [1.0]
 
 
-@pytest.mark.parametrize("text", [
-    "51",
-    "<think>x</think>",
-    "<answer>51</answer>",
-    "<think>a</think><answer>51</answer> trailing text",
-    "preamble <think>a</think><answer>51</answer>",
-    "<think>a</think><think>b</think><answer>51</answer>",
-    "<think>a</think><answer>5</answer><answer>1</answer>",
-    "<think></think><answer>51</answer>",
-    "<think>a</think><answer> </answer>",
-    "<answer>51</answer><think>a</think>",
-    "<think>a</think>\\boxed{51}",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "51",
+        "<think>x</think>",
+        "<answer>51</answer>",
+        "<think>a</think><answer>51</answer> trailing text",
+        "preamble <think>a</think><answer>51</answer>",
+        "<think>a</think><think>b</think><answer>51</answer>",
+        "<think>a</think><answer>5</answer><answer>1</answer>",
+        "<think></think><answer>51</answer>",
+        "<think>a</think><answer> </answer>",
+        "<answer>51</answer><think>a</think>",
+        "<think>a</think>\\boxed{51}",
+    ],
+)
 def test_strict_rejects(text):
     assert fmt.format_strict([text]) == [0.0]
 
@@ -51,12 +57,16 @@ def test_soft_tag_count_and_think_format():
 
 
 def test_hostile_inputs_score_zero_fast():
-    hostile = ["<think>" * 100_000, "\x00<think>a</think><answer>1</answer>", "<think>" + "a" * 10**6 + "</think><answer>1</answer>"]
+    hostile = [
+        "<think>" * 100_000,
+        "\x00<think>a</think><answer>1</answer>",
+        "<think>" + "a" * 10**6 + "</think><answer>1</answer>",
+    ]
     assert fmt.format_strict(hostile) == [0.0, 0.0, 0.0]
     assert fmt.format_soft(hostile)[0] == 0.0
 
 
-QWEN3_LIKE = ("{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n<think>\\n' }}\n{%- endif %}")
+QWEN3_LIKE = "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n<think>\\n' }}\n{%- endif %}"
 PLAIN = "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 
 

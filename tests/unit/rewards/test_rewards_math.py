@@ -8,39 +8,39 @@ import pytest
 from posttrain.rewards.math import accuracy, answers_equivalent, extract_answer, verify
 
 EQUIVALENT = [
-    ("The answer is 7,425,000.", "7425000"),                       # thousands separators
-    ("\\boxed{0.5}", "\\frac{1}{2}"),                                # decimal vs fraction
+    ("The answer is 7,425,000.", "7425000"),  # thousands separators
+    ("\\boxed{0.5}", "\\frac{1}{2}"),  # decimal vs fraction
     ("\\boxed{\\dfrac{3}{4}}", "\\tfrac34"),
     ("\\boxed{\\frac{10}{9}}", "10/9"),
-    ("\\boxed{2\\sqrt{5}}", "\\sqrt{20}"),                           # radicals
+    ("\\boxed{2\\sqrt{5}}", "\\sqrt{20}"),  # radicals
     ("\\boxed{\\frac{\\pi}{2}}", "\\pi/2"),
-    ("\\boxed{28\\%}", "28"),                                        # percent
+    ("\\boxed{28\\%}", "28"),  # percent
     ("\\boxed{33.5\\%}", "0.335"),
-    ("It is \\boxed{15\\text{ cm}^2}.", "15"),                       # units and \text
-    ("\\boxed{90^\\circ}", "90"),                                    # degrees
-    ("The total is \\$16.50.", "16.5"),                              # dollars
-    ("\\boxed{1.5 \\times 10^{3}}", "1500"),                         # scientific notation
+    ("It is \\boxed{15\\text{ cm}^2}.", "15"),  # units and \text
+    ("\\boxed{90^\\circ}", "90"),  # degrees
+    ("The total is \\$16.50.", "16.5"),  # dollars
+    ("\\boxed{1.5 \\times 10^{3}}", "1500"),  # scientific notation
     ("\\boxed{1.5e3}", "1500"),
-    ("\\boxed{x = 5}", "5"),                                         # labels
+    ("\\boxed{x = 5}", "5"),  # labels
     ("\\boxed{(p, q) = (3, 2)}", "(3,2)"),
-    ("\\boxed{\\{2, 1\\}}", "\\{1, 2\\}"),                            # sets are unordered
-    ("\\boxed{[0, 1)}", "[0,1)"),                                    # intervals
+    ("\\boxed{\\{2, 1\\}}", "\\{1, 2\\}"),  # sets are unordered
+    ("\\boxed{[0, 1)}", "[0,1)"),  # intervals
     ("\\boxed{x > 5}", "(5, \\infty)"),
     ("\\boxed{\\begin{bmatrix}1 & 2\\\\3 & 4\\end{bmatrix}}", "\\begin{pmatrix}1 & 2\\\\3 & 4\\end{pmatrix}"),
-    ("\\boxed{1 \\pm \\sqrt{2}}", "1+\\sqrt2, 1-\\sqrt2"),            # plus-minus
-    ("\\boxed{(-\\infty, 3]}", "x \\le 3"),                          # infinity
-    ("\\boxed{2(x+1)}", "2x+2"),                                     # symbolic
+    ("\\boxed{1 \\pm \\sqrt{2}}", "1+\\sqrt2, 1-\\sqrt2"),  # plus-minus
+    ("\\boxed{(-\\infty, 3]}", "x \\le 3"),  # infinity
+    ("\\boxed{2(x+1)}", "2x+2"),  # symbolic
     ("\\boxed{\\sin^2 x + \\cos^2 x}", "1"),
-    ("The answer is (C).", "C"),                                     # multiple choice
-    ("Natalia sold 48+24 = 72 clips.\n#### 72", "#### 72"),           # GSM8K gold
+    ("The answer is (C).", "C"),  # multiple choice
+    ("Natalia sold 48+24 = 72 clips.\n#### 72", "#### 72"),  # GSM8K gold
     ("<think>12+34=46</think><answer>46</answer>", "46"),
-    ("1000,99", "1000.99"),                                          # locale decimal comma
-    ("\\boxed{204_5}", "54"),                                        # base subscript
-    ("\\boxed{\\frac13}", "0.33"),                                   # rounding (>= 2 places)
-    ("\\boxed{15\\frac{39}{40}}", "\\frac{639}{40}"),                  # mixed number
+    ("1000,99", "1000.99"),  # locale decimal comma
+    ("\\boxed{204_5}", "54"),  # base subscript
+    ("\\boxed{\\frac13}", "0.33"),  # rounding (>= 2 places)
+    ("\\boxed{15\\frac{39}{40}}", "\\frac{639}{40}"),  # mixed number
     ("\\boxed{\\tan^2 y + 1}", "\\sec^2 y"),
     ("\\boxed{\\frac{x^2-1}{x-1}}", "x+1"),
-    ("\\boxed{y = -\\frac{1}{2}x + \\frac34}", "2x + 4y - 3 = 0"),        # same line
+    ("\\boxed{y = -\\frac{1}{2}x + \\frac34}", "2x + 4y - 3 = 0"),  # same line
     ("\\boxed{-x > -1}", "x < 1"),
     ("\\boxed{\\sum_{k=0}^{n-1} F_{n-k-1} F_k}", "\\sum_{k=0}^{n-1} F_k F_{n-k-1}"),
 ]
@@ -48,9 +48,9 @@ EQUIVALENT = [
 DIFFERENT = [
     ("\\boxed{32, 349}", "32349"),
     ("\\boxed{3.22}", "3.21"),
-    ("\\boxed{0.3}", "\\frac13"),                                    # one place is not enough
-    ("\\boxed{0.12}", "\\frac18"),                                   # 1/8 terminates: exact only
-    ("\\boxed{(2, 1)}", "(1,2)"),                                    # tuples are ordered
+    ("\\boxed{0.3}", "\\frac13"),  # one place is not enough
+    ("\\boxed{0.12}", "\\frac18"),  # 1/8 terminates: exact only
+    ("\\boxed{(2, 1)}", "(1,2)"),  # tuples are ordered
     ("\\boxed{(0, 1)}", "[0,1)"),
     ("\\boxed{x < 5}", "x > 5"),
     ("\\boxed{x+1}", "x+2"),
@@ -61,10 +61,10 @@ DIFFERENT = [
     ("AZYUK2A", "2"),
     ("", "4"),
     ("The answer is !!!invalid!!!", "4"),
-    ("\\boxed{x}", "|x|"),                                         # checked at a negative point too
+    ("\\boxed{x}", "|x|"),  # checked at a negative point too
     ("\\boxed{x}", "y"),
     ("\\boxed{f(y)}", "f(x)"),
-    ("\\boxed{3} or \\boxed{5}", "3"),                              # hedging never passes
+    ("\\boxed{3} or \\boxed{5}", "3"),  # hedging never passes
     ("\\boxed{\\sum_{k=0}^{n-2} F_k F_{n-k-2}}", "\\sum_{k=0}^{n-1} F_k F_{n-k-1}"),
 ]
 
@@ -98,7 +98,7 @@ def test_extract_answer_strategies_and_order():
 
 def test_think_blocks_bound_the_search():
     assert extract_answer("<think>maybe \\boxed{50}</think> so 51") == "51"
-    assert extract_answer("<think>12+34=46 46+5=51") is None        # truncated mid-thought
+    assert extract_answer("<think>12+34=46 46+5=51") is None  # truncated mid-thought
     assert extract_answer("46+5=51</think><answer>51</answer>") == "51"  # template pre-filled <think>
     assert verify("<think>12+34=46 46+5=51", "51") is False
     assert verify("<answer>The answer is 51.</answer>", "51") is True
@@ -125,7 +125,7 @@ def test_answers_equivalent_for_clustering():
 def test_accuracy_reward_contract():
     completions = ["\\boxed{51}", [{"role": "assistant", "content": "<answer>51</answer>"}], "50"]
     assert accuracy(completions, answer=["51", "51", "51"], prompts=["p"] * 3, extra=[1, 2, 3]) == [1.0, 1.0, 0.0]
-    assert accuracy(["\\boxed{5}"], answer=[5]) == [1.0]           # non-string gold
+    assert accuracy(["\\boxed{5}"], answer=[5]) == [1.0]  # non-string gold
     assert accuracy([], answer=[]) == []
 
 
@@ -173,11 +173,68 @@ def test_results_are_cached():
     assert time.perf_counter() - start < 0.2
 
 
-ATOMS = ["1", "2", "0", "-", "+", "*", "/", "^", "_", "(", ")", "[", "]", "{", "}", "\\{", "\\}",
-         "|", ",", ";", "=", "<", "\\le", "x", "y", "e", "\\pi", "\\infty", "\\frac", "\\sqrt",
-         "\\sin", "\\log", "!", "%", "\\cdot", "\\pm", ".", "3.5", "1,000", " ", "\\text{and}",
-         "\\boxed{", "$", "\\begin{pmatrix}", "\\end{pmatrix}", "&", "\\\\", "\\sum_{k=1}^{n}",
-         "\\cup", "\\in", "f", "a_1", "\\approx", ":", "°", "A", "10^{", "9**9", "\x00", "中"]
+ATOMS = [
+    "1",
+    "2",
+    "0",
+    "-",
+    "+",
+    "*",
+    "/",
+    "^",
+    "_",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    "\\{",
+    "\\}",
+    "|",
+    ",",
+    ";",
+    "=",
+    "<",
+    "\\le",
+    "x",
+    "y",
+    "e",
+    "\\pi",
+    "\\infty",
+    "\\frac",
+    "\\sqrt",
+    "\\sin",
+    "\\log",
+    "!",
+    "%",
+    "\\cdot",
+    "\\pm",
+    ".",
+    "3.5",
+    "1,000",
+    " ",
+    "\\text{and}",
+    "\\boxed{",
+    "$",
+    "\\begin{pmatrix}",
+    "\\end{pmatrix}",
+    "&",
+    "\\\\",
+    "\\sum_{k=1}^{n}",
+    "\\cup",
+    "\\in",
+    "f",
+    "a_1",
+    "\\approx",
+    ":",
+    "°",
+    "A",
+    "10^{",
+    "9**9",
+    "\x00",
+    "中",
+]
 
 
 def test_fuzzed_answers_never_raise_inside_the_checker():

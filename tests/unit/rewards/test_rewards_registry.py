@@ -23,17 +23,24 @@ def test_available_lists_builtins_with_descriptions_and_kwargs():
 
 
 def test_build_binds_kwargs_names_and_weights():
-    funcs, weights = registry.build([
-        {"name": "accuracy"},
-        {"name": "format", "weight": 0.5},
-        {"name": "repetition_penalty", "kwargs": {"ngram_size": 2}},
-        {"name": "repetition_penalty", "weight": 2},
-    ])
+    funcs, weights = registry.build(
+        [
+            {"name": "accuracy"},
+            {"name": "format", "weight": 0.5},
+            {"name": "repetition_penalty", "kwargs": {"ngram_size": 2}},
+            {"name": "repetition_penalty", "weight": 2},
+        ]
+    )
     assert [f.__name__ for f in funcs] == ["accuracy", "format", "repetition_penalty", "repetition_penalty_2"]
     assert weights == [1.0, 0.5, 1.0, 2.0]
     # TRL calls reward functions with keyword arguments only, plus extra columns.
-    out = funcs[0](prompts=["p", "p"], completions=[GOOD, "<answer>50</answer>"],
-                   completion_ids=[[1], [2]], answer=["51", "51"], level=[1, 2])
+    out = funcs[0](
+        prompts=["p", "p"],
+        completions=[GOOD, "<answer>50</answer>"],
+        completion_ids=[[1], [2]],
+        answer=["51", "51"],
+        level=[1, 2],
+    )
     assert out == [1.0, 0.0]
     assert funcs[1](completions=[GOOD]) == [1.0]
     assert funcs[2](completions=["a b a b a b"]) == pytest.approx([-0.6])
@@ -60,13 +67,15 @@ def test_unknown_kwarg_names_reward_and_allowed_kwargs():
 
 
 def test_validate_reports_every_problem_at_once():
-    problems = registry.validate([
-        {"name": "acuracy"},
-        {"name": "format", "kwargs": {"foo": 1}},
-        {"name": "overlong"},
-        {"name": "accuracy", "weight": "high"},
-        {"name": "format", "wieght": 2},
-    ])
+    problems = registry.validate(
+        [
+            {"name": "acuracy"},
+            {"name": "format", "kwargs": {"foo": 1}},
+            {"name": "overlong"},
+            {"name": "accuracy", "weight": "high"},
+            {"name": "format", "wieght": 2},
+        ]
+    )
     assert len(problems) == 5
     assert any("missing required kwarg 'max_length'" in p for p in problems)
     assert any("did you mean 'weight'" in p for p in problems)
@@ -74,19 +83,22 @@ def test_validate_reports_every_problem_at_once():
 
 
 def test_kwarg_values_are_checked_at_load_time():
-    problems = registry.validate([
-        {"name": "accuracy", "kwargs": {"extract_order": ["boxed", "lastnum"]}},
-        {"name": "overlong", "kwargs": {"max_length": 10, "unit": "words"}},
-        {"name": "accuracy", "kwargs": {"extract_order": ["boxed", "last_number"]}},
-    ])
+    problems = registry.validate(
+        [
+            {"name": "accuracy", "kwargs": {"extract_order": ["boxed", "lastnum"]}},
+            {"name": "overlong", "kwargs": {"max_length": 10, "unit": "words"}},
+            {"name": "accuracy", "kwargs": {"extract_order": ["boxed", "last_number"]}},
+        ]
+    )
     assert len(problems) == 2
     assert "'lastnum'" in problems[0] and "last_number" in problems[0]
     assert "'tokens' or 'chars'" in problems[1]
 
 
 def test_file_plugin_loads_relative_to_base_dir():
-    funcs, _ = registry.build([{"name": "rewards/example_length.py:short_answer_bonus",
-                                "kwargs": {"max_chars": 10}}], base_dir=REPO)
+    funcs, _ = registry.build(
+        [{"name": "rewards/example_length.py:short_answer_bonus", "kwargs": {"max_chars": 10}}], base_dir=REPO
+    )
     assert funcs[0].__name__ == "short_answer_bonus"
     assert funcs[0](completions=["short", "x" * 50]) == [1.0, 0.0]
 
@@ -107,7 +119,8 @@ def test_plugin_errors_are_clear(tmp_path):
 def test_module_plugin_and_plugin_without_var_kwargs(tmp_path, monkeypatch):
     (tmp_path / "myrewards.py").write_text(
         "def exact(completions, answer, bonus=1.0):\n"
-        "    return [bonus if c == a else 0.0 for c, a in zip(completions, answer)]\n")
+        "    return [bonus if c == a else 0.0 for c, a in zip(completions, answer)]\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     funcs, _ = registry.build([{"name": "myrewards:exact", "kwargs": {"bonus": 2.0}}])
     # Columns the plug-in does not declare (prompts, level) are not passed to it.

@@ -7,8 +7,9 @@ from posttrain.rewards import shaping
 
 def test_kimi_length_per_prompt_group():
     completions = ["\\boxed{4}", "long thinking then \\boxed{4}", "\\boxed{5}", "\\boxed{9}", "\\boxed{9}"]
-    scores = shaping.kimi_length(completions, answer=["4", "4", "4", "9", "9"],
-                                 prompts=["p", "p", "p", "q", "q"], unit="chars")
+    scores = shaping.kimi_length(
+        completions, answer=["4", "4", "4", "9", "9"], prompts=["p", "p", "p", "q", "q"], unit="chars"
+    )
     assert scores == [0.5, -0.5, 0.0, 0.0, 0.0]
     # lengths from TRL's completion_ids when present
     scores = shaping.kimi_length(["\\boxed{4}", "\\boxed{4}"], answer=["4", "4"], completion_ids=[[1] * 10, [1] * 20])
@@ -17,16 +18,21 @@ def test_kimi_length_per_prompt_group():
 
 
 def test_cosine_scaled():
-    right = shaping.cosine_scaled(["\\boxed{4}", "\\boxed{4}" + "x" * 991], answer=["4", "4"], max_len=1000, unit="chars")
-    wrong = shaping.cosine_scaled(["\\boxed{5}", "\\boxed{5}" + "x" * 991], answer=["4", "4"], max_len=1000, unit="chars")
+    right = shaping.cosine_scaled(
+        ["\\boxed{4}", "\\boxed{4}" + "x" * 991], answer=["4", "4"], max_len=1000, unit="chars"
+    )
+    wrong = shaping.cosine_scaled(
+        ["\\boxed{5}", "\\boxed{5}" + "x" * 991], answer=["4", "4"], max_len=1000, unit="chars"
+    )
     assert right[0] > right[1] == pytest.approx(0.5)
     assert wrong[0] < wrong[1] == pytest.approx(-0.5)
     assert right[0] == pytest.approx(1.0, abs=1e-3) and wrong[0] == pytest.approx(-1.0, abs=1e-3)
 
 
 def test_repetition_penalty():
-    assert shaping.repetition_penalty(["the cat sat on the mat", "go go go go go go", "hi", ""]) == \
-        pytest.approx([0.0, -0.75, 0.0, 0.0])
+    assert shaping.repetition_penalty(["the cat sat on the mat", "go go go go go go", "hi", ""]) == pytest.approx(
+        [0.0, -0.75, 0.0, 0.0]
+    )
 
 
 def test_soft_overlong_counts_tokens_then_chars():

@@ -24,7 +24,9 @@ def test_deepseek_v3_pretraining_flops_round_trip():
     assert mfu == pytest.approx(3.2856e24 / (2.664e6 * 3600 * 1979e12))
     assert 0.15 < mfu < 0.20
     # ...and estimating at that utilisation gives the reported hours back.
-    (cost,) = estimate(DSV3_ACTIVE, [Stage("pre-training", train_tokens=DSV3_TOKENS)], HARDWARE_PEAK["h800"]["fp8"], utilisation=mfu)
+    (cost,) = estimate(
+        DSV3_ACTIVE, [Stage("pre-training", train_tokens=DSV3_TOKENS)], HARDWARE_PEAK["h800"]["fp8"], utilisation=mfu
+    )
     assert cost.device_hours == pytest.approx(2.664e6)
     assert cost.usd == pytest.approx(5.328e6)
 

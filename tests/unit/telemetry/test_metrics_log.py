@@ -16,7 +16,11 @@ def _steps(path, stage):
 
 def test_truncate_keeps_other_stages_and_rows_up_to_the_checkpoint(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    _write(path, [{"step": s, "stage": "sequence_kd"} for s in (10, 20)] + [{"step": s, "stage": "logit_kd"} for s in (5, 10, 15)])
+    _write(
+        path,
+        [{"step": s, "stage": "sequence_kd"} for s in (10, 20)]
+        + [{"step": s, "stage": "logit_kd"} for s in (5, 10, 15)],
+    )
     kept = truncate_stage(path, "logit_kd", 10)
     assert [r["step"] for r in kept] == [5, 10]
     assert _steps(path, "sequence_kd") == [10, 20] and _steps(path, "logit_kd") == [5, 10]

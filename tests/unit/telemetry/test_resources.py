@@ -42,8 +42,12 @@ def test_cuda_peak_is_per_interval_and_gpu_meters_average_their_samples():
     peak["mb"] = 512.0
     logs = {}
     monitor.on_log(None, STATE, None, logs=logs)
-    assert logs == {"memory/peak_rss_mb": 10.0, "memory/cuda_max_allocated_mb": 512.0,
-                    "gpu/utilisation_pct": 60.0, "gpu/power_w": 250.0}
+    assert logs == {
+        "memory/peak_rss_mb": 10.0,
+        "memory/cuda_max_allocated_mb": 512.0,
+        "gpu/utilisation_pct": 60.0,
+        "gpu/power_w": 250.0,
+    }
     next_reading()  # a log interval shorter than the sampling period still gets one reading
     logs = {}
     monitor.on_log(None, STATE, None, logs=logs)
@@ -69,8 +73,9 @@ def test_sampling_thread_starts_and_stops():
         sampled.set()
         return 42.0
 
-    monitor = ResourceMonitor(Sensors(peak_rss_mb=lambda: 1.0, gpu_utilisation_pct=utilisation, gpu_power_w=lambda: 5.0),
-                              sample_seconds=0.001)
+    monitor = ResourceMonitor(
+        Sensors(peak_rss_mb=lambda: 1.0, gpu_utilisation_pct=utilisation, gpu_power_w=lambda: 5.0), sample_seconds=0.001
+    )
     monitor.on_train_begin(None, STATE, None)
     assert sampled.wait(5)
     monitor.on_train_end(None, STATE, None)

@@ -44,14 +44,16 @@ def test_split_is_mean_per_step_since_last_log_and_sums_to_step_time():
     clock = FakeClock()
     split, trainer = StepSplit(clock), FakeTrainer(clock)
     split.watch(trainer)
-    _step(split, trainer, clock)                  # 3 + 0.5 + 1.5 = 5 s
+    _step(split, trainer, clock)  # 3 + 0.5 + 1.5 = 5 s
     _step(split, trainer, clock, generate=False)  # steps_per_generation > 1: no rollout, 1.5 s
     logs = {"loss": 0.1}
     split.on_log(None, None, None, logs=logs)
     assert logs["time/generation_s"] == pytest.approx(1.5)
     assert logs["time/reward_s"] == pytest.approx(0.25)
     assert logs["time/optimisation_s"] == pytest.approx(1.5)
-    assert logs["time/generation_frac"] + logs["time/reward_frac"] + logs["time/optimisation_frac"] == pytest.approx(1.0)
+    assert logs["time/generation_frac"] + logs["time/reward_frac"] + logs["time/optimisation_frac"] == pytest.approx(
+        1.0
+    )
     assert logs["time/generation_frac"] == pytest.approx(1.5 / 3.25)
 
     _step(split, trainer, clock, optimise=0.5)  # the next interval starts from zero

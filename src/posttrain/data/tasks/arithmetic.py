@@ -50,8 +50,14 @@ def with_slip(row: dict, rng: random.Random, slip: str) -> dict:
 
 
 def generate(
-    n: int, seed: int, num_terms: int = 3, low: int = 1, high: int = 99, ops: str = "+",
-    slip_rate: float = 0.0, slip: str = "step",
+    n: int,
+    seed: int,
+    num_terms: int = 3,
+    low: int = 1,
+    high: int = 99,
+    ops: str = "+",
+    slip_rate: float = 0.0,
+    slip: str = "step",
 ) -> list[dict]:
     """`n` problems of `num_terms` integers in [low, high] joined by operators drawn from `ops`.
 

@@ -40,9 +40,7 @@ def make_problem(rng: random.Random, count: int, low: int, high: int, max_target
     }
 
 
-def generate(
-    n: int, seed: int, count: int = 3, low: int = 1, high: int = 20, max_target: int = 200
-) -> list[dict]:
+def generate(n: int, seed: int, count: int = 3, low: int = 1, high: int = 20, max_target: int = 200) -> list[dict]:
     """`n` Countdown problems with `count` numbers in [low, high] and a reachable target.
 
     >>> row = generate(1, seed=0)[0]
