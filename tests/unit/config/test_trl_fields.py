@@ -81,7 +81,7 @@ def test_distillation_stages_take_their_trl_sections():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("grpo.trl={report_to: [x], bf16: true}", "grpo.trl (line 28): 'bf16' is set by train.precision"),
+        ("grpo.trl={report_to: [x], bf16: true}", "'bf16' is set by train.precision, not under grpo.trl"),
         ("grpo.trl={save_steps: 3}", "'save_steps' is set by output.save_steps, not under grpo.trl"),
         ("grpo.trl={num_generations: 4}", "'num_generations' is set by grpo.num_generations"),
         ("grpo.trl={on_nonfinite: skip}", "'on_nonfinite' is a recipe field: set grpo.on_nonfinite"),

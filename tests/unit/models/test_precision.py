@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from posttrain.errors import PosttrainError
+from posttrain.models import precision as precision_module
+from posttrain.models import warmstart
 from posttrain.models.precision import check_hardware, resolve, trainer_kwargs
 
 
@@ -23,12 +25,10 @@ def test_auto_follows_model_dtype(dtype, expected):
 
 
 def test_trainer_kwargs(monkeypatch):
-    import transformers.utils
-
     assert trainer_kwargs("fp32") == {"bf16": False, "fp16": False}
-    monkeypatch.setattr(transformers.utils, "is_torch_bf16_gpu_available", lambda: False)
+    monkeypatch.setattr(precision_module, "is_torch_bf16_gpu_available", lambda: False)
     assert trainer_kwargs("bf16") == {"bf16": True, "fp16": False, "use_cpu": True}  # CPU autocast
-    monkeypatch.setattr(transformers.utils, "is_torch_bf16_gpu_available", lambda: True)
+    monkeypatch.setattr(precision_module, "is_torch_bf16_gpu_available", lambda: True)
     assert trainer_kwargs("bf16") == {"bf16": True, "fp16": False}
     assert trainer_kwargs("fp16") == {"bf16": False, "fp16": True}
     with pytest.raises(ValueError, match="resolve 'auto'"):
@@ -36,8 +36,10 @@ def test_trainer_kwargs(monkeypatch):
 
 
 def test_fp8_selects_accelerates_torchao_backend(monkeypatch):
-    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
-    monkeypatch.delenv("ACCELERATE_FP8_BACKEND", raising=False)
+    # setenv first, so teardown restores both to what they were (unset) after trainer_kwargs sets them.
+    for name in ("ACCELERATE_MIXED_PRECISION", "ACCELERATE_FP8_BACKEND"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     assert trainer_kwargs("fp8") == {"bf16": False, "fp16": False}
     import os
 
@@ -85,10 +87,7 @@ def test_fp8_needs_ada_or_hopper_and_torchao(monkeypatch):
 
 @pytest.mark.parametrize("precision, bf16", [("fp32", False), ("bf16", True)])
 def test_warmstart_trains_in_the_recipes_precision(monkeypatch, tmp_path, precision, bf16):
-    import trl
-
     from posttrain.config.schema import WarmstartConfig
-    from posttrain.models.warmstart import run_warmstart
 
     seen = {}
 
@@ -99,8 +98,8 @@ def test_warmstart_trains_in_the_recipes_precision(monkeypatch, tmp_path, precis
         seen["args"] = kwargs["args"]
         raise Captured
 
-    monkeypatch.setattr(trl, "SFTTrainer", capture)
+    monkeypatch.setattr(warmstart, "SFTTrainer", capture)
     rows = [{"id": "a", "question": "1+1", "solution": "<think>1+1=2</think><answer>2</answer>"}]
     with pytest.raises(Captured):
-        run_warmstart(None, None, rows, ["1+1"], WarmstartConfig(steps=1), tmp_path, precision=precision)
+        warmstart.run_warmstart(None, None, rows, ["1+1"], WarmstartConfig(steps=1), tmp_path, precision=precision)
     assert seen["args"].bf16 is bf16 and seen["args"].fp16 is False
