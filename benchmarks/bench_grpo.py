@@ -157,20 +157,20 @@ def step_clock():
 @contextmanager
 def clocked(clock):
     """Add `clock` to the trainer `posttrain grpo` builds (the benchmark's only hook into the run)."""
-    import posttrain.grpo.trainer as grpo_trainer
+    import posttrain.grpo.run as grpo_run  # the name the run calls, bound at its import
 
-    original = grpo_trainer.build_trainer
+    original = grpo_run.build_trainer
 
     def build(*args, **kwargs):
         trainer = original(*args, **kwargs)
         trainer.add_callback(clock)
         return trainer
 
-    grpo_trainer.build_trainer = build
+    grpo_run.build_trainer = build
     try:
         yield
     finally:
-        grpo_trainer.build_trainer = original
+        grpo_run.build_trainer = original
 
 
 def run_posttrain(args, base: Path, out: Path) -> dict:
@@ -182,6 +182,8 @@ def run_posttrain(args, base: Path, out: Path) -> dict:
     clock = step_clock()
     with clocked(clock):
         run(recipe, Console(quiet=True), overwrite=True)
+    if not clock.seconds():
+        raise SystemExit("bench_grpo: the step clock saw no steps; the hook into posttrain.grpo.run did not apply")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {"steps": clock.seconds(), "rows": rows}
 
