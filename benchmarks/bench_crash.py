@@ -30,18 +30,9 @@ from common import Row, parser, start
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "tiny-math.yaml"
-TINY_MOE = {
-    "hidden_size": 32,
-    "num_layers": 2,
-    "num_heads": 2,
-    "n_routed_experts": 4,
-    "num_experts_per_tok": 2,
-    "moe_intermediate_size": 16,
-    "kv_lora_rank": 8,
-    "qk_rope_head_dim": 8,
-    "qk_nope_head_dim": 8,
-    "v_head_dim": 8,
-}
+# The tiny shapes every test shares (one file: pytest's importlib mode cannot import conftest).
+_TINY = json.loads((REPO / "tests" / "fixtures" / "tiny_models.json").read_text())
+TINY_MOE = _TINY["tiny_moe"]
 
 
 def command(out: Path, steps: int) -> list[str]:

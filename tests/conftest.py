@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,22 +14,11 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The tiny shapes every test shares (one file: pytest's importlib mode cannot import conftest).
+_TINY = json.loads((Path(__file__).resolve().parent / "fixtures" / "tiny_models.json").read_text())
 # Small enough that a GRPO step takes well under a second on 2 CPU cores.
-TINY_MOE = {
-    "hidden_size": 32,
-    "num_layers": 2,
-    "num_heads": 2,
-    "n_routed_experts": 4,
-    "num_experts_per_tok": 2,
-    "moe_intermediate_size": 16,
-    "kv_lora_rank": 8,
-    "qk_rope_head_dim": 8,
-    "qk_nope_head_dim": 8,
-    "v_head_dim": 8,
-}
-
-
-TINY_DENSE = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32}
+TINY_MOE = _TINY["tiny_moe"]
+TINY_DENSE = _TINY["tiny_dense"]
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -29,18 +31,9 @@ from posttrain.models.moe import (
 )
 from posttrain.telemetry.routing_stats import layer_stats, routing_line
 
-TINY = {
-    "hidden_size": 32,
-    "num_layers": 2,
-    "num_heads": 2,
-    "n_routed_experts": 4,
-    "num_experts_per_tok": 2,
-    "moe_intermediate_size": 16,
-    "kv_lora_rank": 8,
-    "qk_rope_head_dim": 8,
-    "qk_nope_head_dim": 8,
-    "v_head_dim": 8,
-}
+# The tiny shapes every test shares (one file: pytest's importlib mode cannot import conftest).
+_TINY = json.loads((Path(__file__).resolve().parents[2] / "fixtures" / "tiny_models.json").read_text())
+TINY = _TINY["tiny_moe"]
 
 
 @pytest.fixture(scope="module")
