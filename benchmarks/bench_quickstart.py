@@ -1,15 +1,15 @@
-"""The README's two quickstarts, exactly as a user runs them, over several seeds.
+"""The README's distillation quickstart, exactly as a user runs it, over several seeds.
 
     python benchmarks/bench_quickstart.py [--quick] [--seeds 0,1,2] [--json PATH]
 
-For each seed: `posttrain grpo recipes/tiny-math.yaml --set grpo.seed=S` and
-`posttrain distill recipes/tiny-distill.yaml --set distill.seed=S`, each in its own process with
-a fresh output folder and torch's default threads (what the README command gets). The seed sets the
-model's initialisation and the sampling during training; the held-out problems are the same for
-every seed. Rows (means over seeds, every seed listed beside them):
-- `quickstart_grpo`: held-out pass@1 of the GRPO policy / of the warm-started base it started from;
-- `quickstart_distill`: held-out pass@1 of the distilled student / of the teacher.
---quick shrinks both recipes to a smoke test of this script; its figures mean nothing.
+For each seed: `posttrain distill recipes/tiny-distill.yaml --set distill.seed=S` in its own
+process with a fresh output folder and torch's default threads (what the README command gets). The
+seed sets the model's initialisation and the sampling during training; the held-out problems are
+the same for every seed. Row (means over seeds, every seed listed beside it):
+`quickstart_distill`: held-out pass@1 of the distilled student / of the teacher.
+The GRPO quickstart's row, `quickstart_grpo`, comes from bench_efficacy.py, which runs the README's
+GRPO command for each seed beside its SFT control.
+--quick shrinks the recipe to a smoke test of this script; its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -38,17 +38,6 @@ SMALL_TASK = [
     "eval.max_new_tokens=16",
 ]
 WARM = {"steps": 150, "batch_size": 32, "learning_rate": 3e-3, "num_examples": 2000}
-GRPO_QUICK = [
-    f"model.builder_args={SMALL_MOE}",
-    *(f"model.warmstart.{k}={v}" for k, v in WARM.items()),
-    *SMALL_TASK,
-    "data.num_train=40",
-    "grpo.max_steps=3",
-    "grpo.warmup_steps=0",
-    "grpo.per_device_train_batch_size=16",
-    "grpo.max_completion_length=16",
-    "output.plots=false",
-]
 DISTILL_QUICK = [
     f"teacher.builder_args={SMALL_MOE}",
     *(f"teacher.warmstart.{k}={v}" for k, v in WARM.items()),
@@ -88,7 +77,6 @@ def main(argv=None) -> int:
         "quickstart",
         args,
         {
-            "grpo": "posttrain grpo recipes/tiny-math.yaml --set grpo.seed=S",
             "distill": "posttrain distill recipes/tiny-distill.yaml --set distill.seed=S",
             "shrunk": args.quick,
             "posttrain_threads": "torch's default, as the README command",
@@ -96,16 +84,8 @@ def main(argv=None) -> int:
         seeds=seeds,
     )
     shutil.rmtree(args.out, ignore_errors=True)  # each run starts in a fresh folder, as a new user's would
-    grpo, distill = [], []
+    distill = []
     for seed in seeds:
-        sets = [f"output.dir={args.out / f'grpo-{seed}'}", f"grpo.seed={seed}"] + (GRPO_QUICK if args.quick else [])
-        summary, seconds = posttrain("grpo", "recipes/tiny-math.yaml", sets)
-        grpo.append({**summary, "seconds": seconds})
-        print(
-            f"grpo seed {seed}: pass@1 {points(summary['base_accuracy'])} -> {points(summary['final_accuracy'])}, "
-            f"greedy {points(summary['base_greedy_accuracy'])} -> {points(summary['final_greedy_accuracy'])}, {seconds:.0f} s",
-            flush=True,
-        )
         sets = [f"output.dir={args.out / f'distill-{seed}'}", f"distill.seed={seed}"] + (
             DISTILL_QUICK if args.quick else []
         )
@@ -117,23 +97,6 @@ def main(argv=None) -> int:
             flush=True,
         )
 
-    base = [r["base_accuracy"] for r in grpo]
-    final = [r["final_accuracy"] for r in grpo]
-    gains = [100 * (f - b) for b, f in zip(base, final)]
-    greedy = [100 * (r["final_greedy_accuracy"] - r["base_greedy_accuracy"]) for r in grpo]
-    report.add(
-        Row(
-            "quickstart_grpo",
-            statistics.mean(final) / statistics.mean(base),
-            "held-out pass@1 after GRPO",
-            "held-out pass@1 of the warm-started base",
-            f"{points(statistics.mean(base))} -> {points(statistics.mean(final))} on average; gain per seed "
-            f"{', '.join(f'{g:+.1f}' for g in gains)} points (mean {statistics.mean(gains):+.1f}, min {min(gains):+.1f}); "
-            f"greedy {', '.join(f'{g:+.1f}' for g in greedy)}; {grpo[0]['eval']['num_problems']} problems x "
-            f"{grpo[0]['eval']['num_samples']} samples at T={grpo[0]['eval']['temperature']}; "
-            f"{', '.join(str(round(r['seconds'])) for r in grpo)} s per run",
-        )
-    )
     teacher = [r["teacher"]["accuracy"] for r in distill]
     student = [r["student"]["accuracy"] for r in distill]
     report.add(

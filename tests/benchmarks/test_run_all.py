@@ -5,6 +5,7 @@ import math
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 ROW = re.compile(r"^(\w+): ratio (\d+\.\d\d) \((.+) / (.+)\)$")
 EXPECTED = {
     "quickstart_grpo",
+    "efficacy_vs_sft",
     "quickstart_distill",
     "grpo_step_time",
     "reward_stage_cold",
@@ -56,6 +58,12 @@ def test_quick_run_writes_one_row_per_measurement(tmp_path):
     assert rows["verifier_accuracy"][0] >= 1.0 and rows["verifier_time_cold"][0] < 0.5
     assert rows["reward_stage_cold"][0] < 0.5
     assert rows["crash_resume"][0] == 1.0
+    # bench_efficacy's last line, in the form the README quotes.
+    efficacy = text.split("## efficacy", 1)[1].split("```", 2)[1].strip().splitlines()
+    assert re.fullmatch(
+        r"efficacy: grpo [+-]\d+\.\d \(min [+-]\d+\.\d\) vs sft-control [+-]\d+\.\d pass@1 over 1 seeds", efficacy[-1]
+    )
+    assert "settings of GRPO and SFT control, seed 0: identical" in text
     for fact in (
         "machine: ",
         "packages: ",
@@ -96,3 +104,66 @@ def test_grpo_bench_refuses_a_trl_side_with_other_rewards_or_settings(tmp_path, 
     with pytest.raises(SystemExit) as refused:
         bench.check_identical(args, base)
     assert refused.value.code == 3
+
+
+def _fake_run(name: str, rows: dict[str, float], output: str = "printed") -> dict:
+    result = {
+        "command": f"python benchmarks/bench_{name}.py",
+        "seeds": [0],
+        "settings": {"n": 1},
+        "rows": [{"name": r, "ratio": v, "what": "a", "against": "b", "detail": "d"} for r, v in rows.items()],
+    }
+    return {"name": name, "rc": 0, "seconds": 1.0, "output": output, "result": result}
+
+
+def test_only_replaces_its_sections_and_keeps_the_others_with_their_commit(tmp_path):
+    run_all = _module("run_all")
+    out = tmp_path / "RESULTS.md"
+    full = run_all.parse_args(["--output", str(out)])
+    first = [_fake_run("efficacy", {"efficacy_vs_sft": 1.5}), _fake_run("eval", {"eval_sampling": 6.0}, "old eval")]
+    out.write_text(run_all.page(first, full, "python benchmarks/run_all.py", 60, "aaa1111"))
+
+    only = run_all.parse_args(["--output", str(out), "--only", "efficacy"])
+    text = run_all.page([_fake_run("efficacy", {"efficacy_vs_sft": 2.0})], only, "cmd", 60, "bbb2222")
+    block = text.split("## Rows", 1)[1].split("```")[1].strip().splitlines()
+    assert block == ["efficacy_vs_sft: ratio 2.00 (a / b)", "eval_sampling: ratio 6.00 (a / b)"]
+    efficacy, eval_ = text.split("## efficacy", 1)[1].split("## eval")
+    assert "- measured: commit bbb2222" in efficacy and "ratio **1.50**" not in efficacy
+    assert "- measured: commit aaa1111" in eval_ and "old eval" in eval_
+
+
+def test_only_refuses_to_keep_figures_from_another_machine(tmp_path):
+    run_all = _module("run_all")
+    out = tmp_path / "RESULTS.md"
+    full = run_all.parse_args(["--output", str(out)])
+    text = run_all.page([_fake_run("eval", {"eval_sampling": 6.0})], full, "python benchmarks/run_all.py", 60, "a1")
+    out.write_text(text.replace(" cores, ", " cores (another box), ", 1))
+    with pytest.raises(SystemExit, match="another machine"):
+        run_all.main(["--output", str(out), "--only", "rewards"])
+
+
+class _Optimizer:
+    param_groups = [{"lr": 0.0}]
+
+
+def test_sft_control_learning_rate_follows_the_clock_and_stops_at_the_budget(monkeypatch):
+    bench = _module("bench_efficacy")
+    now = [1000.0]
+    monkeypatch.setattr(bench.time, "time", lambda: now[0])
+    clock = bench.ClockCosine(peak=1e-3, warmup=2, budget=100.0)
+    state, control, opt = (
+        types.SimpleNamespace(global_step=0),
+        types.SimpleNamespace(should_training_stop=False),
+        _Optimizer(),
+    )
+    clock.on_train_begin(None, state, control)
+    seen = []
+    for elapsed, step in ((0, 0), (1, 1), (50, 10), (99, 20), (100, 21)):
+        now[0] = 1000.0 + elapsed
+        state.global_step = step
+        clock.on_step_begin(None, state, control, optimizer=opt)
+        seen.append(opt.param_groups[0]["lr"])
+        clock.on_step_end(None, state, control)
+        assert control.should_training_stop == (elapsed >= 100)
+    assert seen[0] == pytest.approx(5e-4) and seen[1] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 0.01)))
+    assert seen[2] == pytest.approx(5e-4) and seen[3] < 1e-6 and seen[4] == 0.0

@@ -249,6 +249,7 @@ def _summary(recipe, base, final, trainer, params, timings, wall) -> dict:
         "steps": trainer.state.global_step,
         "wall_seconds": round(wall, 1),
         "stage_seconds": {k: round(v, 1) for k, v in timings.items()},
+        "torch_threads": torch.get_num_threads(),  # CPU timings depend on it
         "model": recipe.model.name_or_path,
         "params_total": params["total"],
         "params_active": params["active"],
