@@ -24,7 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteError(PosttrainError):
-    """Training met NaN or inf; the message names the step and where it came from."""
+    """Training met NaN or inf; the message names the step and where it came from. Exit code 3:
+    the input was fine, the training diverged (a script can tell the two apart)."""
+
+    exit_code = 3
 
 
 class GracefulStop(TrainerCallback):

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
 from typer.testing import CliRunner
 
 from posttrain.cli.app import app
@@ -52,6 +53,11 @@ def test_distill_quick_run_writes_every_output_and_resumes(distill_overrides, tm
     stages = {json.loads(line)["stage"] for line in (out / "metrics.jsonl").read_text().splitlines()}
     assert stages == {"sequence_kd", "logit_kd"}
     assert all("memory/peak_rss_mb" in json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines())
+    card = ModelCard.load(out / "README.md")
+    assert {"distillation", "posttrain"} <= set(card.data.tags) and card.data.library_name == "transformers"
+    assert f"| student after | {100 * summary['student']['accuracy']:.1f}% |" in card.text
+    assert f"| teacher | {100 * summary['teacher']['accuracy']:.1f}% |" in card.text
+    assert f"{summary['traces']['kept']} kept of 24 sampled" in card.text
 
     again = runner.invoke(app, ["distill", RECIPE, *_sets(distill_overrides)])
     assert again.exit_code == 2 and "already holds a run" in again.output

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
 from typer.testing import CliRunner
 
 from posttrain.cli.app import app
@@ -56,6 +57,19 @@ def test_grpo_quick_run_writes_every_output(quick_overrides, tmp_path):
     assert summary["eval"]["num_problems"] == 6 and summary["eval"]["num_samples"] == 2
     assert (out / "reward.png").stat().st_size > 1000
     assert (out / "base" / "config.json").is_file()  # the warm-started base is kept
+
+    # The model card: the Hub's parser reads its metadata; the body holds this run's own figures.
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "transformers" and {"posttrain", "grpo", "moe"} <= set(card.data.tags)
+    assert card.data.base_model is None  # a built model has no Hub id to point at
+    ev = summary["eval"]
+    assert f"| base | {100 * ev['base']['accuracy']:.1f}% | {100 * ev['base']['greedy_accuracy']:.1f}% |" in card.text
+    assert f"| after GRPO | {100 * ev['final']['accuracy']:.1f}% |" in card.text
+    assert "6 held-out problems" in card.text and "mean over 2 samples per problem at temperature 1.0" in card.text
+    assert (
+        "posttrain grpo " + RECIPE + " --set output.dir=" in card.text and "`step_arithmetic`, weight 0.5" in card.text
+    )
+    assert "MaxVio" in card.text  # the tiny MoE's routing health
 
     again = runner.invoke(app, ["grpo", RECIPE, *_sets(quick_overrides)])
     assert again.exit_code == 2 and "already holds a run" in again.output
@@ -228,4 +242,7 @@ def test_lora_run_saves_adapter_and_merged_policy(quick_overrides, tmp_path):
 
     merged = AutoModelForCausalLM.from_pretrained(out)
     assert not any("lora" in name for name, _ in merged.named_parameters())
+    adapter_card = ModelCard.load(out / "adapter" / "README.md")  # ours, not peft's template
+    assert adapter_card.data.library_name == "peft" and "grpo" in adapter_card.data.tags
+    assert "A LoRA adapter trained with GRPO" in adapter_card.text
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]

@@ -12,12 +12,12 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 # Top to bottom; a part imports parts below it, or in its own layer without a cycle. The top-level
-# helper modules (atomic files, checkpoints, the TRL adapter, ranks, signals) sit with io.
+# helper modules (atomic files, checkpoints, the TRL adapter, ranks, signals, Hub upload) sit with io.
 LAYERS = [
     ("cli", "__main__"),
     ("grpo", "distill", "evaluate"),
     ("rewards", "models", "data", "telemetry"),
-    ("config", "io", "errors", "__init__", "checkpoints", "trl_adapter", "distributed", "safety", "outputs"),
+    ("config", "io", "errors", "__init__", "checkpoints", "trl_adapter", "distributed", "safety", "outputs", "hub"),
 ]
 TIERS = {part: len(LAYERS) - i for i, layer in enumerate(LAYERS) for part in layer}
 HEAVY = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")

@@ -15,7 +15,7 @@ app = typer.Typer(
     help="GRPO and reasoning distillation for Mixture-of-Experts models, with rule-based rewards.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # posttrain --install-completion (bash, zsh, fish, PowerShell)
 )
 app.command("grpo")(grpo.grpo)
 app.command("distill")(distill.distill)

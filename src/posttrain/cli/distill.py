@@ -8,6 +8,7 @@ Without a recipe the defaults apply (rewards accuracy + format, sequence-level K
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import typer
@@ -38,20 +39,29 @@ def distill(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in the output folder."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the recipe, print it resolved, and exit."),
+    push_to_hub: str = typer.Option(
+        None, "--push-to-hub", help="Upload the student, its card and recipe to this Hub repo (output.push_to_hub)."
+    ),
 ) -> None:
     """Distil a teacher's reasoning into a smaller student: traces filtered by rewards, sequence KD, logit KD."""
     out = console()
     path = recipe or recipe_opt
-    cfg = run_or_exit(
-        lambda: load(path, recipe_opt if recipe else None, teacher, student, data, output_dir, set_ or [])
-    )
+    set_ = [*(set_ or []), *([f"output.push_to_hub={push_to_hub}"] if push_to_hub else [])]
+    cfg = run_or_exit(lambda: load(path, recipe_opt if recipe else None, teacher, student, data, output_dir, set_))
     run_or_exit(lambda: check_rewards(cfg.rewards.functions))
     if dry_run:
         show_resolved(out, cfg, str(path or "flags"))
         return
     from posttrain.distill.run import run
 
-    summary = run_or_exit(lambda: run(cfg, out, resume=resume, overwrite=overwrite, base_dir=Path.cwd()))
+    flags = {"--recipe": recipe_opt, "--teacher": teacher, "--student": student, "--data": data}
+    flags["--output-dir"] = output_dir
+    words = ["posttrain", "distill", *([str(recipe)] if recipe else [])]
+    words += [w for flag, value in flags.items() if value for w in (flag, str(value))]
+    words += [w for s in set_ or [] for w in ("--set", s)]
+    summary = run_or_exit(
+        lambda: run(cfg, out, resume=resume, overwrite=overwrite, base_dir=Path.cwd(), command=shlex.join(words))
+    )
     _print_result(out, summary, cfg.output.dir)
     show_reward_errors(out, summary)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -15,11 +16,15 @@ def grpo(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in output.dir from its newest checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in output.dir."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the recipe, print it resolved, and exit."),
+    push_to_hub: str = typer.Option(
+        None, "--push-to-hub", help="Upload the policy, its card and recipe to this Hub repo (output.push_to_hub)."
+    ),
 ) -> None:
     """Run GRPO on a (MoE) model with rule-based rewards, as a recipe describes."""
     from posttrain.config import GRPORecipe, load_recipe
 
     out = console()
+    set_ = [*(set_ or []), *([f"output.push_to_hub={push_to_hub}"] if push_to_hub else [])]
     cfg = run_or_exit(lambda: load_recipe(recipe, GRPORecipe, set_))
     run_or_exit(lambda: check_rewards(cfg.rewards.functions))
     if dry_run:
@@ -27,7 +32,10 @@ def grpo(
         return
     from posttrain.grpo.run import run
 
-    summary = run_or_exit(lambda: run(cfg, out, resume=resume, overwrite=overwrite, base_dir=Path.cwd()))
+    command = shlex.join(["posttrain", "grpo", str(recipe), *[a for s in set_ or [] for a in ("--set", s)]])
+    summary = run_or_exit(
+        lambda: run(cfg, out, resume=resume, overwrite=overwrite, base_dir=Path.cwd(), command=command)
+    )
     _print_result(out, summary, cfg.output.dir, cfg.output.plots)
     show_reward_errors(out, summary)
 

@@ -316,6 +316,13 @@ class OutputConfig(Section):
     save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
     save_total_limit: int = Field(2, gt=0, description="Keep the newest N checkpoints.")
     plots: bool = Field(True, description="Write reward.png.")
+    push_to_hub: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$",
+        description="Hub repo (user/name) that gets the trained model, its card and recipe when the run ends; "
+        "checked before any work.",
+    )
+    hub_private: bool = Field(True, description="Create the push_to_hub repo as private.")
 
 
 class MoEConfig(Section):

@@ -29,7 +29,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, set_seed
 
 from posttrain.checkpoints import checkpoint_step, resume_point
 from posttrain.config.distill_schema import DistillRecipe
-from posttrain.data.load import to_prompt
+from posttrain.data.load import source_kind, to_prompt
 from posttrain.data.splits import make_splits
 from posttrain.distill import logit_kd, roles, sequence_kd
 from posttrain.distill.ledger import Ledger, evaluate_cached, recipe_changes
@@ -40,9 +40,10 @@ from posttrain.distributed import gathered_state_dict, on_main, sum_counts
 from posttrain.errors import PosttrainError
 from posttrain.evaluate.heldout import HeldOut, eval_sampling
 from posttrain.evaluate.scoring import build_rewards, reward_errors, reward_name
+from posttrain.hub import check_push, push
 from posttrain.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from posttrain.models.balancing import aux_loss_coef, check_moe_settings, moe_callbacks
-from posttrain.models.loading import count_parameters, load_tokenizer
+from posttrain.models.loading import count_parameters, hub_model_id, load_tokenizer
 from posttrain.models.lora import peft_config
 from posttrain.models.machine import check_machine
 from posttrain.models.precision import resolve
@@ -50,6 +51,7 @@ from posttrain.models.warmstart import refuse_sharded_engine
 from posttrain.outputs import prepare_output_dir, write_recipe
 from posttrain.telemetry.callbacks import StageCallbacks, stage_callbacks
 from posttrain.telemetry.heatmap import plot_expert_load
+from posttrain.telemetry.model_card import distill_card, write_card
 from posttrain.telemetry.progress import progress_task, quiet_libraries
 from posttrain.trl_adapter import restore_weights
 
@@ -93,11 +95,15 @@ def run(
     resume: bool = False,
     overwrite: bool = False,
     base_dir: Path | None = None,
+    command: str = "posttrain distill recipe.yaml",
 ) -> dict:
+    """The whole run; `command` is how it was started, for the model card."""
 
     started = time.time()
     quiet_libraries()
     check_machine(recipe.train.precision, recipe.student, recipe.generation.cache)
+    if recipe.output.push_to_hub:
+        on_main(lambda: check_push(recipe.output.push_to_hub))
     if roles.needs_warmstart(recipe.teacher):
         refuse_sharded_engine("teacher.warmstart")
     out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
@@ -187,7 +193,28 @@ def run(
     summary = _summary(recipe, ledger, teacher_eval, before, after, trace_stats, time.time() - started)
     summary["reward_errors"] = sum_counts(reward_errors(rewards, correctness))  # rows scored None, traces and eval
     on_main(lambda: atomic_write_json(out / "summary.json", summary))
+    on_main(lambda: _write_cards(recipe, summary, out, command))
+    if recipe.output.push_to_hub:
+        accuracy = summary["student"]["accuracy"]
+        line = "posttrain distillation" + (
+            "" if accuracy is None else f": student held-out pass@1 {100 * accuracy:.1f}%"
+        )
+        url = on_main(lambda: push(out, recipe.output.push_to_hub, recipe.output.hub_private, line))
+        console.print(f"uploaded to the Hub: {url}")
     return summary
+
+
+def _write_cards(recipe: DistillRecipe, summary: dict, out: Path, command: str) -> None:
+    """README.md model cards for the student (the run folder) and, with LoRA, its adapter."""
+    kwargs = dict(
+        command=command,
+        base_model=hub_model_id(recipe.student),
+        datasets=[recipe.data.source] if source_kind(recipe.data.source) == "hub" else [],
+    )
+    as_run = recipe.model_dump(mode="json")
+    write_card(out, distill_card(as_run, summary, **kwargs))
+    if (out / "adapter" / "adapter_config.json").is_file():
+        write_card(out / "adapter", distill_card(as_run, summary, adapter=True, **kwargs))
 
 
 def _warn_if_recipe_changed(out: Path, recipe: DistillRecipe, console: Console) -> None:

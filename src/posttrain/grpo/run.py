@@ -21,15 +21,23 @@ from trl.models import unwrap_model_for_generation
 
 from posttrain.checkpoints import checkpoint_step, resume_point
 from posttrain.config.schema import GRPORecipe
-from posttrain.data.load import to_prompt
+from posttrain.data.load import source_kind, to_prompt
 from posttrain.data.splits import make_splits
 from posttrain.distributed import gathered_state_dict, on_main, sum_counts, world_size
 from posttrain.evaluate.heldout import HeldOut, eval_sampling, heldout_accuracy, result_line
 from posttrain.evaluate.scoring import build_rewards, reward_errors
 from posttrain.grpo.trainer import build_trainer
+from posttrain.hub import check_push, push
 from posttrain.io import atomic_write_json, atomic_write_jsonl
 from posttrain.models.balancing import moe_callbacks
-from posttrain.models.loading import count_parameters, load_model, load_tokenizer, resolve_model_path, save_pretrained
+from posttrain.models.loading import (
+    count_parameters,
+    hub_model_id,
+    load_model,
+    load_tokenizer,
+    resolve_model_path,
+    save_pretrained,
+)
 from posttrain.models.lora import merge_saved_adapter
 from posttrain.models.machine import check_machine
 from posttrain.models.precision import resolve
@@ -39,6 +47,7 @@ from posttrain.outputs import prepare_output_dir, write_recipe
 from posttrain.rewards.format import warn_if_template_prefills_think
 from posttrain.telemetry.callbacks import stage_callbacks
 from posttrain.telemetry.cost import price
+from posttrain.telemetry.model_card import grpo_card, routing_from_metrics, write_card
 from posttrain.telemetry.plots import plot_rewards
 from posttrain.telemetry.progress import quiet_libraries
 from posttrain.telemetry.trainer_progress import RichProgressCallback
@@ -46,13 +55,22 @@ from posttrain.trl_adapter import restore_weights
 
 
 def run(
-    recipe: GRPORecipe, console: Console, *, resume: bool = False, overwrite: bool = False, base_dir: Path | None = None
+    recipe: GRPORecipe,
+    console: Console,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    base_dir: Path | None = None,
+    command: str = "posttrain grpo recipe.yaml",
 ) -> dict:
+    """The whole run; `command` is how it was started, for the model card."""
 
     started = time.time()
     quiet_libraries()
 
     check_machine(recipe.train.precision, recipe.model, recipe.generation.cache, recipe.generation.backend)
+    if recipe.output.push_to_hub:
+        on_main(lambda: check_push(recipe.output.push_to_hub))
     if recipe.model.warmstart.steps:
         refuse_sharded_engine("model.warmstart")
     timings: dict[str, float] = {}
@@ -106,7 +124,32 @@ def run(
     summary = _summary(recipe, base, final, trainer, params, timings, time.time() - started)
     summary["reward_errors"] = sum_counts(reward_errors(rewards, correctness))  # rows scored None, training and eval
     on_main(lambda: _write_summary(summary, out, trainer.metrics_logger.rows if recipe.output.plots else None))
+    on_main(lambda: _write_cards(recipe, summary, out, command, trainer.metrics_logger.rows))
+    if recipe.output.push_to_hub:
+        url = on_main(lambda: _push(recipe, summary, out))
+        console.print(f"uploaded to the Hub: {url}")
     return summary
+
+
+def _push(recipe: GRPORecipe, summary: dict, out: Path) -> str:
+    line = f"posttrain GRPO, {summary['steps']} steps"
+    if summary["final_accuracy"] is not None:
+        line += f": held-out pass@1 {100 * summary['base_accuracy']:.1f}% -> {100 * summary['final_accuracy']:.1f}%"
+    return push(out, recipe.output.push_to_hub, recipe.output.hub_private, line)
+
+
+def _write_cards(recipe: GRPORecipe, summary: dict, out: Path, command: str, metric_rows: list[dict]) -> None:
+    """README.md model cards for the policy (the run folder) and, with LoRA, the adapter."""
+    kwargs = dict(
+        command=command,
+        base_model=hub_model_id(recipe.model),
+        datasets=[recipe.data.source] if source_kind(recipe.data.source) == "hub" else [],
+        routing=routing_from_metrics(metric_rows),
+    )
+    as_run = recipe.model_dump(mode="json")
+    write_card(out, grpo_card(as_run, summary, **kwargs))
+    if (out / "adapter" / "adapter_config.json").is_file():
+        write_card(out / "adapter", grpo_card(as_run, summary, adapter=True, **kwargs))
 
 
 def _write_summary(summary: dict, out: Path, metric_rows: list[dict] | None) -> None:

@@ -113,6 +113,14 @@ def resolve_model_path(cfg: ModelConfig, work_dir: Path, seed: int = 0) -> str:
     return str(target)
 
 
+def hub_model_id(cfg: ModelConfig) -> str | None:
+    """`cfg.name_or_path` when it names a Hub model (a model card's `base_model`), else None."""
+    name = cfg.name_or_path
+    if cfg.builder or Path(name).exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        return None
+    return name
+
+
 def count_parameters(model) -> dict[str, int]:
     """Total parameters, and those active per token (MoE: shared + top-k routed experts)."""
     total = sum(p.numel() for p in model.parameters())
