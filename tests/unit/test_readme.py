@@ -38,3 +38,15 @@ def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     test_command = next(line for line in _commands() if "pytest" in line and "lock.txt" in line)
     assert test_command.strip() in ci
+
+
+def test_the_readme_quotes_the_efficacy_figures_the_results_page_holds():
+    # The quickstart's claim is bench_efficacy.py's last line, copied from the results page, not typed.
+    results = (REPO / "benchmarks" / "RESULTS.md").read_text()
+    section = results.split("\n## efficacy\n", 1)[1].split("\n## ", 1)[0]
+    line = [x for x in section.splitlines() if x.startswith("efficacy: grpo ")][-1]
+    assert re.fullmatch(
+        r"efficacy: grpo \+\d+\.\d \(min \+\d+\.\d\) vs sft-control [+-]\d+\.\d pass@1 over 3 seeds", line
+    )
+    assert line in (REPO / "README.md").read_text()
+    assert line in (REPO / "recipes" / "tiny-math.yaml").read_text()
