@@ -51,7 +51,7 @@ from posttrain.models.warmstart import refuse_sharded_engine
 from posttrain.outputs import prepare_output_dir, write_recipe
 from posttrain.telemetry.callbacks import StageCallbacks, stage_callbacks
 from posttrain.telemetry.heatmap import plot_expert_load
-from posttrain.telemetry.model_card import distill_card, write_card
+from posttrain.telemetry.model_card import distill_card, write_cards
 from posttrain.telemetry.progress import progress_task, quiet_libraries
 from posttrain.trl_adapter import restore_weights
 
@@ -212,9 +212,7 @@ def _write_cards(recipe: DistillRecipe, summary: dict, out: Path, command: str) 
         datasets=[recipe.data.source] if source_kind(recipe.data.source) == "hub" else [],
     )
     as_run = recipe.model_dump(mode="json")
-    write_card(out, distill_card(as_run, summary, **kwargs))
-    if (out / "adapter" / "adapter_config.json").is_file():
-        write_card(out / "adapter", distill_card(as_run, summary, adapter=True, **kwargs))
+    write_cards(out, lambda adapter: distill_card(as_run, summary, adapter=adapter, **kwargs))
 
 
 def _warn_if_recipe_changed(out: Path, recipe: DistillRecipe, console: Console) -> None:

@@ -47,7 +47,7 @@ from posttrain.outputs import prepare_output_dir, write_recipe
 from posttrain.rewards.format import warn_if_template_prefills_think
 from posttrain.telemetry.callbacks import stage_callbacks
 from posttrain.telemetry.cost import price
-from posttrain.telemetry.model_card import grpo_card, routing_from_metrics, write_card
+from posttrain.telemetry.model_card import grpo_card, routing_from_metrics, write_cards
 from posttrain.telemetry.plots import plot_rewards
 from posttrain.telemetry.progress import quiet_libraries
 from posttrain.telemetry.trainer_progress import RichProgressCallback
@@ -147,9 +147,7 @@ def _write_cards(recipe: GRPORecipe, summary: dict, out: Path, command: str, met
         routing=routing_from_metrics(metric_rows),
     )
     as_run = recipe.model_dump(mode="json")
-    write_card(out, grpo_card(as_run, summary, **kwargs))
-    if (out / "adapter" / "adapter_config.json").is_file():
-        write_card(out / "adapter", grpo_card(as_run, summary, adapter=True, **kwargs))
+    write_cards(out, lambda adapter: grpo_card(as_run, summary, adapter=adapter, **kwargs))
 
 
 def _write_summary(summary: dict, out: Path, metric_rows: list[dict] | None) -> None:

@@ -198,3 +198,12 @@ def distill_card(
 
 def write_card(folder: Path, text: str) -> None:
     atomic_write_text(Path(folder) / "README.md", text)
+
+
+def write_cards(out: Path, card) -> None:
+    """The model's card in `out`, and the adapter's in `out/adapter` when a LoRA adapter was saved.
+
+    `card(adapter: bool) -> str` renders either one."""
+    write_card(out, card(False))
+    if (Path(out) / "adapter" / "adapter_config.json").is_file():
+        write_card(Path(out) / "adapter", card(True))
