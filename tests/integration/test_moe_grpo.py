@@ -121,7 +121,7 @@ def test_loss_free_warmstart_balances_before_grpo(quick_overrides, tmp_path):
     splits = make_splits(recipe.data, recipe.eval, recipe.model.warmstart)
     prompt = lambda row: to_prompt(row["question"], recipe.data.system_prompt, tokenizer.chat_template is not None)  # noqa: E731
 
-    model = _base_model(recipe, path, tokenizer, splits.warmstart, prompt, out, Console(quiet=True))
+    model, _ = _base_model(recipe, path, tokenizer, splits.warmstart, prompt, out, Console(quiet=True))
     warmed = biases(model)
     assert warmed.abs().sum() > 0 and torch.allclose(warmed / gamma, torch.round(warmed / gamma), atol=1e-4)
     assert torch.equal(biases(load_model(str(out / "base"))), warmed)  # what GRPO (and a resume) starts from

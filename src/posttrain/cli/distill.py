@@ -42,11 +42,17 @@ def distill(
     push_to_hub: str = typer.Option(
         None, "--push-to-hub", help="Upload the student, its card and recipe to this Hub repo (output.push_to_hub)."
     ),
+    report_to: str = typer.Option(
+        None,
+        "--report-to",
+        help="Experiment trackers, comma-separated: tensorboard, wandb, trackio, mlflow, or none (output.report_to).",
+    ),
 ) -> None:
     """Distil a teacher's reasoning into a smaller student: traces filtered by rewards, sequence KD, logit KD."""
     out = console()
     path = recipe or recipe_opt
     set_ = [*(set_ or []), *([f"output.push_to_hub={push_to_hub}"] if push_to_hub else [])]
+    set_ += [f"output.report_to={report_to}"] if report_to else []
     cfg = run_or_exit(lambda: load(path, recipe_opt if recipe else None, teacher, student, data, output_dir, set_))
     run_or_exit(lambda: check_rewards(cfg.rewards.functions))
     if dry_run:

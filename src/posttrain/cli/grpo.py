@@ -19,12 +19,18 @@ def grpo(
     push_to_hub: str = typer.Option(
         None, "--push-to-hub", help="Upload the policy, its card and recipe to this Hub repo (output.push_to_hub)."
     ),
+    report_to: str = typer.Option(
+        None,
+        "--report-to",
+        help="Experiment trackers, comma-separated: tensorboard, wandb, trackio, mlflow, or none (output.report_to).",
+    ),
 ) -> None:
     """Run GRPO on a (MoE) model with rule-based rewards, as a recipe describes."""
     from posttrain.config import GRPORecipe, load_recipe
 
     out = console()
     set_ = [*(set_ or []), *([f"output.push_to_hub={push_to_hub}"] if push_to_hub else [])]
+    set_ += [f"output.report_to={report_to}"] if report_to else []
     cfg = run_or_exit(lambda: load_recipe(recipe, GRPORecipe, set_))
     run_or_exit(lambda: check_rewards(cfg.rewards.functions))
     if dry_run:

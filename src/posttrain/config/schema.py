@@ -60,6 +60,19 @@ class WarmstartConfig(Section):
     warmup_steps: int = Field(20, ge=0, description="Linear warmup steps.")
     num_examples: int = Field(20000, gt=0, description="Generated worked examples to train on.")
     seed: int = Field(1234, description="Seed of the warm-start data (disjoint from RL and eval).")
+    until_greedy: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Target greedy accuracy on `check_problems` training problems: after `steps`, add rounds "
+        "of `extra_steps` (warmup + cosine again) until the model reaches it. A fixed step count leaves some "
+        "seeds' models without the method; null trains `steps` once.",
+    )
+    extra_steps: int = Field(100, gt=0, description="SFT steps of each extra round (until_greedy).")
+    max_extra_rounds: int = Field(3, ge=1, description="Extra rounds at most (until_greedy); then RL starts anyway.")
+    check_problems: int = Field(
+        100, gt=0, description="Training problems (never held-out ones) the until_greedy check decodes greedily."
+    )
     trl: dict[str, Any] = Field(
         default_factory=dict,
         description="Any other trl.SFTConfig field of the warm-start, passed through after a check.",
@@ -70,6 +83,12 @@ class WarmstartConfig(Section):
     def _known_trl_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
         check_passthrough(value, WARMSTART, set(cls.model_fields))
         return value
+
+    @model_validator(mode="after")
+    def _target_needs_steps(self) -> WarmstartConfig:
+        if self.until_greedy is not None and not self.steps:
+            raise ValueError("until_greedy extends a warm-start; set steps > 0 (the first round) or drop until_greedy")
+        return self
 
 
 class ModelConfig(Section):
@@ -323,6 +342,19 @@ class OutputConfig(Section):
         "checked before any work.",
     )
     hub_private: bool = Field(True, description="Create the push_to_hub repo as private.")
+    report_to: list[Literal["tensorboard", "wandb", "trackio", "mlflow"]] = Field(
+        default_factory=list,
+        description="Experiment trackers for every training stage (warm-start, GRPO, each distillation stage), "
+        "each stage in out/runs/<stage>; our metrics (routing, step split, held-out, cost) beside TRL's. "
+        "[] or 'none': no tracker.",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _none_or_list(cls, value):
+        if value is None or value == "none" or value == ["none"]:
+            return []
+        return [v.strip() for v in value.split(",")] if isinstance(value, str) else value
 
 
 class MoEConfig(Section):

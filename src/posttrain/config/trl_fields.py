@@ -34,11 +34,12 @@ def _same_names(section: str, *names: str) -> dict[str, str]:
 
 # What every run sets unless a recipe's `trl:` says otherwise.
 _RUN_DEFAULTS = {
-    "report_to": [],  # no tracker unless asked for (trl: {report_to: [tensorboard]})
     "dataloader_pin_memory": False,  # nothing to pin to on CPU; accelerators gain little at this size
     "disable_tqdm": True,  # our rich progress replaces tqdm
 }
 _PRECISION = {"bf16": "train.precision", "fp16": "train.precision", "use_cpu": "train.precision"}
+# Every stage reports to the recipe's trackers (TensorBoard: each stage in out/runs/<stage>).
+_TRACKING = {"report_to": "output.report_to"}
 _CHECKPOINTING = ("gradient_checkpointing", "activation_checkpointing")
 
 GRPO = TrlMapping(
@@ -70,6 +71,7 @@ GRPO = TrlMapping(
         ),
         **dict.fromkeys(_CHECKPOINTING, "grpo.gradient_checkpointing"),
         **_PRECISION,
+        **_TRACKING,
         "output_dir": "output.dir",
         "save_strategy": "output.save_steps",
         "save_steps": "output.save_steps",
@@ -91,6 +93,7 @@ GRPO = TrlMapping(
 _KD_COMMON = {
     **dict.fromkeys(_CHECKPOINTING, "posttrain (off: on small students it only costs time)"),
     **_PRECISION,
+    **_TRACKING,
     "output_dir": "output.dir",
     "save_strategy": "output.save_steps",
     "save_steps": "output.save_steps",
@@ -139,6 +142,7 @@ WARMSTART = TrlMapping(
     owned={
         **dict.fromkeys(_CHECKPOINTING, "posttrain (off: on tiny models it only costs time)"),
         **_PRECISION,
+        **_TRACKING,
         "output_dir": "output.dir",
         "per_device_train_batch_size": "model.warmstart.batch_size",
         "learning_rate": "model.warmstart.learning_rate",

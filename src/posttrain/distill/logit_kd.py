@@ -8,6 +8,7 @@ student never has to. Divergence: forward KL, reverse KL or generalised JSD(beta
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from datasets import Dataset
@@ -19,6 +20,7 @@ from posttrain.distill.sequence_kd import training_kwargs
 from posttrain.distill.topk import TopKTargets, encode_trace, gkd_classes
 from posttrain.errors import PosttrainError
 from posttrain.telemetry.progress import quiet_trainer
+from posttrain.telemetry.tracking import trackers_last
 
 
 class TokenizerMismatch(PosttrainError):
@@ -88,6 +90,7 @@ def kd_args(
     save_steps: int,
     save_total_limit: int,
     aux_loss_coef: float = 0.0,
+    report_to: Sequence[str] = (),
 ):
     GKDConfig, _ = gkd_classes()
     ours = dict(
@@ -99,6 +102,7 @@ def kd_args(
             save_steps=save_steps,
             save_total_limit=save_total_limit,
             aux_loss_coef=aux_loss_coef,
+            report_to=report_to,
         ),
         max_length=max_length,
         seed=seed,
@@ -123,8 +127,10 @@ def build_trainer(
     targets: TopKTargets | None = None,
     callbacks=(),
     peft_config=None,
+    runs_dir: Path | None = None,
 ):
-    """The online (teacher given) or offline (targets given) trainer over the same batches."""
+    """The online (teacher given) or offline (targets given) trainer over the same batches.
+    TensorBoard (`report_to`) writes to runs_dir/logit_kd (default: the output_dir's grandparent/runs)."""
 
     common = dict(
         model=model,
@@ -144,4 +150,5 @@ def build_trainer(
             raise ValueError("offline logit KD needs the stored top-k targets")
         trainer = TopKDistillTrainer(beta=cfg.jsd_beta, **common)
     quiet_trainer(trainer)
+    trackers_last(trainer, (runs_dir or Path(args.output_dir).parent.parent / "runs") / "logit_kd")
     return trainer

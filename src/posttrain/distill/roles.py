@@ -9,6 +9,7 @@ main process builds and saves; the others wait and load what it saved.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from peft import PeftModel
@@ -21,7 +22,7 @@ from posttrain.models.loading import load_model, load_tokenizer, resolve_model_p
 from posttrain.models.lora import merge_saved_adapter
 from posttrain.models.precision import resolve
 from posttrain.models.quantization import bnb_config
-from posttrain.models.warmstart import run_warmstart
+from posttrain.models.warmstart import warmstart_until
 from posttrain.telemetry.trainer_progress import RichProgressCallback
 
 TEACHER_DIR = "teacher"  # the warm-started teacher, reused by later runs with --resume
@@ -34,14 +35,22 @@ def teacher_source(cfg: ModelConfig, out: Path, seed: int) -> str:
 
 
 def warm_teacher(
-    cfg: ModelConfig, source: str, tokenizer, warm_rows: list[dict], prompts: list, out: Path, console: Console
+    cfg: ModelConfig,
+    source: str,
+    tokenizer,
+    warm_rows: list[dict],
+    prompts: list,
+    out: Path,
+    console: Console,
+    check: Callable[[object], float] | None = None,
+    report_to: Sequence[str] = (),
 ):
     """(path, in-memory model or None): a `build:` teacher warm-started on worked solutions, once.
 
     A random `build:` teacher knows nothing to distil; its warm-start is the same SFT GRPO uses
     (`posttrain.models.warmstart`), cached in out/teacher so a resumed run does not repeat it. A
     checkpoint teacher is used as it is, so `--teacher outputs/tiny-math` works with a recipe whose
-    teacher section warm-starts a builder.
+    teacher section warm-starts a builder. `check`: greedy accuracy of a model, for `until_greedy`.
     """
     target = out / TEACHER_DIR
     if not needs_warmstart(cfg):
@@ -56,14 +65,19 @@ def warm_teacher(
 
     model = load_model(source, cfg.dtype, cfg.revision, cfg.trust_remote_code)
     console.print(f"teacher: warm-start, {cfg.warmstart.steps} SFT steps on {len(warm_rows)} worked examples")
-    run_warmstart(
+    warmstart_until(
         model,
         tokenizer,
         warm_rows,
         prompts,
         cfg.warmstart,
         out / "build" / "warmstart-tmp",
+        check=check,
+        say=console.print,
         callbacks=[RichProgressCallback(console, "teacher warm-start", accuracy_reward=None)],
+        report_to=report_to,
+        stage="teacher_warmstart",
+        runs_dir=out / "runs",
         precision=resolve("auto", cfg.dtype),  # train.precision is the student's
     )
 

@@ -38,7 +38,7 @@ from posttrain.distill.topk import TopKTargets, capture, encode_trace
 from posttrain.distill.traces import generate_traces, make_filter, select
 from posttrain.distributed import gathered_state_dict, on_main, sum_counts
 from posttrain.errors import PosttrainError
-from posttrain.evaluate.heldout import HeldOut, eval_sampling
+from posttrain.evaluate.heldout import HeldOut, eval_sampling, greedy_accuracy
 from posttrain.evaluate.scoring import build_rewards, reward_errors, reward_name
 from posttrain.hub import check_push, push
 from posttrain.io import atomic_write_json, atomic_write_jsonl, read_jsonl
@@ -53,7 +53,19 @@ from posttrain.telemetry.callbacks import StageCallbacks, stage_callbacks
 from posttrain.telemetry.heatmap import plot_expert_load
 from posttrain.telemetry.model_card import distill_card, write_cards
 from posttrain.telemetry.progress import progress_task, quiet_libraries
+from posttrain.telemetry.tracking import check_trackers, report_summary, summary_scalars
 from posttrain.trl_adapter import restore_weights
+
+# summary.json's figures that also go to the trackers (output.report_to) when the run ends
+SUMMARY_SCALARS = (
+    "teacher",
+    "student",
+    "student_before_accuracy",
+    "student_before_greedy_accuracy",
+    "accuracy_ratio",
+    "wall_seconds",
+    "stage_seconds",
+)
 
 
 class LazyModel:
@@ -104,6 +116,7 @@ def run(
     check_machine(recipe.train.precision, recipe.student, recipe.generation.cache)
     if recipe.output.push_to_hub:
         on_main(lambda: check_push(recipe.output.push_to_hub))
+    check_trackers(recipe.output.report_to)
     if roles.needs_warmstart(recipe.teacher):
         refuse_sharded_engine("teacher.warmstart")
     out = prepare_output_dir(recipe.output.dir, resume=resume, overwrite=overwrite)
@@ -141,6 +154,15 @@ def run(
     # Only now does the folder hold a run: one that failed on its inputs can be re-run as it was.
     write_recipe(out, recipe)
 
+    settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
+    check = HeldOut(
+        splits.train[: recipe.teacher.warmstart.check_problems],
+        recipe.data.system_prompt,
+        settings,
+        rewards,
+        correctness,
+        console,
+    )
     with ledger.stage(
         "teacher",
         reused=not roles.needs_warmstart(recipe.teacher) or (out / roles.TEACHER_DIR / "config.json").is_file(),
@@ -153,13 +175,14 @@ def run(
             [prompt(r) for r in splits.warmstart],
             out,
             console,
+            check=lambda model: greedy_accuracy(model, tokenizer, check, "teacher warm-start check: greedy"),
+            report_to=recipe.output.report_to,
         )
     teacher = LazyModel(lambda: roles.load(recipe.teacher, teacher_path))
     if warmed is not None:
         teacher.set(warmed)
     ledger.params_once("teacher", lambda: count_parameters(teacher.get()))
 
-    settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
     heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, console)
     job = Job(recipe, out, console, resume, rewards, correctness)
 
@@ -193,6 +216,8 @@ def run(
     summary = _summary(recipe, ledger, teacher_eval, before, after, trace_stats, time.time() - started)
     summary["reward_errors"] = sum_counts(reward_errors(rewards, correctness))  # rows scored None, traces and eval
     on_main(lambda: atomic_write_json(out / "summary.json", summary))
+    values = summary_scalars(summary, SUMMARY_SCALARS)
+    on_main(lambda: report_summary(recipe.output.report_to, out / "runs" / "summary", values, 0))
     on_main(lambda: _write_cards(recipe, summary, out, command))
     if recipe.output.push_to_hub:
         accuracy = summary["student"]["accuracy"]
@@ -353,6 +378,8 @@ def _sequence_kd(job: Job, student: LazyModel, tokenizer, student_src: str, trac
             save_steps=recipe.output.save_steps,
             save_total_limit=recipe.output.save_total_limit,
             aux_loss_coef=aux_loss_coef(recipe.moe),
+            report_to=recipe.output.report_to,
+            runs_dir=out / "runs",
         )
     roles.save_stage(trainer.model, tokenizer, stage_dir, gathered_state_dict(trainer))
     return trainer.model
@@ -383,6 +410,7 @@ def _logit_kd(job: Job, student: LazyModel, tokenizer, student_src: str, teacher
         save_steps=recipe.output.save_steps,
         save_total_limit=recipe.output.save_total_limit,
         aux_loss_coef=aux_loss_coef(recipe.moe),
+        report_to=recipe.output.report_to,
     )
     checkpoint = resume_point(stage_dir / "checkpoints", job.resume)
     model = student.get()
@@ -399,6 +427,7 @@ def _logit_kd(job: Job, student: LazyModel, tokenizer, student_src: str, teacher
         targets=targets,
         callbacks=stage.callbacks,
         peft_config=None if already_adapted else peft_config(recipe.student.lora),
+        runs_dir=out / "runs",
     )
     console.print(
         f"logit KD: {cfg.max_steps} steps, {cfg.divergence}, teacher {cfg.teacher}, on-policy fraction {cfg.lmbda}"

@@ -6,6 +6,7 @@ warm-start is trained (`posttrain.models.warmstart`). Packing is TRL's padding-f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from datasets import Dataset
@@ -18,6 +19,7 @@ from posttrain.models.lora import peft_config
 from posttrain.models.precision import trainer_kwargs
 from posttrain.models.warmstart import sft_rows
 from posttrain.telemetry.progress import quiet_trainer
+from posttrain.telemetry.tracking import trackers_last
 from posttrain.trl_adapter import atomic, restore_weights
 
 
@@ -41,6 +43,7 @@ def training_kwargs(
     save_steps: int,
     save_total_limit: int,
     aux_loss_coef: float = 0.0,
+    report_to: Sequence[str] = (),
 ) -> dict:
     """The Trainer arguments both distillation stages share (SFT and logit KD).
 
@@ -48,6 +51,7 @@ def training_kwargs(
     coefficient (Qwen3-MoE ships 0.001, which SFTTrainer would otherwise apply) never sneaks in.
     """
     return dict(
+        report_to=list(report_to),
         router_aux_loss_coef=aux_loss_coef,
         output_dir=str(out_dir),
         max_steps=cfg.max_steps,
@@ -76,6 +80,7 @@ def sft_args(
     save_steps: int,
     save_total_limit: int,
     aux_loss_coef: float = 0.0,
+    report_to: Sequence[str] = (),
 ):
 
     ours = dict(
@@ -87,6 +92,7 @@ def sft_args(
             save_steps=save_steps,
             save_total_limit=save_total_limit,
             aux_loss_coef=aux_loss_coef,
+            report_to=report_to,
         ),
         completion_only_loss=True,
         packing=packing,
@@ -110,8 +116,11 @@ def train(
     save_steps: int = 0,
     save_total_limit: int = 2,
     aux_loss_coef: float = 0.0,
+    report_to: Sequence[str] = (),
+    runs_dir: Path | None = None,
 ):
-    """Fine-tune `model` on the traces; returns the trainer (its `.model` may be a PeftModel)."""
+    """Fine-tune `model` on the traces; returns the trainer (its `.model` may be a PeftModel).
+    `report_to`: trackers; TensorBoard writes to runs_dir/sequence_kd (default: out_dir's parent/runs)."""
 
     rows = sft_rows([{"solution": t["completion"]} for t in traces], [t["prompt"] for t in traces])
     args = sft_args(
@@ -122,6 +131,7 @@ def train(
         save_steps=save_steps,
         save_total_limit=save_total_limit,
         aux_loss_coef=aux_loss_coef,
+        report_to=report_to,
     )
     trainer = atomic(SFTTrainer)(
         model=model,
@@ -132,6 +142,7 @@ def train(
         peft_config=peft_config(lora),
     )
     quiet_trainer(trainer)
+    trackers_last(trainer, (runs_dir or Path(out_dir).parent / "runs") / "sequence_kd")
     if resume_from:
         restore_weights(trainer, resume_from, is_adapter=lora.enabled)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

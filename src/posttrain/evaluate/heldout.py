@@ -91,6 +91,14 @@ def heldout_accuracy(model, tokenizer, heldout: HeldOut, label: str) -> dict:
     }
 
 
+def greedy_accuracy(model, tokenizer, heldout: HeldOut, label: str) -> float:
+    """Greedy accuracy alone on `heldout.rows` (a warm-start's check: one decode per problem)."""
+    settings = replace(heldout.settings, temperature=0.0)
+    scoring = (heldout.rewards, heldout.correctness, heldout.console)
+    records = sample_and_score(model, tokenizer, heldout.rows, heldout.prompts(tokenizer), settings, *scoring, label)
+    return summarize(records, [1], answers_of(heldout.correctness).equivalent)["pass@1"]
+
+
 def result_line(result: dict, settings: SamplingSettings, label: str) -> str:
     """The console line of one held-out evaluation."""
     return (

@@ -23,6 +23,7 @@ from posttrain.evaluate.report import (
     Sampling,
     check_gates,
     gate_names,
+    gate_values,
     parse_gates,
     render_table,
     write_report,
@@ -33,6 +34,9 @@ from posttrain.evaluate.scoring import answers_of, build_rewards, reward_errors,
 from posttrain.io import append_jsonl, read_jsonl, repair_torn_tail
 from posttrain.models.loading import load_model, load_tokenizer
 from posttrain.models.moe import count_routing
+from posttrain.telemetry import report_html
+from posttrain.telemetry.heatmap import plot_routing_load
+from posttrain.telemetry.plots import pass_at_k_curve, plot_pass_at_k
 from posttrain.telemetry.progress import progress_task, quiet_libraries
 from posttrain.telemetry.routing_stats import routing_summary
 
@@ -114,8 +118,40 @@ def run(req: EvalRequest, console: Console, base_dir: Path | None = None) -> Eva
     if req.completions:
         write_samples(records, out)
     write_report(report, out)
+    _write_html(report, records, req.baseline, out)
     render_table(report, console)
     return EvalResult(report=report, failures=check_gates(report.metrics, gates) + failures)
+
+
+def _write_html(report: Report, records: list[dict], baseline: str | None, out: Path) -> None:
+    """report.html: the problems to browse, beside the baseline's answers when its samples.jsonl is there."""
+    runs = {"model": records}
+    theirs = Path(baseline).parent / "samples.jsonl" if baseline else None
+    if theirs is not None and theirs.is_file():
+        runs = {"baseline": read_jsonl(theirs), "model": records}
+    curves = {"model": pass_at_k_curve(report.metrics)}
+    if report.baseline:
+        curves = {"baseline": pass_at_k_curve(report.baseline["metrics"]), **curves}
+    figures = {
+        "pass@k on these problems": plot_pass_at_k(curves, out / "pass_at_k.png", title="eval"),
+        "expert load by layer (MoE routing)": plot_routing_load(report.routing, out / "expert_load.png"),
+    }
+    s = report.sampling
+    facts = [
+        ("model", report.model),
+        ("data", report.data),
+        (
+            "sampling",
+            f"{s.n} samples per problem, temperature {s.temperature}, top_p {s.top_p}, max_new_tokens {s.max_new_tokens}"
+            if s.n
+            else "scored from a completions file",
+        ),
+        ("metrics", ", ".join(f"{k} {v:.3f}" for k, v in gate_values(report.metrics).items() if v is not None)),
+        ("made", report.created_at),
+    ]
+    report_html.write(
+        out / "report.html", f"posttrain eval: {report.model}", facts, runs, {k: v for k, v in figures.items() if v}
+    )
 
 
 def _rows(req: EvalRequest) -> list[dict]:

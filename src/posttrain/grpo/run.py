@@ -10,6 +10,7 @@ held-out sampling; only the main process writes files (`posttrain.distributed`).
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -24,11 +25,12 @@ from posttrain.config.schema import GRPORecipe
 from posttrain.data.load import source_kind, to_prompt
 from posttrain.data.splits import make_splits
 from posttrain.distributed import gathered_state_dict, on_main, sum_counts, world_size
-from posttrain.evaluate.heldout import HeldOut, eval_sampling, heldout_accuracy, result_line
-from posttrain.evaluate.scoring import build_rewards, reward_errors
+from posttrain.evaluate.heldout import HeldOut, eval_sampling, greedy_accuracy, heldout_accuracy, result_line
+from posttrain.evaluate.metrics import summarize
+from posttrain.evaluate.scoring import answers_of, build_rewards, reward_errors
 from posttrain.grpo.trainer import build_trainer
 from posttrain.hub import check_push, push
-from posttrain.io import atomic_write_json, atomic_write_jsonl
+from posttrain.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from posttrain.models.balancing import moe_callbacks
 from posttrain.models.loading import (
     count_parameters,
@@ -42,16 +44,31 @@ from posttrain.models.lora import merge_saved_adapter
 from posttrain.models.machine import check_machine
 from posttrain.models.precision import resolve
 from posttrain.models.quantization import bnb_config
-from posttrain.models.warmstart import balancing_callbacks, refuse_sharded_engine, run_warmstart
+from posttrain.models.warmstart import balancing_callbacks, refuse_sharded_engine, warmstart_until
 from posttrain.outputs import prepare_output_dir, write_recipe
 from posttrain.rewards.format import warn_if_template_prefills_think
+from posttrain.telemetry import report_html
 from posttrain.telemetry.callbacks import stage_callbacks
 from posttrain.telemetry.cost import price
+from posttrain.telemetry.heatmap import plot_expert_load
 from posttrain.telemetry.model_card import grpo_card, routing_from_metrics, write_cards
-from posttrain.telemetry.plots import plot_rewards
+from posttrain.telemetry.plots import pass_at_k_curve, plot_pass_at_k, plot_rewards
 from posttrain.telemetry.progress import quiet_libraries
+from posttrain.telemetry.tracking import check_trackers, report_summary, summary_scalars
 from posttrain.telemetry.trainer_progress import RichProgressCallback
 from posttrain.trl_adapter import restore_weights
+
+WARMSTART_RECORD = "warmstart.json"  # in base/: the warm-start's steps and greedy checks
+# summary.json's figures that also go to the trackers (output.report_to) when the run ends
+SUMMARY_SCALARS = (
+    "base_accuracy",
+    "final_accuracy",
+    "base_greedy_accuracy",
+    "final_greedy_accuracy",
+    "wall_seconds",
+    "stage_seconds",
+    "cost",
+)
 
 
 def run(
@@ -71,6 +88,7 @@ def run(
     check_machine(recipe.train.precision, recipe.model, recipe.generation.cache, recipe.generation.backend)
     if recipe.output.push_to_hub:
         on_main(lambda: check_push(recipe.output.push_to_hub))
+    check_trackers(recipe.output.report_to)
     if recipe.model.warmstart.steps:
         refuse_sharded_engine("model.warmstart")
     timings: dict[str, float] = {}
@@ -96,13 +114,21 @@ def run(
     write_recipe(out, recipe)
     timings["setup"] = time.time() - t
 
+    settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
     t = time.time()
-    model = _base_model(recipe, model_path, tokenizer, splits.warmstart, prompt, out, console)
+    check = HeldOut(
+        splits.train[: recipe.model.warmstart.check_problems],
+        recipe.data.system_prompt,
+        settings,
+        rewards,
+        correctness,
+        console,
+    )
+    model, warmed = _base_model(recipe, model_path, tokenizer, splits.warmstart, prompt, out, console, check)
     timings["warmstart"] = time.time() - t
     params = count_parameters(model)
     console.print(f"model: {recipe.model.name_or_path} ({params['total']:,} parameters, {params['active']:,} active)")
 
-    settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
     heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, console)
     t = time.time()
     base = _evaluate(model, tokenizer, heldout, "base", out)
@@ -122,9 +148,13 @@ def run(
     timings["eval_final"] = time.time() - t
 
     summary = _summary(recipe, base, final, trainer, params, timings, time.time() - started)
+    summary["warmstart"] = warmed
+    values = summary_scalars(summary, SUMMARY_SCALARS)
+    on_main(lambda: report_summary(recipe.output.report_to, out / "runs" / "summary", values, summary["steps"]))
     summary["reward_errors"] = sum_counts(reward_errors(rewards, correctness))  # rows scored None, training and eval
     on_main(lambda: _write_summary(summary, out, trainer.metrics_logger.rows if recipe.output.plots else None))
     on_main(lambda: _write_cards(recipe, summary, out, command, trainer.metrics_logger.rows))
+    on_main(lambda: _write_html(recipe, summary, out, command, correctness, trainer.metrics_logger.rows))
     if recipe.output.push_to_hub:
         url = on_main(lambda: _push(recipe, summary, out))
         console.print(f"uploaded to the Hub: {url}")
@@ -150,6 +180,38 @@ def _write_cards(recipe: GRPORecipe, summary: dict, out: Path, command: str, met
     write_cards(out, lambda adapter: grpo_card(as_run, summary, adapter=adapter, **kwargs))
 
 
+def _write_html(recipe: GRPORecipe, summary: dict, out: Path, command: str, correctness, metric_rows) -> None:
+    """report.html: the held-out problems, base and trained answers side by side, with the run's figures."""
+    runs = {
+        label: read_jsonl(out / f"heldout_{name}.jsonl")
+        for label, name in (("base", "base"), ("trained", "trained"))
+        if (out / f"heldout_{name}.jsonl").is_file()
+    }
+    if not runs:
+        return
+    n = recipe.eval.num_samples
+    ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n]
+    equivalent = answers_of(correctness).equivalent
+    curves = {label: pass_at_k_curve(summarize(records, ks, equivalent)) for label, records in runs.items()}
+    figures = {
+        "held-out pass@k, base and trained": plot_pass_at_k(curves, out / "pass_at_k.png"),
+        "rewards and accuracy during GRPO": out / "reward.png",
+        "expert load over training (MoE routing)": plot_expert_load(metric_rows, out / "expert_load.png"),
+    }
+    pct = lambda value: "n/a" if value is None else f"{100 * value:.1f}%"  # noqa: E731
+    facts = [
+        ("command", command),
+        ("model", recipe.model.name_or_path),
+        ("data", f"{recipe.data.source}: {summary['eval']['num_problems']} held-out problems"),
+        ("sampling", f"{n} samples per problem at temperature {recipe.eval.temperature}, and greedy"),
+        ("pass@1", f"base {pct(summary['base_accuracy'])} -> trained {pct(summary['final_accuracy'])}"),
+        ("greedy", f"base {pct(summary['base_greedy_accuracy'])} -> trained {pct(summary['final_greedy_accuracy'])}"),
+        ("steps", str(summary["steps"])),
+    ]
+    figures = {caption: path for caption, path in figures.items() if path and Path(path).is_file()}
+    report_html.write(out / "report.html", f"posttrain GRPO: {out.name}", facts, runs, figures)
+
+
 def _write_summary(summary: dict, out: Path, metric_rows: list[dict] | None) -> None:
     atomic_write_json(out / "summary.json", summary)
     if metric_rows is not None:
@@ -162,13 +224,27 @@ def _warn_think_prefill(tokenizer) -> None:
         warn_if_template_prefills_think(tokenizer.chat_template)
 
 
-def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, warm_rows: list[dict], prompt, out: Path, console):
-    """The model GRPO starts from: loaded as given, or warm-started once and cached in `out/base`."""
+def _base_model(
+    recipe: GRPORecipe,
+    model_path: str,
+    tokenizer,
+    warm_rows: list[dict],
+    prompt,
+    out: Path,
+    console,
+    check: HeldOut | None = None,
+):
+    """(model, warm-start record or None): the model GRPO starts from, loaded as given, or warm-started
+    once and cached in `out/base` (its record in base/warmstart.json, so a resumed run still reports it).
+    `check`: the training problems an `until_greedy` warm-start decodes greedily between rounds."""
     warm = recipe.model.warmstart
     base_dir = out / "base"
     if warm.steps and (base_dir / "config.json").is_file():
         console.print(f"warm-start: reusing {base_dir}")
-        return load_model(str(base_dir), recipe.model.dtype)
+        record = base_dir / WARMSTART_RECORD
+        return load_model(str(base_dir), recipe.model.dtype), json.loads(
+            record.read_text()
+        ) if record.is_file() else None
 
     model = load_model(
         model_path,
@@ -178,29 +254,34 @@ def _base_model(recipe: GRPORecipe, model_path: str, tokenizer, warm_rows: list[
         quantization=bnb_config(recipe.model),
     )
     if not warm.steps:
-        return model
+        return model, None
 
     console.print(f"warm-start: {warm.steps} SFT steps on {len(warm_rows)} worked examples")
     progress = RichProgressCallback(console, "warm-start SFT", accuracy_reward=None)
-    run_warmstart(
+    warmed = warmstart_until(
         model,
         tokenizer,
         warm_rows,
         [prompt(r) for r in warm_rows],
         warm,
         out / "warmstart-tmp",
+        check=None if check is None else lambda m: greedy_accuracy(m, tokenizer, check, "warm-start check: greedy"),
+        say=console.print,
         callbacks=[*balancing_callbacks(recipe.moe, model), progress],
         precision=resolve(recipe.train.precision, recipe.model.dtype),
+        report_to=recipe.output.report_to,
+        runs_dir=out / "runs",
     )
-    on_main(lambda: _save_base(model, tokenizer, base_dir, out / "warmstart-tmp"))
+    on_main(lambda: _save_base(model, tokenizer, base_dir, out / "warmstart-tmp", warmed))
     # TRL builds the KL reference model from `config._name_or_path`: point it at the warm-started
     # weights, not the random init this model was loaded from.
     model.config._name_or_path = str(base_dir)
-    return model
+    return model, warmed
 
 
-def _save_base(model, tokenizer, base_dir: Path, scratch: Path) -> None:
+def _save_base(model, tokenizer, base_dir: Path, scratch: Path, warmed: dict) -> None:
     save_pretrained(model, tokenizer, base_dir)
+    atomic_write_json(base_dir / WARMSTART_RECORD, warmed)
     shutil.rmtree(scratch, ignore_errors=True)  # SFTTrainer's scratch folder
 
 

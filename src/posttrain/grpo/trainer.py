@@ -17,6 +17,7 @@ from posttrain.models.lora import peft_config
 from posttrain.models.precision import resolve, trainer_kwargs
 from posttrain.telemetry.progress import quiet_trainer
 from posttrain.telemetry.step_split import attach
+from posttrain.telemetry.tracking import trackers_last
 from posttrain.trl_adapter import atomic
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def grpo_args(recipe: GRPORecipe, output_dir: Path):
         save_only_model=False,
         **trainer_kwargs(resolve(recipe.train.precision, recipe.model.dtype)),
         **rollout_kwargs(recipe),
+        report_to=list(recipe.output.report_to),
     )
     return build(GRPOConfig, GRPO, ours, g.trl)
 
@@ -100,5 +102,6 @@ def build_trainer(
         peft_config=peft_config(recipe.model.lora),
     )
     quiet_trainer(trainer)
+    trackers_last(trainer, Path(recipe.output.dir) / "runs" / "grpo")
     attach(trainer)  # a StepSplit among the callbacks times this trainer's generation and rewards
     return trainer

@@ -75,3 +75,25 @@ def plot_expert_load(rows: list[dict], out_path: Path) -> Path | None:
         ax_vio.legend(fontsize=7)
 
     return save_figure(fig, out_path)
+
+
+def plot_routing_load(routing: dict | None, out_path: Path) -> Path | None:
+    """An eval's expert load (`report.json`'s `routing`): one row per MoE layer, one column per expert,
+    colour load / mean as in expert_load.png. None for a dense model or when routing was not recorded."""
+    layers = (routing or {}).get("layers") or {}
+    shares = {name: stats.get("load_share") for name, stats in layers.items() if stats.get("load_share")}
+    if not shares:
+        return None
+
+    matplotlib.use("Agg")
+
+    width = max(len(share) for share in shares.values())
+    data = np.full((len(shares), width), np.nan)
+    for row, share in enumerate(shares.values()):
+        data[row, : len(share)] = np.asarray(share, dtype=float) * len(share)
+    fig, ax = plt.subplots(figsize=(min(12, 2 + 0.35 * width), max(2.5, 0.5 + 0.4 * len(shares))))
+    image = ax.imshow(data, aspect="auto", interpolation="nearest", cmap="RdBu_r", vmin=0, vmax=2)
+    ax.set(xlabel="expert", ylabel="MoE layer", title="expert load / mean (1 = balanced)")
+    ax.set_yticks(range(len(shares)), list(shares))
+    fig.colorbar(image, ax=ax)
+    return save_figure(fig, out_path)

@@ -104,6 +104,8 @@ class MetricsLogger(TrainerCallback):
             row["tokens_per_second"] = (float(tokens) - self._last_tokens) / seconds
         if tokens is not None:
             self._last_tokens = float(tokens)
+        # The trackers (output.report_to) run after this callback and log what is in `logs`.
+        logs.update({key: row[key] for key in ("step_seconds", "tokens_per_second") if key in row})
         self.rows.append(row)
         if state.is_world_process_zero and state.global_step > self.start_step:
             append_jsonl(self.path, row)

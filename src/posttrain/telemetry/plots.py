@@ -7,6 +7,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 
 
 def plot_rewards(rows: list[dict], out_path: Path, heldout: dict | None = None, title: str = "GRPO") -> Path | None:
@@ -33,6 +34,32 @@ def plot_rewards(rows: list[dict], out_path: Path, heldout: dict | None = None, 
         ax_acc.axhline(value, ls=style, lw=1, color="gray" if "base" in label else "green", label=label)
     ax_acc.set(xlabel="step", ylabel="accuracy", title=f"{title}: accuracy", ylim=(0, 1))
     ax_acc.legend(fontsize=8)
+    return save_figure(fig, out_path)
+
+
+def pass_at_k_curve(metrics: dict) -> dict[int, float]:
+    """{k: pass@k} from a summarize() result (pass@1 and each pass@k it holds); nulls left out."""
+    curve = {int(key[5:]): value for key, value in metrics.items() if key.startswith("pass@") and key[5:].isdigit()}
+    return {k: curve[k] for k in sorted(curve) if isinstance(curve[k], int | float)}
+
+
+def plot_pass_at_k(curves: dict[str, dict[int, float]], out_path: Path, title: str = "held-out") -> Path | None:
+    """pass@k against k for one or more models (label -> {k: value}); None when no curve has a point."""
+    curves = {label: curve for label, curve in curves.items() if curve}
+    if not curves:
+        return None
+
+    matplotlib.use("Agg")
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for label, curve in curves.items():
+        ks = sorted(curve)
+        ax.plot(ks, [curve[k] for k in ks], marker="o", label=label)
+    ax.set(xlabel="k (samples per problem)", ylabel="pass@k", title=f"{title}: pass@k", ylim=(0, 1.02))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({k for curve in curves.values() for k in curve}))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.legend(fontsize=8)
     return save_figure(fig, out_path)
 
 

@@ -25,14 +25,17 @@ def test_every_field_a_mapping_names_is_one_of_trls(mapping):
     assert set(mapping.defaults) <= trl_config_fields(mapping.config)
 
 
-def test_report_to_through_grpo_trl_reaches_trl():
-    # It passed --dry-run, then died after warm-start with a duplicate-keyword TypeError.
+def test_output_report_to_reaches_trl_and_grpo_trl_is_pointed_at_it():
+    # Through grpo.trl it once passed --dry-run, then died after warm-start with a duplicate-keyword
+    # TypeError; now the recipe owns it, for every stage at once.
     recipe = load_recipe(
-        REPO / "recipes/tiny-math.yaml", GRPORecipe, ["grpo.trl={report_to: [tensorboard], disable_tqdm: false}"]
+        REPO / "recipes/tiny-math.yaml", GRPORecipe, ["output.report_to=tensorboard", "grpo.trl={disable_tqdm: false}"]
     )
     args = grpo_args(recipe, Path("/tmp/unused"))
     assert args.report_to == ["tensorboard"] and args.disable_tqdm is False
     assert grpo_args(load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe), Path("/tmp/unused")).report_to == []
+    with pytest.raises(ConfigError, match="'report_to' is set by output.report_to, not under grpo.trl"):
+        load_recipe(REPO / "recipes/tiny-math.yaml", GRPORecipe, ["grpo.trl={report_to: [tensorboard]}"])
 
 
 @pytest.mark.parametrize(
@@ -57,12 +60,18 @@ def test_distillation_stages_take_their_trl_sections():
         REPO / "recipes/tiny-distill.yaml",
         DistillRecipe,
         [
-            "distill.trl={report_to: [tensorboard], weight_decay: 0.1}",
-            "distill.logit_kd.trl={report_to: [tensorboard], max_grad_norm: 0.5}",
+            "distill.trl={weight_decay: 0.1}",
+            "distill.logit_kd.trl={max_grad_norm: 0.5}",
         ],
     )
     sft = sft_args(
-        recipe.distill, Path("/tmp/unused"), packing=False, precision="fp32", save_steps=0, save_total_limit=1
+        recipe.distill,
+        Path("/tmp/unused"),
+        packing=False,
+        precision="fp32",
+        save_steps=0,
+        save_total_limit=1,
+        report_to=["tensorboard"],
     )
     assert (sft.report_to, sft.weight_decay, sft.completion_only_loss) == (["tensorboard"], 0.1, True)
     gkd = kd_args(
@@ -75,6 +84,7 @@ def test_distillation_stages_take_their_trl_sections():
         logging_steps=1,
         save_steps=0,
         save_total_limit=1,
+        report_to=["tensorboard"],
     )
     assert (gkd.report_to, gkd.max_grad_norm, gkd.remove_unused_columns) == (["tensorboard"], 0.5, False)
 
@@ -82,7 +92,7 @@ def test_distillation_stages_take_their_trl_sections():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("grpo.trl={report_to: [x], bf16: true}", "'bf16' is set by train.precision, not under grpo.trl"),
+        ("grpo.trl={bf16: true}", "'bf16' is set by train.precision, not under grpo.trl"),
         ("grpo.trl={save_steps: 3}", "'save_steps' is set by output.save_steps, not under grpo.trl"),
         ("grpo.trl={num_generations: 4}", "'num_generations' is set by grpo.num_generations"),
         ("grpo.trl={on_nonfinite: skip}", "'on_nonfinite' is a recipe field: set grpo.on_nonfinite"),

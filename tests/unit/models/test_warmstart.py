@@ -1,0 +1,61 @@
+"""The warm-start's rounds: `until_greedy` adds rounds of `extra_steps` until the check reaches the target."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from posttrain.config.schema import WarmstartConfig
+from posttrain.models import warmstart
+
+
+@pytest.fixture
+def rounds(monkeypatch):
+    """Each SFT round as (max steps it would train, data seed), without training anything."""
+    seen = []
+
+    def fake(model, tokenizer, rows, prompts, cfg, out_dir, callbacks, precision, round_index=0, *tracking):
+        seen.append((cfg.extra_steps if round_index else cfg.steps, cfg.seed + round_index))
+
+    monkeypatch.setattr(warmstart, "run_warmstart", fake)
+    return seen
+
+
+def _run(cfg, checks, said):
+    scores = iter(checks)
+    return warmstart.warmstart_until(None, None, [], [], cfg, None, check=lambda m: next(scores), say=said.append)
+
+
+def test_rounds_stop_at_the_first_check_that_reaches_the_target(rounds):
+    said = []
+    cfg = WarmstartConfig(steps=400, until_greedy=0.85, extra_steps=100, max_extra_rounds=3)
+    record = _run(cfg, [0.57, 0.8, 0.9, 1.0], said)
+    assert rounds == [(400, 1234), (100, 1235), (100, 1236)]  # each round sees its data in another order
+    assert record == {
+        "steps": 600,
+        "checks": [{"steps": 400, "greedy": 0.57}, {"steps": 500, "greedy": 0.8}, {"steps": 600, "greedy": 0.9}],
+    }
+    assert said[-1] == "warm-start: greedy 0.900 >= 0.85 after 600 steps"
+
+
+def test_rounds_end_after_max_extra_rounds_even_below_the_target(rounds):
+    said = []
+    cfg = WarmstartConfig(steps=10, until_greedy=0.9, extra_steps=5, max_extra_rounds=2)
+    record = _run(cfg, [0.1, 0.2, 0.3], said)
+    assert [r[0] for r in rounds] == [10, 5, 5] and record["steps"] == 20
+    assert "the last round: RL starts" in said[-1]
+
+
+def test_without_a_target_one_round_and_no_check(rounds):
+    record = _run(WarmstartConfig(steps=7), [], [])  # an empty iterator: calling the check would raise
+    assert rounds == [(7, 1234)] and record == {"steps": 7, "checks": []}
+
+
+def test_a_target_needs_a_first_round():
+    with pytest.raises(ValidationError, match="until_greedy extends a warm-start"):
+        WarmstartConfig(steps=0, until_greedy=0.9)
+
+
+def test_a_target_needs_a_check(rounds):
+    with pytest.raises(ValueError, match="needs a check"):
+        warmstart.warmstart_until(None, None, [], [], WarmstartConfig(steps=1, until_greedy=0.5), None, None, print)
