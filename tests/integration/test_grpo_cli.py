@@ -71,6 +71,13 @@ def test_grpo_quick_run_writes_every_output(quick_overrides, tmp_path):
     )
     assert "MaxVio" in card.text  # the tiny MoE's routing health
 
+    # report.html: the held-out problems with base and trained answers, the figures embedded
+    page = (out / "report.html").read_text()
+    assert "6 of 6 problems shown" in page and "<th>base</th><th>trained</th>" in page
+    assert page.count("class='problem'") == 6 and page.count("data:image/png;base64,") == 3
+    assert (out / "pass_at_k.png").is_file() and (out / "expert_load.png").is_file()
+    assert summary["warmstart"] == {"steps": 3, "checks": []}  # no until_greedy in these tests
+
     again = runner.invoke(app, ["grpo", RECIPE, *_sets(quick_overrides)])
     assert again.exit_code == 2 and "already holds a run" in again.output
 
@@ -246,3 +253,19 @@ def test_lora_run_saves_adapter_and_merged_policy(quick_overrides, tmp_path):
     assert adapter_card.data.library_name == "peft" and "grpo" in adapter_card.data.tags
     assert "A LoRA adapter trained with GRPO" in adapter_card.text
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.slow
+def test_a_warmstart_below_its_greedy_target_trains_another_round_and_records_it(quick_overrides, tmp_path):
+    # 3 steps never reach 100% greedy: one extra round of 2 steps, then RL starts anyway.
+    sets = [*quick_overrides, "model.warmstart.until_greedy=1.0", "model.warmstart.extra_steps=2"]
+    sets += ["model.warmstart.max_extra_rounds=1", "model.warmstart.check_problems=5", "grpo.max_steps=1"]
+    result = runner.invoke(app, ["grpo", RECIPE, *_sets(sets)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "run"
+    record = json.loads((out / "summary.json").read_text())["warmstart"]
+    assert [c["steps"] for c in record["checks"]] == [3, 5] and record["steps"] == 5
+    assert all(0.0 <= c["greedy"] < 1.0 for c in record["checks"])
+    assert "warm-start: greedy" in result.output and "2 more" in result.output
+    assert json.loads((out / "base" / "warmstart.json").read_text()) == record  # what a resumed run reports
+    assert "warm-started with 5 SFT steps" in (out / "README.md").read_text()

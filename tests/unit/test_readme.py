@@ -15,9 +15,16 @@ def test_every_file_a_readme_command_names_is_in_the_repository():
     named = {
         m
         for line in _commands()
-        for m in re.findall(r"(?<![\w./-])((?:recipes|data|benchmarks|requirements|rewards)/[\w./-]+\.\w+)", line)
+        for m in re.findall(
+            r"(?<![\w./-])((?:recipes|data|benchmarks|requirements|rewards|scripts)/[\w./-]+\.\w+)", line
+        )
     }
-    assert {"recipes/tiny-math.yaml", "requirements/lock.txt", "data/gsm8k_test_250.jsonl"} <= named
+    assert {
+        "recipes/tiny-math.yaml",
+        "requirements/lock.txt",
+        "data/gsm8k_test_250.jsonl",
+        "scripts/test-deps.sh",
+    } <= named
     missing = sorted(path for path in named if not (REPO / path).is_file())
     assert not missing, f"README commands name files a clone does not have: {missing}"
 

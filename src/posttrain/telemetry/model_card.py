@@ -130,8 +130,9 @@ def grpo_card(
         f"`{model['name_or_path']}` ({summary.get('params_total', 0):,} parameters, "
         f"{summary.get('params_active', 0):,} active per token), {steps} steps."
     )
-    if model.get("warmstart", {}).get("steps"):
-        intro += f" The base was first warm-started with {model['warmstart']['steps']} SFT steps on worked solutions."
+    warm_steps = (summary.get("warmstart") or {}).get("steps") or model.get("warmstart", {}).get("steps")
+    if warm_steps:  # summary's count: until_greedy may have added rounds to the recipe's steps
+        intro += f" The base was first warm-started with {warm_steps} SFT steps on worked solutions."
     data_text = f"Source `{data['source']}`" + (
         f", task arguments `{data['task_args']}`" if data.get("task_args") else ""
     )
