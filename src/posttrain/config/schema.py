@@ -66,7 +66,7 @@ class WarmstartConfig(Section):
         le=1,
         description="Target greedy accuracy on `check_problems` training problems: after `steps`, add rounds "
         "of `extra_steps` (warmup + cosine again) until the model reaches it. A fixed step count leaves some "
-        "seeds' models without the method; null trains `steps` once.",
+        "seeds' models without the method; null trains `steps` once; with steps 0 there is no warm-start at all.",
     )
     extra_steps: int = Field(100, gt=0, description="SFT steps of each extra round (until_greedy).")
     max_extra_rounds: int = Field(3, ge=1, description="Extra rounds at most (until_greedy); then RL starts anyway.")
@@ -83,12 +83,6 @@ class WarmstartConfig(Section):
     def _known_trl_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
         check_passthrough(value, WARMSTART, set(cls.model_fields))
         return value
-
-    @model_validator(mode="after")
-    def _target_needs_steps(self) -> WarmstartConfig:
-        if self.until_greedy is not None and not self.steps:
-            raise ValueError("until_greedy extends a warm-start; set steps > 0 (the first round) or drop until_greedy")
-        return self
 
 
 class ModelConfig(Section):

@@ -182,11 +182,8 @@ def _write_cards(recipe: GRPORecipe, summary: dict, out: Path, command: str, met
 
 def _write_html(recipe: GRPORecipe, summary: dict, out: Path, command: str, correctness, metric_rows) -> None:
     """report.html: the held-out problems, base and trained answers side by side, with the run's figures."""
-    runs = {
-        label: read_jsonl(out / f"heldout_{name}.jsonl")
-        for label, name in (("base", "base"), ("trained", "trained"))
-        if (out / f"heldout_{name}.jsonl").is_file()
-    }
+    files = {label: out / f"heldout_{label}.jsonl" for label in ("base", "trained")}
+    runs = {label: read_jsonl(path) for label, path in files.items() if path.is_file()}
     if not runs:
         return
     n = recipe.eval.num_samples

@@ -51,9 +51,11 @@ def test_without_a_target_one_round_and_no_check(rounds):
     assert rounds == [(7, 1234)] and record == {"steps": 7, "checks": []}
 
 
-def test_a_target_needs_a_first_round():
-    with pytest.raises(ValidationError, match="until_greedy extends a warm-start"):
-        WarmstartConfig(steps=0, until_greedy=0.9)
+def test_steps_0_switches_the_warm_start_off_target_and_all():
+    # `--set model.warmstart.steps=0` on a recipe with a target must still work: no warm-start, no rounds.
+    assert WarmstartConfig(steps=0, until_greedy=0.9).steps == 0
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        WarmstartConfig(steps=10, until_greedy=90)  # a percentage where a fraction belongs
 
 
 def test_a_target_needs_a_check(rounds):
