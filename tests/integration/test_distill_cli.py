@@ -58,6 +58,9 @@ def test_distill_quick_run_writes_every_output_and_resumes(distill_overrides, tm
     assert f"| student after | {100 * summary['student']['accuracy']:.1f}% |" in card.text
     assert f"| teacher | {100 * summary['teacher']['accuracy']:.1f}% |" in card.text
     assert f"{summary['traces']['kept']} kept of 24 sampled" in card.text
+    page = (out / "report.html").read_text()  # teacher and student, before and after, side by side
+    assert "<th>teacher</th><th>student_before</th><th>student</th>" in page and "4 of 4 problems shown" in page
+    assert (out / "pass_at_k.png").is_file()
 
     again = runner.invoke(app, ["distill", RECIPE, *_sets(distill_overrides)])
     assert again.exit_code == 2 and "already holds a run" in again.output

@@ -38,6 +38,7 @@ from posttrain.distill.topk import TopKTargets, capture, encode_trace
 from posttrain.distill.traces import generate_traces, make_filter, select
 from posttrain.distributed import gathered_state_dict, on_main, sum_counts
 from posttrain.errors import PosttrainError
+from posttrain.evaluate.browse import write_heldout_html
 from posttrain.evaluate.heldout import HeldOut, eval_sampling, greedy_accuracy
 from posttrain.evaluate.scoring import build_rewards, reward_errors, reward_name
 from posttrain.hub import check_push, push
@@ -219,6 +220,7 @@ def run(
     values = summary_scalars(summary, SUMMARY_SCALARS)
     on_main(lambda: report_summary(recipe.output.report_to, out / "runs" / "summary", values, 0))
     on_main(lambda: _write_cards(recipe, summary, out, command))
+    on_main(lambda: _write_html(recipe, summary, out, command, correctness))
     if recipe.output.push_to_hub:
         accuracy = summary["student"]["accuracy"]
         line = "posttrain distillation" + (
@@ -227,6 +229,30 @@ def run(
         url = on_main(lambda: push(out, recipe.output.push_to_hub, recipe.output.hub_private, line))
         console.print(f"uploaded to the Hub: {url}")
     return summary
+
+
+def _write_html(recipe: DistillRecipe, summary: dict, out: Path, command: str, correctness) -> None:
+    """report.html: the held-out problems, teacher and student (before and after) side by side."""
+    pct = lambda value: "n/a" if value is None else f"{100 * value:.1f}%"  # noqa: E731
+    facts = [
+        ("command", command),
+        ("teacher", recipe.teacher.name_or_path),
+        ("student", recipe.student.name_or_path),
+        ("data", f"{recipe.data.source}: {summary['eval']['num_problems']} held-out problems"),
+        (
+            "sampling",
+            f"{recipe.eval.num_samples} samples per problem at temperature {recipe.eval.temperature}, and greedy",
+        ),
+        (
+            "pass@1",
+            f"teacher {pct(summary['teacher']['accuracy'])}; student {pct(summary['student_before_accuracy'])} -> "
+            f"{pct(summary['student']['accuracy'])}",
+        ),
+    ]
+    figures = {"expert load over both KD stages (MoE routing)": out / "expert_load.png"}
+    labels = ["teacher", "student_before", "student"]
+    title = f"posttrain distill: {out.name}"
+    write_heldout_html(out, title, labels, facts, correctness, recipe.eval.num_samples, figures)
 
 
 def _write_cards(recipe: DistillRecipe, summary: dict, out: Path, command: str) -> None:

@@ -25,12 +25,12 @@ from posttrain.config.schema import GRPORecipe
 from posttrain.data.load import source_kind, to_prompt
 from posttrain.data.splits import make_splits
 from posttrain.distributed import gathered_state_dict, on_main, sum_counts, world_size
+from posttrain.evaluate.browse import write_heldout_html
 from posttrain.evaluate.heldout import HeldOut, eval_sampling, greedy_accuracy, heldout_accuracy, result_line
-from posttrain.evaluate.metrics import summarize
-from posttrain.evaluate.scoring import answers_of, build_rewards, reward_errors
+from posttrain.evaluate.scoring import build_rewards, reward_errors
 from posttrain.grpo.trainer import build_trainer
 from posttrain.hub import check_push, push
-from posttrain.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+from posttrain.io import atomic_write_json, atomic_write_jsonl
 from posttrain.models.balancing import moe_callbacks
 from posttrain.models.loading import (
     count_parameters,
@@ -47,12 +47,11 @@ from posttrain.models.quantization import bnb_config
 from posttrain.models.warmstart import balancing_callbacks, refuse_sharded_engine, warmstart_until
 from posttrain.outputs import prepare_output_dir, write_recipe
 from posttrain.rewards.format import warn_if_template_prefills_think
-from posttrain.telemetry import report_html
 from posttrain.telemetry.callbacks import stage_callbacks
 from posttrain.telemetry.cost import price
 from posttrain.telemetry.heatmap import plot_expert_load
 from posttrain.telemetry.model_card import grpo_card, routing_from_metrics, write_cards
-from posttrain.telemetry.plots import pass_at_k_curve, plot_pass_at_k, plot_rewards
+from posttrain.telemetry.plots import plot_rewards
 from posttrain.telemetry.progress import quiet_libraries
 from posttrain.telemetry.tracking import check_trackers, report_summary, summary_scalars
 from posttrain.telemetry.trainer_progress import RichProgressCallback
@@ -182,31 +181,25 @@ def _write_cards(recipe: GRPORecipe, summary: dict, out: Path, command: str, met
 
 def _write_html(recipe: GRPORecipe, summary: dict, out: Path, command: str, correctness, metric_rows) -> None:
     """report.html: the held-out problems, base and trained answers side by side, with the run's figures."""
-    files = {label: out / f"heldout_{label}.jsonl" for label in ("base", "trained")}
-    runs = {label: read_jsonl(path) for label, path in files.items() if path.is_file()}
-    if not runs:
-        return
-    n = recipe.eval.num_samples
-    ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n]
-    equivalent = answers_of(correctness).equivalent
-    curves = {label: pass_at_k_curve(summarize(records, ks, equivalent)) for label, records in runs.items()}
-    figures = {
-        "held-out pass@k, base and trained": plot_pass_at_k(curves, out / "pass_at_k.png"),
-        "rewards and accuracy during GRPO": out / "reward.png",
-        "expert load over training (MoE routing)": plot_expert_load(metric_rows, out / "expert_load.png"),
-    }
     pct = lambda value: "n/a" if value is None else f"{100 * value:.1f}%"  # noqa: E731
     facts = [
         ("command", command),
         ("model", recipe.model.name_or_path),
         ("data", f"{recipe.data.source}: {summary['eval']['num_problems']} held-out problems"),
-        ("sampling", f"{n} samples per problem at temperature {recipe.eval.temperature}, and greedy"),
+        (
+            "sampling",
+            f"{recipe.eval.num_samples} samples per problem at temperature {recipe.eval.temperature}, and greedy",
+        ),
         ("pass@1", f"base {pct(summary['base_accuracy'])} -> trained {pct(summary['final_accuracy'])}"),
         ("greedy", f"base {pct(summary['base_greedy_accuracy'])} -> trained {pct(summary['final_greedy_accuracy'])}"),
         ("steps", str(summary["steps"])),
     ]
-    figures = {caption: path for caption, path in figures.items() if path and Path(path).is_file()}
-    report_html.write(out / "report.html", f"posttrain GRPO: {out.name}", facts, runs, figures)
+    figures = {
+        "rewards and accuracy during GRPO": out / "reward.png",
+        "expert load over training (MoE routing)": plot_expert_load(metric_rows, out / "expert_load.png"),
+    }
+    title = f"posttrain GRPO: {out.name}"
+    write_heldout_html(out, title, ["base", "trained"], facts, correctness, recipe.eval.num_samples, figures)
 
 
 def _write_summary(summary: dict, out: Path, metric_rows: list[dict] | None) -> None:
