@@ -20,7 +20,7 @@ import gc
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -156,14 +156,8 @@ def run(
     write_recipe(out, recipe)
 
     settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
-    check = HeldOut(
-        splits.train[: recipe.teacher.warmstart.check_problems],
-        recipe.data.system_prompt,
-        settings,
-        rewards,
-        correctness,
-        console,
-    )
+    heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, console)
+    check = replace(heldout, rows=splits.train[: recipe.teacher.warmstart.check_problems])  # never held-out problems
     with ledger.stage(
         "teacher",
         reused=not roles.needs_warmstart(recipe.teacher) or (out / roles.TEACHER_DIR / "config.json").is_file(),
@@ -184,7 +178,6 @@ def run(
         teacher.set(warmed)
     ledger.params_once("teacher", lambda: count_parameters(teacher.get()))
 
-    heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, console)
     job = Job(recipe, out, console, resume, rewards, correctness)
 
     def evaluate(model_fn, tok, label):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -115,20 +116,13 @@ def run(
 
     settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
     t = time.time()
-    check = HeldOut(
-        splits.train[: recipe.model.warmstart.check_problems],
-        recipe.data.system_prompt,
-        settings,
-        rewards,
-        correctness,
-        console,
-    )
+    heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, console)
+    check = replace(heldout, rows=splits.train[: recipe.model.warmstart.check_problems])  # never held-out problems
     model, warmed = _base_model(recipe, model_path, tokenizer, splits.warmstart, prompt, out, console, check)
     timings["warmstart"] = time.time() - t
     params = count_parameters(model)
     console.print(f"model: {recipe.model.name_or_path} ({params['total']:,} parameters, {params['active']:,} active)")
 
-    heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, console)
     t = time.time()
     base = _evaluate(model, tokenizer, heldout, "base", out)
     timings["eval_base"] = time.time() - t
