@@ -50,13 +50,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmstart-steps", type=int, help="SFT steps of each base (500; quick 60)")
     p.add_argument("--batch", type=int, default=16, help="completions per step (prompts x 8 generations)")
     p.add_argument("--eval-problems", type=int, help="held-out problems, 4 samples each (100; quick 20)")
-    p.add_argument("--seeds", default="0,1,2", help="GRPO seeds, comma-separated")
+    p.add_argument("--seeds", help="GRPO seeds, comma-separated (0,1,2; quick 0)")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_moe")
     args = p.parse_args(argv)
     for name, full, small in (("steps", 60, 6), ("warmstart_steps", 500, 60), ("eval_problems", 100, 20)):
         if getattr(args, name) is None:
             setattr(args, name, small if args.quick else full)
-    args.seeds = [int(x) for x in str(args.seeds).split(",")]
+    args.seeds = [int(x) for x in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
     if args.quick:
         args.out = args.out.with_name(args.out.name + "-quick")
     return args

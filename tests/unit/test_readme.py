@@ -57,3 +57,19 @@ def test_the_readme_quotes_the_efficacy_figures_the_results_page_holds():
     )
     assert line in (REPO / "README.md").read_text()
     assert line in (REPO / "recipes" / "tiny-math.yaml").read_text()
+
+
+def test_the_family_table_has_every_family_and_names_tests_that_exist():
+    from posttrain.config.builders import MOE_FAMILIES
+
+    text = (REPO / "README.md").read_text()
+    section = text.split("### Supported model families", 1)[1].split("\n### ", 1)[0]
+    legend = dict(re.findall(r"\*\*([A-Z])\*\*\s+`(test_\w+)`", section))
+    tests = (REPO / "tests" / "integration" / "test_families.py").read_text()
+    assert set(legend) == {"F", "L", "A", "C", "D"}
+    assert all(f"def {name}(" in tests for name in legend.values())
+    rows = {m[1]: m[2] for m in re.finditer(r"^\| `(\w+)`[^|]*\|[^|]*\|(.*)\|$", section, flags=re.M)}
+    assert set(MOE_FAMILIES) <= set(rows)
+    for family in MOE_FAMILIES:
+        cells = [c.strip() for c in rows[family].split("|")]
+        assert len(cells) == 8 and all(re.search(r"\b[FLACD]\b", c) for c in cells), (family, cells)

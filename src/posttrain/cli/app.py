@@ -7,7 +7,7 @@ import sys
 import typer
 
 from posttrain import __version__
-from posttrain.cli import cost, distill, evaluate, grpo
+from posttrain.cli import cost, distill, evaluate, grpo, plan
 from posttrain.errors import PosttrainError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.command("grpo")(grpo.grpo)
 app.command("distill")(distill.distill)
 app.command("eval")(evaluate.eval_command)
 app.command("cost")(cost.cost)
+app.command("plan")(plan.plan)
 
 
 def _mount_rewards() -> None:

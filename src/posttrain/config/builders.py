@@ -1,19 +1,44 @@
 """The tiny builders' shapes: what `build:tiny-moe` / `build:tiny-dense` and their `builder_args` may set.
 
 Plain data, so recipe validation checks builder arguments without importing torch; the models
-themselves are built in `posttrain.models.builders`.
+themselves are built in `posttrain.models.builders`. `family` picks the transformers architecture
+the stand-in is an instance of (random-init, real classes), `tokenizer` the tokenizer saved with it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+# Stand-in families: transformers model_type of each tiny MoE / dense builder.
+MOE_FAMILIES = (
+    "deepseek_v3",
+    "deepseek_v2",
+    "qwen3_moe",
+    "qwen2_moe",
+    "mixtral",
+    "olmoe",
+    "granitemoe",
+    "glm4_moe",
+    "gpt_oss",
+)
+DENSE_FAMILIES = ("qwen3", "llama")
+# char: the quickstart's 106-symbol tokenizer; bpe-*: byte-level BPE with <think> added tokens and a
+# Qwen3-style (enable_thinking) or DeepSeek-R1-style (opened <think> in the generation prompt) template.
+TOKENIZERS = ("char", "bpe-qwen3", "bpe-r1")
+
 
 @dataclass(frozen=True)
 class TinyMoESpec:
-    """DeepSeek-V3 layout in miniature: fine-grained routed experts, shared expert(s), a sigmoid
-    router whose `e_score_correction_bias` is the loss-free balancing bias, MLA attention."""
+    """An MoE in miniature, DeepSeek-V3 by default: fine-grained routed experts, shared expert(s), a
+    sigmoid router whose `e_score_correction_bias` is the loss-free balancing bias, MLA attention.
 
+    Other families take the fields they have: shared experts only where the family has them
+    (deepseek_v2/v3, glm4_moe, qwen2_moe), MLA fields only for DeepSeek, `first_k_dense_replace` for
+    DeepSeek and GLM; routed experts are `moe_intermediate_size` wide in every family.
+    """
+
+    family: str = "deepseek_v3"
+    tokenizer: str | None = None  # None: char (a distillation student: the teacher's tokenizer)
     hidden_size: int = 128
     num_layers: int = 3
     num_heads: int = 4
@@ -32,8 +57,10 @@ class TinyMoESpec:
 
 @dataclass(frozen=True)
 class TinyDenseSpec:
-    """A small Qwen3-style dense decoder: the default distillation student."""
+    """A small dense decoder (Qwen3 by default, or Llama): the default distillation student."""
 
+    family: str = "qwen3"
+    tokenizer: str | None = None
     hidden_size: int = 96
     num_layers: int = 3
     num_heads: int = 4
@@ -43,6 +70,15 @@ class TinyDenseSpec:
 
 
 BUILDERS: dict[str, type] = {"tiny-moe": TinyMoESpec, "tiny-dense": TinyDenseSpec}
+_FAMILIES = {"tiny-moe": MOE_FAMILIES, "tiny-dense": DENSE_FAMILIES}
+
+
+def check_choices(kind: str, args: dict) -> None:
+    """ValueError naming the key when `family` or `tokenizer` is not one the builder knows."""
+    for key, allowed in (("family", _FAMILIES[kind]), ("tokenizer", TOKENIZERS)):
+        value = args.get(key)
+        if value is not None and value not in allowed:
+            raise ValueError(f"builder_args.{key}: {value!r} is not one of {', '.join(allowed)} for {kind}")
 
 
 def spec_fields(kind: str) -> dict:

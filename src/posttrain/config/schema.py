@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from posttrain.config.builders import BUILDERS, spec_fields
+from posttrain.config.builders import BUILDERS, check_choices, spec_fields
 from posttrain.config.trl_fields import GRPO, WARMSTART, check_passthrough
 
 BUILD_PREFIX = "build:"
@@ -39,15 +39,25 @@ class LoraConfig(Section):
     enabled: bool = Field(False, description="Train a LoRA adapter (peft) instead of all weights.")
     r: int = Field(16, gt=0, description="LoRA rank.")
     alpha: int = Field(32, gt=0, description="LoRA scaling (lora_alpha).")
-    dropout: float = Field(
-        0.0, ge=0, lt=1, description="LoRA dropout (must be 0 when adapting MoE expert tensors, e.g. all-linear)."
-    )
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout (must be 0 with target_parameters).")
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt, or 'all-linear'."
+    )
+    target_parameters: list[str] | Literal["experts"] | None = Field(
+        None,
+        description="Parameters (not modules) to adapt, peft's target_parameters: the fused 3-D expert weights "
+        "of transformers MoE models are parameters, so 'all-linear' leaves the experts untouched. 'experts': every "
+        "routed expert tensor (e.g. experts.gate_up_proj, experts.down_proj); or names like those.",
     )
     merge_on_save: bool = Field(
         True, description="Also save the merged model (a plain checkpoint) next to the adapter."
     )
+
+    @model_validator(mode="after")
+    def _parameters_need_no_dropout(self) -> LoraConfig:
+        if self.target_parameters and self.dropout:
+            raise ValueError("target_parameters: peft adapts parameters without dropout; set lora.dropout: 0")
+        return self
 
 
 class WarmstartConfig(Section):
@@ -129,6 +139,7 @@ class ModelConfig(Section):
                 raise ValueError(
                     f"builder_args: unknown {unknown} for {self.builder}; known: {', '.join(spec_fields(self.builder))}"
                 )
+            check_choices(self.builder, self.builder_args)
         return self
 
     @model_validator(mode="after")

@@ -152,6 +152,7 @@ WARMSTART = TrlMapping(
         "lr_scheduler_type": "posttrain (cosine)",
         "save_strategy": "posttrain (the warm-start is saved once, as base/)",
         "completion_only_loss": "posttrain (the loss is on the solution, not the prompt)",
+        "router_aux_loss_coef": "moe.aux_loss_coef",
     },
     defaults={**_RUN_DEFAULTS, "dataset_num_proc": None, "dataloader_num_workers": 0},
 )

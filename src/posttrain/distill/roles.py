@@ -22,6 +22,7 @@ from posttrain.models.loading import load_model, load_tokenizer, resolve_model_p
 from posttrain.models.lora import merge_saved_adapter
 from posttrain.models.precision import resolve
 from posttrain.models.quantization import bnb_config
+from posttrain.models.tokenizer import build_tokenizer
 from posttrain.models.warmstart import warmstart_until
 from posttrain.telemetry.trainer_progress import RichProgressCallback
 
@@ -103,7 +104,12 @@ def student_source(cfg: ModelConfig, out: Path, teacher_tokenizer, seed: int) ->
         if (target / "config.json").is_file():
             return
 
-        tokenizer = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else teacher_tokenizer
+        if cfg.tokenizer:
+            tokenizer = load_tokenizer(cfg.tokenizer)
+        elif cfg.builder_args.get("tokenizer"):  # a student of another vocabulary: cross-tokenizer
+            tokenizer = build_tokenizer(cfg.builder_args["tokenizer"])
+        else:
+            tokenizer = teacher_tokenizer
         save_pretrained(build_model(cfg.builder, tokenizer, seed=seed, **cfg.builder_args), tokenizer, target)
 
     on_main(build)

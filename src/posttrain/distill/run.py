@@ -445,7 +445,7 @@ def _logit_kd(job: Job, student: LazyModel, tokenizer, student_src: str, teacher
         teacher=teacher.get() if cfg.teacher == "online" else None,
         targets=targets,
         callbacks=stage.callbacks,
-        peft_config=None if already_adapted else peft_config(recipe.student.lora),
+        peft_config=None if already_adapted else peft_config(recipe.student.lora, model),
         runs_dir=out / "runs",
     )
     console.print(

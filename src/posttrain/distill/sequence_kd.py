@@ -139,7 +139,7 @@ def train(
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         callbacks=list(callbacks),
-        peft_config=peft_config(lora),
+        peft_config=peft_config(lora, model),
     )
     quiet_trainer(trainer)
     trackers_last(trainer, (runs_dir or Path(out_dir).parent / "runs") / "sequence_kd")

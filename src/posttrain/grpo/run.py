@@ -28,11 +28,12 @@ from posttrain.data.splits import make_splits
 from posttrain.distributed import gathered_state_dict, on_main, sum_counts, world_size
 from posttrain.evaluate.browse import write_heldout_html
 from posttrain.evaluate.heldout import HeldOut, eval_sampling, greedy_accuracy, heldout_accuracy, result_line
+from posttrain.evaluate.sampling import render_prompt
 from posttrain.evaluate.scoring import build_rewards, reward_errors
 from posttrain.grpo.trainer import build_trainer
 from posttrain.hub import check_push, push
 from posttrain.io import atomic_write_json, atomic_write_jsonl
-from posttrain.models.balancing import moe_callbacks
+from posttrain.models.balancing import aux_loss_coef, moe_callbacks
 from posttrain.models.loading import (
     count_parameters,
     hub_model_id,
@@ -47,7 +48,7 @@ from posttrain.models.precision import resolve
 from posttrain.models.quantization import bnb_config
 from posttrain.models.warmstart import balancing_callbacks, refuse_sharded_engine, warmstart_until
 from posttrain.outputs import prepare_output_dir, write_recipe
-from posttrain.rewards.format import warn_if_template_prefills_think
+from posttrain.rewards.format import warn_prefill
 from posttrain.telemetry.callbacks import stage_callbacks
 from posttrain.telemetry.cost import price
 from posttrain.telemetry.heatmap import plot_expert_load
@@ -100,7 +101,7 @@ def run(
     tokenizer = load_tokenizer(
         recipe.model.tokenizer or model_path, recipe.model.revision, recipe.model.trust_remote_code
     )
-    _warn_think_prefill(tokenizer)
+    _warn_think_prefill(tokenizer, recipe)
     chat = tokenizer.chat_template is not None
     splits = make_splits(recipe.data, recipe.eval, recipe.model.warmstart)
     prompt = lambda row: to_prompt(row["question"], recipe.data.system_prompt, chat)  # noqa: E731
@@ -202,10 +203,11 @@ def _write_summary(summary: dict, out: Path, metric_rows: list[dict] | None) -> 
         plot_rewards(metric_rows, out / "reward.png", heldout=summary)
 
 
-def _warn_think_prefill(tokenizer) -> None:
-
+def _warn_think_prefill(tokenizer, recipe: GRPORecipe) -> None:
+    """Render one prompt the way training will and check it against the think/format rewards."""
     if tokenizer.chat_template:
-        warn_if_template_prefills_think(tokenizer.chat_template)
+        prompt = render_prompt(tokenizer, to_prompt("1+1=?", recipe.data.system_prompt, chat=True))
+        warn_prefill(prompt, {r.name: r.kwargs for r in recipe.rewards.functions})
 
 
 def _base_model(
@@ -255,6 +257,7 @@ def _base_model(
         precision=resolve(recipe.train.precision, recipe.model.dtype),
         report_to=recipe.output.report_to,
         runs_dir=out / "runs",
+        aux_loss_coef=aux_loss_coef(recipe.moe),
     )
     on_main(lambda: _save_base(model, tokenizer, base_dir, out / "warmstart-tmp", warmed))
     # TRL builds the KL reference model from `config._name_or_path`: point it at the warm-started

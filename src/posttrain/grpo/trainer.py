@@ -99,7 +99,7 @@ def build_trainer(
         train_dataset=Dataset.from_list(train_rows),
         processing_class=tokenizer,
         callbacks=list(callbacks),
-        peft_config=peft_config(recipe.model.lora),
+        peft_config=peft_config(recipe.model.lora, model),
     )
     quiet_trainer(trainer)
     trackers_last(trainer, Path(recipe.output.dir) / "runs" / "grpo")

@@ -41,8 +41,13 @@ from posttrain.telemetry.routing_stats import routing_summary
 
 log = logging.getLogger(__name__)
 
-# Families whose transformers forward computes the Switch loss from `output_router_logits`.
-AUX_LOSS_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "granitemoe")
+# Families whose transformers forward computes the Switch loss from `output_router_logits`, and TRL
+# 1.16's fused loss can weight it (it reads `config.num_experts`).
+AUX_LOSS_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss")
+# Families transformers computes it for, but TRL cannot: why, for the refusal.
+AUX_LOSS_BROKEN = {
+    "granitemoe": "TRL 1.16's fused loss reads config.num_experts, which GraniteMoeConfig names num_local_experts"
+}
 
 
 def update_bias(bias, counts, gamma: float):
@@ -111,6 +116,11 @@ def check_moe_settings(cfg: MoEConfig, model) -> None:
 
 def check_aux_loss(model) -> None:
     kind = family(model)
+    if kind in AUX_LOSS_BROKEN:
+        raise PosttrainError(
+            f"moe.balancing=aux_loss: {type(model).__name__} cannot take it here ({AUX_LOSS_BROKEN[kind]}); "
+            "use moe.balancing=loss_free"
+        )
     if kind not in AUX_LOSS_FAMILIES:
         hint = " (DeepSeek-V3's own method)" if kind in FAMILIES and FAMILIES[kind][1] == "native" else ""
         raise PosttrainError(

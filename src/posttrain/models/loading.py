@@ -10,14 +10,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from huggingface_hub import snapshot_download
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from posttrain.checkpoints import publish
 from posttrain.config.schema import ModelConfig
 from posttrain.errors import PosttrainError
 from posttrain.models.builders import build_model
+from posttrain.models.moe import reattach_selection_bias
 from posttrain.models.quantization import device_map, keep_trainable_layout
-from posttrain.models.tokenizer import build_char_tokenizer
+from posttrain.models.tokenizer import build_tokenizer
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16", "auto": "auto"}
 
@@ -77,13 +79,29 @@ def load_model(
         ) from None
     if quantization is not None:
         keep_trainable_layout(model)
+    folder = _weights_folder(name_or_path, revision)
+    if folder is not None:
+        reattach_selection_bias(model, folder)
     return model
 
 
-def build_and_save(kind: str, builder_args: dict, out_dir: Path, seed: int) -> Path:
-    """Random-init a tiny model + the char tokenizer and save both as a normal checkpoint."""
+def _weights_folder(name_or_path: str, revision: str | None) -> Path | None:
+    """Where the weights just loaded lie: the folder itself, or the Hub cache's snapshot (no download)."""
+    if Path(name_or_path).expanduser().is_dir():
+        return Path(name_or_path).expanduser()
+    try:
+        return Path(
+            snapshot_download(name_or_path, revision=revision, allow_patterns="*.safetensors", local_files_only=True)
+        )
+    except (OSError, ValueError):  # not a cached Hub snapshot: nothing of ours to restore
+        return None
 
-    tokenizer = build_char_tokenizer()
+
+def build_and_save(kind: str, builder_args: dict, out_dir: Path, seed: int) -> Path:
+    """Random-init a tiny model + its tokenizer (`builder_args.tokenizer`, char by default) and save both
+    as a normal checkpoint."""
+
+    tokenizer = build_tokenizer(builder_args.get("tokenizer"))
     model = build_model(kind, tokenizer, seed=seed, **builder_args)
     save_pretrained(model, tokenizer, out_dir)
     return out_dir

@@ -7,14 +7,16 @@ so one forward hook counts selections for all of them. The loss-free balancing b
 - DeepSeek-V3-style routers (`deepseek_v3`, `glm4_moe`, `dots1`) have it built in: the buffer
   `e_score_correction_bias` is added to the sigmoid scores for top-k choice only, and saved
   with the weights. transformers loads it but never updates it; `posttrain.models.balancing` does.
-- Softmax routers (`mixtral`, `qwen2_moe`, `qwen3_moe`, `olmoe`) and `granitemoe` have none.
+- Softmax routers (`mixtral`, `qwen2_moe`, `qwen3_moe`, `olmoe`, `deepseek_v2`), and top-k-softmax
+  routers (`granitemoe`, `gpt_oss`: softmax over the chosen logits only) have none.
   `install_selection_bias` adds a float32 buffer `selection_bias` to each router plus a forward
   hook that re-picks the top-k from `router_logits + selection_bias` and takes the gate weights
-  from the *unbiased* logits (softmax over all experts, renormalised like the model does;
-  granite: softmax over the chosen logits). With a zero bias the output is the model's own.
-  The buffer is saved in checkpoints and Trainer resumes restore it; a fresh `from_pretrained`
-  of such a family drops it as an unexpected key, so call `install_selection_bias` and then
-  `restore_selection_bias(layers, path)` to load it back.
+  from the *unbiased* logits the way the family does (softmax over all experts, renormalised when
+  the model renormalises; DeepSeek-V2: times `routed_scaling_factor`; top-k-softmax: softmax over
+  the chosen logits). With a zero bias the output is the model's own.
+  The buffer is saved in checkpoints and Trainer resumes restore it; `from_pretrained` of such a
+  family drops it as an unexpected key, so `posttrain.models.loading.load_model` calls
+  `install_selection_bias` and `restore_selection_bias(layers, path)` when a checkpoint has one.
 
 Any other MoE family raises `UnsupportedMoEError` naming the supported ones.
 """
@@ -42,11 +44,13 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "deepseek_v3": ("DeepseekV3TopkRouter", "native"),
     "glm4_moe": ("Glm4MoeTopkRouter", "native"),
     "dots1": ("Dots1TopkRouter", "native"),
+    "deepseek_v2": ("DeepseekV2TopkRouter", "scaled"),
     "mixtral": ("MixtralTopKRouter", "softmax"),
     "qwen2_moe": ("Qwen2MoeTopKRouter", "softmax"),
     "qwen3_moe": ("Qwen3MoeTopKRouter", "softmax"),
     "olmoe": ("OlmoeTopKRouter", "softmax"),
-    "granitemoe": ("GraniteMoeTopKRouter", "granite"),
+    "granitemoe": ("GraniteMoeTopKRouter", "topk_softmax"),
+    "gpt_oss": ("GptOssTopKRouter", "topk_softmax"),
 }
 _EXPERT_COUNT_KEYS = ("n_routed_experts", "num_experts", "num_local_experts")
 
@@ -64,7 +68,7 @@ class MoELayer:
     router: object  # torch.nn.Module
     num_experts: int
     top_k: int
-    kind: str  # "native" | "softmax" | "granite"
+    kind: str  # "native" | "softmax" | "scaled" | "topk_softmax"
 
     @property
     def key(self) -> str:
@@ -132,6 +136,13 @@ def install_selection_bias(layers: list[MoELayer]) -> None:
             continue
         if getattr(router, SELECTION_BIAS, None) is not None:
             continue
+        if getattr(router, "topk_method", "greedy") != "greedy":
+            # Group-limited top-k (DeepSeek-V2 full size) picks groups first; a bias on the plain
+            # top-k would silently route differently from the model.
+            raise UnsupportedMoEError(
+                f"{layer.name}: topk_method {router.topk_method!r} is not balanced by posttrain (greedy only); "
+                "set moe.balancing=none"
+            )
         router.register_buffer(
             SELECTION_BIAS, torch.zeros(layer.num_experts, dtype=torch.float32, device=router.weight.device)
         )
@@ -144,8 +155,10 @@ def _biased_selection(kind: str):
         logits, weights, _ = output
         scores = logits.float()
         indices = torch.topk(scores + getattr(router, SELECTION_BIAS), router.top_k, dim=-1).indices
-        if kind == "granite":
+        if kind == "topk_softmax":
             gates = scores.gather(-1, indices).softmax(dim=-1)
+        elif kind == "scaled":
+            gates = scores.softmax(dim=-1).gather(-1, indices) * router.routed_scaling_factor
         else:
             gates = scores.softmax(dim=-1).gather(-1, indices)
             if getattr(router, "norm_topk_prob", True):  # Mixtral always renormalises; Qwen/OLMoE by config
@@ -169,6 +182,26 @@ def restore_selection_bias(layers: list[MoELayer], checkpoint_dir) -> int:
                     by_index[int(match.group(1))].bias.copy_(f.get_tensor(key))
                     loaded += 1
     return loaded
+
+
+def has_saved_selection_bias(checkpoint_dir) -> bool:
+    """Whether a checkpoint folder holds `selection_bias` tensors (a softmax-family model posttrain balanced)."""
+    for file in sorted(Path(checkpoint_dir).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            if any(key.endswith("." + SELECTION_BIAS) for key in f.keys()):
+                return True
+    return False
+
+
+def reattach_selection_bias(model, checkpoint_dir) -> int:
+    """After `from_pretrained`: put back the saved selection biases transformers dropped; returns how many.
+
+    Without this a reloaded Mixtral/Qwen/OLMoE/Granite policy routes as if it had never been balanced."""
+    if not has_saved_selection_bias(checkpoint_dir):
+        return 0
+    layers = find_moe_layers(model)
+    install_selection_bias(layers)
+    return restore_selection_bias(layers, checkpoint_dir)
 
 
 def freeze_router(layers: list[MoELayer]) -> int:

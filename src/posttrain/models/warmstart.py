@@ -72,6 +72,8 @@ def run_warmstart(
     report_to: Sequence[str] = (),
     stage: str = "warmstart",
     runs_dir: Path | None = None,
+    *,
+    aux_loss_coef: float = 0.0,
 ):
     """Train `model` in place on the rows' solutions for `cfg.steps` steps; returns the trainer's metrics.
 
@@ -79,6 +81,9 @@ def run_warmstart(
     `round_index` > 0: an extra round of `cfg.extra_steps` (`warmstart_until`), its data in another order.
     `report_to`: `output.report_to`; TensorBoard writes to runs_dir (default: out_dir's parent/runs)
     /<stage>[_round<n>].
+    `aux_loss_coef`: `balancing.aux_loss_coef(moe)`, explicit even at 0.0: TRL otherwise takes the model
+    config's own coefficient (Qwen/Mixtral/Granite ship 0.001), which adds a loss nobody asked for and,
+    on GraniteMoE, fails inside TRL (its fused loss reads `config.num_experts`).
     """
 
     missing = [r.get("id") for r in rows if not r.get("solution")]
@@ -97,6 +102,7 @@ def run_warmstart(
         # Explicit, because TRL defaults to bf16 autocast, which is several times slower on CPUs.
         **trainer_kwargs(precision),
         completion_only_loss=True,
+        router_aux_loss_coef=aux_loss_coef,
         seed=cfg.seed + round_index,
         report_to=list(report_to),
     )
@@ -130,6 +136,8 @@ def warmstart_until(
     report_to: Sequence[str] = (),
     stage: str = "warmstart",
     runs_dir: Path | None = None,
+    *,
+    aux_loss_coef: float = 0.0,
 ) -> dict:
     """The warm-start: `cfg.steps`, then, with `cfg.until_greedy`, extra rounds until `check(model)` reaches it.
 
@@ -146,7 +154,19 @@ def warmstart_until(
     rounds = 1 + (cfg.max_extra_rounds if cfg.until_greedy is not None else 0)
     for index in range(rounds):
         run_warmstart(
-            model, tokenizer, rows, prompts, cfg, out_dir, callbacks, precision, index, report_to, stage, runs_dir
+            model,
+            tokenizer,
+            rows,
+            prompts,
+            cfg,
+            out_dir,
+            callbacks,
+            precision,
+            index,
+            report_to,
+            stage,
+            runs_dir,
+            aux_loss_coef=aux_loss_coef,
         )
         total += cfg.extra_steps if index else cfg.steps
         if cfg.until_greedy is None:

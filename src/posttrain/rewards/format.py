@@ -6,9 +6,10 @@ the recipe's required layout, and a model trained with it learns the tags.  Reci
 such models use ``think_format`` instead, which accepts any non-empty answer after
 ``</think>``.  ``accuracy`` extracts the answer from all of these layouts either way.
 
-When a chat template pre-fills ``<think>`` in the generation prompt the completion starts
-inside the reasoning, without the opening tag; pass ``allow_prefilled_think=True`` (or see
-``warn_if_template_prefills_think``) or ``format`` stays at 0.
+When a chat template pre-fills ``<think>`` in the generation prompt (DeepSeek-R1 style) the
+completion starts inside the reasoning, without the opening tag; pass ``allow_prefilled_think=True``
+or ``format`` stays at 0. When it pre-fills an empty closed block (Qwen3 with thinking off) there is
+no reasoning to score. ``think_prefill`` tells which from the rendered prompt; ``warn_prefill`` warns.
 """
 
 from __future__ import annotations
@@ -99,33 +100,65 @@ def think_format(completions, *, allow_prefilled_think: bool = True, **kwargs) -
 
 
 _warned_prefill = False
-_GENERATION_BLOCK = re.compile(r"add_generation_prompt(.{0,400}?)(?:endif|$)", re.S)
+# Rewards that score the <think> block, and whether they accept a completion starting inside it.
+_THINK_REWARDS = {"format": False, "format_soft": False, "tag_count": False, "think_format": True}
 
 
-def template_prefills_think(chat_template: str | None) -> bool:
-    """True when the generation prompt of a chat template ends by opening ``<think>``."""
-    if not chat_template:
-        return False
-    return any("<think>" in block for block in _GENERATION_BLOCK.findall(chat_template[:200_000]))
+def think_prefill(generation_prompt: str) -> str | None:
+    """What a rendered generation prompt leaves the completion to write.
 
+    "open": it ends inside an opened ``<think>`` (DeepSeek-R1 style): completions carry ``</think>``
+    but no ``<think>``. "closed": it pre-fills an empty, closed block (Qwen3 with thinking off):
+    completions carry no reasoning at all. None: the completion writes its own tags.
 
-def warn_if_template_prefills_think(chat_template: str | None) -> bool:
-    """Warn once per process when *chat_template* pre-fills ``<think>``; returns whether it does.
-
-    Completions then start inside the reasoning without the opening tag, and the strict
-    ``format`` reward stays at 0 unless ``allow_prefilled_think=True``.
-
-    >>> warn_if_template_prefills_think("{{ messages }}")
-    False
+    >>> think_prefill("<|im_start|>assistant\\n<think>\\n"), think_prefill("...<think>\\n\\n</think>\\n\\n")
+    ('open', 'closed')
     """
-    global _warned_prefill
-    prefills = template_prefills_think(chat_template)
-    if prefills and not _warned_prefill:
-        _warned_prefill = True
-        message = (
-            "the chat template pre-fills '<think>' in the generation prompt, so "
-            "completions start without it and the strict 'format' reward stays at 0; "
-            "set kwargs {allow_prefilled_think: true} on 'format' or use 'think_format'"
+    last_open = generation_prompt.rfind("<think>")
+    if last_open < 0:
+        return None
+    tail = generation_prompt[last_open + len("<think>") :]
+    if "</think>" not in tail:
+        return "open"
+    return "closed" if not tail.split("</think>", 1)[1].strip() else None
+
+
+def prefill_problem(generation_prompt: str, rewards: dict[str, dict]) -> str | None:
+    """Why the configured think/format rewards cannot be earned under this prompt, or None.
+
+    `rewards`: reward name -> its kwargs. Pure: the caller renders the prompt and decides how to warn.
+    """
+    state = think_prefill(generation_prompt)
+    scored = {name: kwargs for name, kwargs in rewards.items() if name in _THINK_REWARDS}
+    if state is None or not scored:
+        return None
+    if state == "closed":
+        return (
+            "the chat template pre-fills an empty '<think></think>' block (thinking is off, e.g. "
+            f"enable_thinking=false), so completions carry no reasoning and {', '.join(sorted(scored))} stay at 0; "
+            "turn thinking on (data.chat_template_kwargs) or drop those rewards"
         )
-        warnings.warn(message, UserWarning, stacklevel=2)
-    return prefills
+    blind = sorted(name for name, kwargs in scored.items() if _needs_opening_tag(name, kwargs))
+    if not blind:
+        return None
+    return (
+        "the chat template pre-fills '<think>' in the generation prompt, so completions start without it and "
+        f"{', '.join(sorted(blind))} cannot reach full marks; set kwargs {{allow_prefilled_think: true}} "
+        "on 'format' or use 'think_format'"
+    )
+
+
+def _needs_opening_tag(name: str, kwargs: dict) -> bool:
+    if name in ("format", "think_format"):
+        return not kwargs.get("allow_prefilled_think", _THINK_REWARDS[name])
+    return True  # format_soft matches '<think>...</think>'; tag_count counts the opening tag
+
+
+def warn_prefill(generation_prompt: str, rewards: dict[str, dict]) -> str | None:
+    """Warn once per process when `prefill_problem` finds one; returns the problem (or None)."""
+    global _warned_prefill
+    problem = prefill_problem(generation_prompt, rewards)
+    if problem and not _warned_prefill:
+        _warned_prefill = True
+        warnings.warn(problem, UserWarning, stacklevel=2)
+    return problem

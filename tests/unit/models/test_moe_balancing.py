@@ -108,54 +108,62 @@ def test_native_bias_changes_selection_not_gate_weights():
     assert torch.allclose(weights, unbiased / unbiased.sum(-1, keepdim=True))
 
 
-def _tiny_family(model_type: str):
-    from transformers import AutoModelForCausalLM, GraniteMoeConfig, MixtralConfig, Qwen3MoeConfig
-
-    common = {
-        "vocab_size": 40,
-        "hidden_size": 16,
-        "intermediate_size": 16,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "num_experts_per_tok": 2,
-    }
-    config = {
-        "qwen3_moe": lambda: Qwen3MoeConfig(**common, num_experts=4, moe_intermediate_size=8, head_dim=8),
-        "mixtral": lambda: MixtralConfig(**common, num_local_experts=4),
-        "granitemoe": lambda: GraniteMoeConfig(**common, num_local_experts=4),
-    }[model_type]()
-    torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(config)
+SOFTMAX_FAMILIES = ["qwen3_moe", "qwen2_moe", "mixtral", "olmoe", "granitemoe", "gpt_oss", "deepseek_v2"]
 
 
-@pytest.mark.parametrize("model_type", ["qwen3_moe", "mixtral", "granitemoe"])
-def test_selection_bias_wrapper_for_routers_without_one(model_type, tmp_path):
-    model = _tiny_family(model_type)
+def _tiny_family(model_type: str, char_tokenizer):
+    from posttrain.models.builders import build_model
+
+    return build_model("tiny-moe", char_tokenizer, seed=0, family=model_type, **TINY)
+
+
+def _expected_gates(layer, logits, idx):
+    """The family's own gate formula, written out independently of the hook."""
+    scores = logits.float()
+    if layer.kind == "topk_softmax":
+        return scores.gather(1, idx).softmax(-1)
+    gates = scores.softmax(-1).gather(1, idx)
+    if layer.kind == "scaled":
+        return gates * layer.router.routed_scaling_factor
+    if getattr(layer.router, "norm_topk_prob", True):  # Mixtral always renormalises
+        gates = gates / gates.sum(-1, keepdim=True)
+    return gates
+
+
+@pytest.mark.parametrize("model_type", SOFTMAX_FAMILIES)
+def test_selection_bias_wrapper_for_routers_without_one(model_type, char_tokenizer, tmp_path):
+    model = _tiny_family(model_type, char_tokenizer).eval()
     layers = find_moe_layers(model)
-    assert [layer.index for layer in layers] == [0, 1] and layers[0].bias is None
-    x = torch.randn(6, 16)
+    assert len(layers) == TINY["num_layers"] and layers[0].bias is None
+    hidden = TINY["hidden_size"]
+    x = torch.randn(6, hidden)
+    ids = torch.randint(10, 60, (2, 7))
     with torch.no_grad():
-        reference = layers[0].router(x)
+        reference, reference_logits = layers[0].router(x), model(input_ids=ids).logits
         install_selection_bias(layers)
         install_selection_bias(layers)  # idempotent: one hook, one buffer
-        same = layers[0].router(x)
+        same, same_logits = layers[0].router(x), model(input_ids=ids).logits
         layers[0].bias[3] = 50.0
         logits, weights, idx = layers[0].router(x)
     assert all(torch.equal(a, b) for a, b in zip(reference, same))  # zero bias: the model's own routing
-    assert (idx == 3).any(dim=-1).all()
-    scores = logits.float()
-    expected = scores.gather(1, idx).softmax(-1) if model_type == "granitemoe" else scores.softmax(-1).gather(1, idx)
-    if model_type != "granitemoe" and getattr(layers[0].router, "norm_topk_prob", True):  # Mixtral always
-        expected = expected / expected.sum(-1, keepdim=True)
-    assert torch.allclose(weights, expected.to(weights.dtype))  # gates from unbiased logits
+    assert torch.equal(reference_logits, same_logits)
+    assert (idx == 3).any(dim=-1).all() and not (reference[2] == 3).any(dim=-1).all()
+    assert torch.allclose(weights, _expected_gates(layers[0], logits, idx).to(weights.dtype))  # unbiased gates
 
     model.save_pretrained(tmp_path)
-    fresh = _tiny_family(model_type)
+    fresh = _tiny_family(model_type, char_tokenizer)
     fresh_layers = find_moe_layers(fresh)
     install_selection_bias(fresh_layers)
-    assert restore_selection_bias(fresh_layers, tmp_path) == 2
+    assert restore_selection_bias(fresh_layers, tmp_path) == TINY["num_layers"]
     assert fresh_layers[0].bias[3] == 50.0
+
+
+def test_group_limited_deepseek_v2_is_refused_not_mis_balanced(char_tokenizer):
+    model = _tiny_family("deepseek_v2", char_tokenizer)
+    layers = find_moe_layers(model)
+    layers[0].router.topk_method = "group_limited_greedy"
+    with pytest.raises(UnsupportedMoEError, match="greedy only"):
+        install_selection_bias(layers)
 
 
 def test_counts_skip_padding_and_cover_generation(tiny_moe):

@@ -14,7 +14,7 @@ def rounds(monkeypatch):
     """Each SFT round as (max steps it would train, data seed), without training anything."""
     seen = []
 
-    def fake(model, tokenizer, rows, prompts, cfg, out_dir, callbacks, precision, round_index=0, *tracking):
+    def fake(model, tokenizer, rows, prompts, cfg, out_dir, callbacks, precision, round_index=0, *tracking, **kwargs):
         seen.append((cfg.extra_steps if round_index else cfg.steps, cfg.seed + round_index))
 
     monkeypatch.setattr(warmstart, "run_warmstart", fake)

@@ -66,16 +66,63 @@ def test_hostile_inputs_score_zero_fast():
     assert fmt.format_soft(hostile)[0] == 0.0
 
 
-QWEN3_LIKE = "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n<think>\\n' }}\n{%- endif %}"
-PLAIN = "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+def _prompt(style: str, **kwargs) -> str:
+    from posttrain.models.tokenizer import build_bpe_tokenizer
+
+    tokenizer = build_bpe_tokenizer(style)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": "1+1=?"}], tokenize=False, add_generation_prompt=True, **kwargs
+    )
+
+
+def test_think_prefill_reads_the_rendered_generation_prompt():
+    assert fmt.think_prefill(_prompt("r1")) == "open"
+    assert fmt.think_prefill(_prompt("qwen3")) is None
+    assert fmt.think_prefill(_prompt("qwen3", enable_thinking=True)) is None
+    assert fmt.think_prefill(_prompt("qwen3", enable_thinking=False)) == "closed"
+    assert fmt.think_prefill("<|User|>what does <think> mean?<|Assistant|>") == "open"  # last tag decides
+
+
+def test_prefill_problem_names_what_cannot_be_earned():
+    strict = {"format": {}, "accuracy": {}}
+    r1, qwen_off = _prompt("r1"), _prompt("qwen3", enable_thinking=False)
+    assert fmt.prefill_problem(_prompt("qwen3"), strict) is None
+    assert "format cannot reach full marks" in fmt.prefill_problem(r1, strict)
+    assert fmt.prefill_problem(r1, {"format": {"allow_prefilled_think": True}}) is None
+    assert fmt.prefill_problem(r1, {"think_format": {}}) is None  # accepts a prefilled think by default
+    assert "tag_count" in fmt.prefill_problem(r1, {"think_format": {}, "tag_count": {}})
+    assert fmt.prefill_problem(r1, {"accuracy": {}}) is None
+    closed = fmt.prefill_problem(qwen_off, {"format": {"allow_prefilled_think": True}, "think_format": {}})
+    assert "thinking is off" in closed and "format, think_format" in closed
+
+
+@pytest.mark.parametrize(
+    ("style", "kwargs", "prefill", "completion", "scores"),
+    [
+        # What a model writes after each template's generation prompt, scored end to end.
+        ("qwen3", {}, None, "<think>1+1=2</think><answer>2</answer>", {"strict": 1.0, "prefilled": 1.0, "think": 1.0}),
+        ("r1", {}, "open", "1+1=2</think><answer>2</answer>", {"strict": 0.0, "prefilled": 1.0, "think": 1.0}),
+        (
+            "qwen3",
+            {"enable_thinking": False},
+            "closed",
+            "<answer>2</answer>",
+            {"strict": 0, "prefilled": 0, "think": 0},
+        ),
+    ],
+)
+def test_format_rewards_on_each_templates_completions(style, kwargs, prefill, completion, scores):
+    assert fmt.think_prefill(_prompt(style, **kwargs)) == prefill
+    assert fmt.format_strict([completion]) == [scores["strict"]]
+    assert fmt.format_strict([completion], allow_prefilled_think=True) == [scores["prefilled"]]
+    assert fmt.think_format([completion]) == [scores["think"]]
 
 
 def test_prefill_warning_is_emitted_once(monkeypatch):
     monkeypatch.setattr(fmt, "_warned_prefill", False)
-    assert fmt.warn_if_template_prefills_think(PLAIN) is False
-    assert fmt.warn_if_template_prefills_think(None) is False
+    assert fmt.warn_prefill(_prompt("qwen3"), {"format": {}}) is None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert fmt.warn_if_template_prefills_think(QWEN3_LIKE) is True
-        assert fmt.warn_if_template_prefills_think(QWEN3_LIKE) is True
+        assert fmt.warn_prefill(_prompt("r1"), {"format": {}})
+        assert fmt.warn_prefill(_prompt("r1"), {"format": {}})
     assert len(caught) == 1 and "allow_prefilled_think" in str(caught[0].message)
