@@ -55,7 +55,7 @@ NOT_SETTINGS = {"output_dir", "logging_dir", "run_name"}
 def parse_args(argv=None) -> argparse.Namespace:
     p = parser(__doc__)
     p.add_argument("--steps", type=int, help="GRPO steps per run (12; quick 4)")
-    p.add_argument("--repeats", type=int, help="runs of each side, alternating order (3; quick 2)")
+    p.add_argument("--repeats", type=int, help="runs of each side, alternating order (3; quick 1)")
     p.add_argument("--batch", type=int, help="completions per step, prompts x 8 generations (32; quick 16)")
     p.add_argument("--max-completion-length", type=int, default=40)
     p.add_argument(
@@ -71,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     quick = args.quick
     for name, full, small in (
         ("steps", 12, 4),
-        ("repeats", 3, 2),
+        ("repeats", 3, 1),
         ("batch", 32, 16),
         ("warmstart_steps", 60, 20),
         ("answers", 500, 100),

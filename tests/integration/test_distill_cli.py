@@ -151,12 +151,30 @@ def test_different_tokenizer_student_is_refused_before_any_work(tmp_path, tiny_m
 
 def test_missing_flags_and_bad_recipe_are_one_message(tmp_path):
     result = runner.invoke(app, ["distill", "--teacher", "x"])
-    assert result.exit_code == 2 and "no --student, --data" in result.output
+    assert result.exit_code == 2 and "no --student:" in result.output
     result = runner.invoke(
         app, ["distill", RECIPE, "--dry-run", "--set", "distill.logit_kd.lmbda=0.3", "--set", "distill.max_step=3"]
     )
     assert result.exit_code == 2
     assert "did you mean max_steps?" in result.output and "offline teacher is not in memory" in result.output
+
+
+def test_teacher_and_student_alone_take_the_teachers_data_or_gsm8k(tmp_path, tiny_moe_dir):
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "teacher-run"
+    shutil.copytree(tiny_moe_dir, run)
+    (run / "recipe.yaml").write_text(yaml.safe_dump({"data": {"source": "countdown", "num_train": 300}}))
+    result = runner.invoke(app, ["distill", "--teacher", str(run), "--student", "build:tiny-dense", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "source: countdown" in result.output and "num_train: 300" in result.output
+    result = runner.invoke(
+        app, ["distill", "--teacher", str(tiny_moe_dir), "--student", "build:tiny-dense", "--dry-run"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "source: openai/gsm8k" in result.output and "config_name: main" in result.output
 
 
 def test_dry_run_with_flags_overriding_the_recipe():

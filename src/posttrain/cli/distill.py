@@ -2,7 +2,9 @@
 
 Flags fill or override recipe fields: --teacher -> teacher.name_or_path, --student ->
 student.name_or_path, --data -> data.source, --output-dir -> output.dir; --set reaches any key.
-Without a recipe the defaults apply (rewards accuracy + format, sequence-level KD only).
+Without a recipe the defaults apply (rewards accuracy + format, sequence-level KD only); without
+--data either, the teacher's own training data when it is a posttrain run (its recipe.yaml),
+else GSM8K's training split from the Hub.
 """
 
 from __future__ import annotations
@@ -97,15 +99,30 @@ def load(path: Path | None, second: Path | None, teacher, student, data, output_
     given = {key: value for key, value in flags.items() if value is not None}
     missing = [
         f"--{key.split('.')[0]}"
-        for key in ("teacher.name_or_path", "student.name_or_path", "data.source")
+        for key in ("teacher.name_or_path", "student.name_or_path")
         if key not in given and key.split(".")[0] not in base
     ]
     if missing:
         raise ConfigError(f"no {', '.join(missing)}: pass {' and '.join(missing)}, or a recipe that sets them")
+    if "data.source" not in given and "data" not in base:
+        base["data"] = default_data(teacher)
     # Flags are overrides like --set (the same validation), applied before --set; quoted, so a name
     # such as "null" or "1e3" stays a string.
     overrides = [f"{key}={json.dumps(value)}" for key, value in given.items()] + sets
     return load_recipe(path, DistillRecipe, overrides, data=base)
+
+
+def default_data(teacher: str | None) -> dict:
+    """Without --data or a recipe: the problems a posttrain-trained teacher learned on (its run's
+    recipe.yaml), else GSM8K's training split from the Hub."""
+    from posttrain.config.loader import read_yaml
+
+    run_recipe = Path(teacher).expanduser() / "recipe.yaml" if teacher else None
+    if run_recipe is not None and run_recipe.is_file():
+        data = read_yaml(run_recipe)[0].get("data")
+        if isinstance(data, dict) and data.get("source"):
+            return data
+    return {"source": "openai/gsm8k", "config_name": "main", "split": "train"}
 
 
 def _print_result(out, summary: dict, out_dir: str) -> None:
