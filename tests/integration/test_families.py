@@ -256,3 +256,29 @@ def test_dense_student_of_an_moe_teacher(family, tokenizer, quick_overrides, dis
     assert any(not torch.equal(a, b) for a, b in zip(student.parameters(), initial.parameters()))
     vocab = len(build_tokenizer(tokenizer)) if tokenizer else len(tokenizer_for(STYLE["qwen3_moe"]))
     assert student.get_input_embeddings().weight.shape[0] == vocab
+
+
+@pytest.mark.slow
+def test_chat_template_kwargs_reach_every_rendering(quick_overrides, distill_overrides, tmp_path, monkeypatch):
+    """`data.chat_template_kwargs: {enable_thinking: false}` renders every prompt of a run with thinking
+    off: the warm-start's SFT rows, TRL's rollouts, held-out eval, teacher traces and both KD stages."""
+    from transformers import PreTrainedTokenizerBase
+
+    calls = []
+    original = PreTrainedTokenizerBase.apply_chat_template
+
+    def spy(self, conversation, *args, **kwargs):
+        calls.append(kwargs.get("enable_thinking"))
+        return original(self, conversation, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "apply_chat_template", spy)
+    off = "data.chat_template_kwargs={enable_thinking: false}"
+    with pytest.warns(UserWarning, match="thinking is off"):
+        grpo_cli("qwen3_moe", tmp_path / "grpo", [*quick_overrides, off])
+    grpo_calls, calls[:] = list(calls), []
+    result = distill_cli(
+        tmp_path / "grpo", tmp_path / "distill", distill_overrides, off, "distill.logit_kd.enabled=true"
+    )
+    assert result.exit_code == 0, result.output
+    assert len(grpo_calls) > 20 and len(calls) > 20
+    assert set(grpo_calls) == set(calls) == {False}

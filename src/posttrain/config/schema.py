@@ -176,6 +176,11 @@ class DataConfig(Section):
     prompt_column: str | None = Field(None, description="Column holding the problem text.")
     answer_column: str | None = Field(None, description="Column holding the gold answer.")
     system_prompt: str | None = Field(None, description="System message put before every problem.")
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra variables of the tokenizer's chat template wherever a prompt is rendered (rollouts, "
+        "warm-start, eval, traces, KD), e.g. {enable_thinking: false} for Qwen3.",
+    )
     task_args: dict[str, Any] = Field(default_factory=dict, description="Arguments of a built-in task.")
     num_train: int | None = Field(None, gt=0, description="Use at most this many training rows.")
     seed: int = Field(0, description="Seed for generated tasks and shuffling.")

@@ -78,6 +78,7 @@ GRPO = TrlMapping(
         "save_total_limit": "output.save_total_limit",
         "save_only_model": "posttrain (checkpoints keep the optimizer state, so runs resume exactly)",
         "reward_weights": "rewards.functions[].weight",
+        "chat_template_kwargs": "data.chat_template_kwargs",
         "router_aux_loss_coef": "moe.aux_loss_coef",
         "cache_implementation": "generation.cache",
         "use_vllm": "generation.backend",

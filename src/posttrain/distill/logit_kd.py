@@ -42,12 +42,12 @@ def check_shared_tokenizer(teacher_tok, student_tok, teacher_name: str, student_
     )
 
 
-def encode_rows(tokenizer, traces: list[dict], max_length: int) -> list[dict]:
+def encode_rows(tokenizer, traces: list[dict], max_length: int, template_kwargs=None) -> list[dict]:
     """Training rows for the collator; a trace longer than `max_length` is cut, one whose prompt
     alone fills it is skipped (nothing left to learn from)."""
     rows = []
     for i, trace in enumerate(traces):
-        ids, prompt_len = encode_trace(tokenizer, trace["prompt"], trace["completion"])
+        ids, prompt_len = encode_trace(tokenizer, trace["prompt"], trace["completion"], template_kwargs)
         if prompt_len < max_length:
             rows.append(
                 {

@@ -45,6 +45,7 @@ def warm_teacher(
     console: Console,
     check: Callable[[object], float] | None = None,
     report_to: Sequence[str] = (),
+    template_kwargs=None,
 ):
     """(path, in-memory model or None): a `build:` teacher warm-started on worked solutions, once.
 
@@ -80,6 +81,7 @@ def warm_teacher(
         stage="teacher_warmstart",
         runs_dir=out / "runs",
         precision=resolve("auto", cfg.dtype),  # train.precision is the student's
+        template_kwargs=template_kwargs,
     )
 
     def save() -> None:

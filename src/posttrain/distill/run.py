@@ -155,7 +155,9 @@ def run(
     # Only now does the folder hold a run: one that failed on its inputs can be re-run as it was.
     write_recipe(out, recipe)
 
-    settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
+    settings = eval_sampling(
+        recipe.eval, cache=recipe.generation.cache, template_kwargs=recipe.data.chat_template_kwargs
+    )
     heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, console)
     check = replace(heldout, rows=splits.train[: recipe.teacher.warmstart.check_problems])  # never held-out problems
     with ledger.stage(
@@ -172,6 +174,7 @@ def run(
             console,
             check=lambda model: greedy_accuracy(model, tokenizer, check, "teacher warm-start check: greedy"),
             report_to=recipe.output.report_to,
+            template_kwargs=recipe.data.chat_template_kwargs,
         )
     teacher = LazyModel(lambda: roles.load(recipe.teacher, teacher_path))
     if warmed is not None:
@@ -291,6 +294,7 @@ def _traces(job: Job, teacher: LazyModel, tokenizer, rows, prompt, trace_filter)
         out / "traces_raw.jsonl",
         console,
         cache=recipe.generation.cache,
+        template_kwargs=recipe.data.chat_template_kwargs,
     )
     kept, stats = select(records, trace_filter)
     if not kept:
@@ -317,7 +321,8 @@ def _capture_topk(job: Job, teacher, tokenizer, traces: list[dict]) -> dict:
     recipe, out, console = job.recipe, job.out, job.console
 
     k = recipe.distill.logit_kd.topk
-    encoded = [encode_trace(tokenizer, t["prompt"], t["completion"]) for t in traces]
+    kwargs = job.recipe.data.chat_template_kwargs
+    encoded = [encode_trace(tokenizer, t["prompt"], t["completion"], kwargs) for t in traces]
     with progress_task(console, f"teacher top-{k} log-probs", total=len(encoded)) as advance:
         targets, gap = capture(teacher, encoded, k, tokenizer.pad_token_id, on_batch=advance)
     targets.save(out / "topk.safetensors")
@@ -399,6 +404,7 @@ def _sequence_kd(job: Job, student: LazyModel, tokenizer, student_src: str, trac
             aux_loss_coef=aux_loss_coef(recipe.moe),
             report_to=recipe.output.report_to,
             runs_dir=out / "runs",
+            template_kwargs=recipe.data.chat_template_kwargs,
         )
     roles.save_stage(trainer.model, tokenizer, stage_dir, gathered_state_dict(trainer))
     return trainer.model
@@ -413,7 +419,7 @@ def _logit_kd(job: Job, student: LazyModel, tokenizer, student_src: str, teacher
         console.print(f"logit KD: reusing {stage_dir / 'model'}")
         return roles.load_stage(recipe.student, student_src, stage_dir)
     cfg, d = recipe.distill.logit_kd, recipe.distill
-    rows = logit_kd.encode_rows(tokenizer, traces, d.max_length)
+    rows = logit_kd.encode_rows(tokenizer, traces, d.max_length, recipe.data.chat_template_kwargs)
     targets = None
     if cfg.teacher == "offline":
         targets = TopKTargets.load(out / "topk.safetensors")

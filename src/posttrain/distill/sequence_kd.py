@@ -118,11 +118,13 @@ def train(
     aux_loss_coef: float = 0.0,
     report_to: Sequence[str] = (),
     runs_dir: Path | None = None,
+    template_kwargs=None,
 ):
     """Fine-tune `model` on the traces; returns the trainer (its `.model` may be a PeftModel).
-    `report_to`: trackers; TensorBoard writes to runs_dir/sequence_kd (default: out_dir's parent/runs)."""
+    `report_to`: trackers; TensorBoard writes to runs_dir/sequence_kd (default: out_dir's parent/runs).
+    `template_kwargs`: `data.chat_template_kwargs`, rendered into every row as the teacher's prompts were."""
 
-    rows = sft_rows([{"solution": t["completion"]} for t in traces], [t["prompt"] for t in traces])
+    rows = sft_rows([{"solution": t["completion"]} for t in traces], [t["prompt"] for t in traces], template_kwargs)
     args = sft_args(
         cfg,
         out_dir,

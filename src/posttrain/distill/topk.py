@@ -28,14 +28,17 @@ _MAX_LOG_MASS = -1e-7
 GAP_KS = (1, 2, 4, 8, 16, 32, 64)
 
 
-def encode_trace(tokenizer, prompt, completion: str) -> tuple[list[int], int]:
+def encode_trace(tokenizer, prompt, completion: str, template_kwargs=None) -> tuple[list[int], int]:
     """Token ids of prompt + completion + end of turn, and the index where the completion starts.
 
-    The same layout TRL's SFTTrainer trains on (chat template over prompt + assistant message).
+    The same layout TRL's SFTTrainer trains on (chat template over prompt + assistant message, with
+    `data.chat_template_kwargs`).
     """
-    head = render_prompt(tokenizer, prompt)
+    head = render_prompt(tokenizer, prompt, template_kwargs)
     if isinstance(prompt, list):
-        full = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": completion}], tokenize=False)
+        full = tokenizer.apply_chat_template(
+            [*prompt, {"role": "assistant", "content": completion}], tokenize=False, **(template_kwargs or {})
+        )
     else:
         full = head + completion + tokenizer.eos_token
     ids = tokenizer(full, add_special_tokens=False)["input_ids"]

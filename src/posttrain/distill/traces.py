@@ -129,7 +129,7 @@ def _trace_row(record: dict, sample: dict) -> dict:
     }
 
 
-def settings_for(cfg: TracesConfig, start: int, cache: str = "dynamic") -> SamplingSettings:
+def settings_for(cfg: TracesConfig, start: int, cache: str = "dynamic", template_kwargs=None) -> SamplingSettings:
     """Each chunk seeds from its first prompt's index, so a resumed chunk samples as it would have."""
     return SamplingSettings(
         n=cfg.num_samples,
@@ -139,6 +139,7 @@ def settings_for(cfg: TracesConfig, start: int, cache: str = "dynamic") -> Sampl
         batch_size=cfg.batch_size,
         seed=cfg.seed + start,
         cache=cache,
+        template_kwargs=dict(template_kwargs or {}),
     )
 
 
@@ -153,6 +154,7 @@ def generate_traces(
     raw_path: Path,
     console: Console,
     cache: str = "dynamic",
+    template_kwargs=None,
 ) -> list[dict]:
     """Scored teacher samples for every row, resuming after the records already in `raw_path`."""
 
@@ -168,7 +170,7 @@ def generate_traces(
             tokenizer,
             rows[start:stop],
             prompts[start:stop],
-            settings_for(cfg, start, cache),
+            settings_for(cfg, start, cache, template_kwargs),
             reward_funcs,
             correctness,
             console,

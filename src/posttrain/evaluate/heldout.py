@@ -20,8 +20,8 @@ from posttrain.evaluate.scoring import answers_of, score_rows
 from posttrain.telemetry.progress import progress_task
 
 
-def eval_sampling(cfg, cache: str = "dynamic") -> SamplingSettings:
-    """A recipe's `eval` section (and `generation.cache`) as sampling settings."""
+def eval_sampling(cfg, cache: str = "dynamic", template_kwargs=None) -> SamplingSettings:
+    """A recipe's `eval` section (and `generation.cache`, `data.chat_template_kwargs`) as sampling settings."""
     return SamplingSettings(
         n=cfg.num_samples,
         temperature=cfg.temperature,
@@ -30,6 +30,7 @@ def eval_sampling(cfg, cache: str = "dynamic") -> SamplingSettings:
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         cache=cache,
+        template_kwargs=dict(template_kwargs or {}),
     )
 
 

@@ -7,8 +7,8 @@ ran before. Outputs come back in the caller's order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ class SamplingSettings:
     batch_size: int = 256  # sequences (prompts x n) per generate call
     seed: int = 0
     cache: str = "dynamic"  # KV cache: dynamic, static or quantized (posttrain.models.generation)
+    template_kwargs: Mapping[str, Any] = field(default_factory=dict)  # data.chat_template_kwargs
 
     @property
     def greedy(self) -> bool:
@@ -38,11 +39,12 @@ class Sample:
     truncated: bool
 
 
-def render_prompt(tokenizer, prompt: str | list[dict]) -> str:
-    """Chat messages go through the tokenizer's template; plain strings pass unchanged."""
+def render_prompt(tokenizer, prompt: str | list[dict], template_kwargs: Mapping[str, Any] | None = None) -> str:
+    """Chat messages go through the tokenizer's template (with `data.chat_template_kwargs`); plain
+    strings pass unchanged."""
     if isinstance(prompt, str):
         return prompt
-    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, **(template_kwargs or {}))
 
 
 def generate(
@@ -77,7 +79,7 @@ def generate_batches(
     this way and reproduces a run's held-out figures.
     """
     n = 1 if settings.greedy else settings.n
-    texts = [render_prompt(tokenizer, p) for p in prompts]
+    texts = [render_prompt(tokenizer, p, settings.template_kwargs) for p in prompts]
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
     per_batch = max(1, settings.batch_size // n)

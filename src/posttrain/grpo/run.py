@@ -115,7 +115,9 @@ def run(
     write_recipe(out, recipe)
     timings["setup"] = time.time() - t
 
-    settings = eval_sampling(recipe.eval, cache=recipe.generation.cache)
+    settings = eval_sampling(
+        recipe.eval, cache=recipe.generation.cache, template_kwargs=recipe.data.chat_template_kwargs
+    )
     t = time.time()
     heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, console)
     check = replace(heldout, rows=splits.train[: recipe.model.warmstart.check_problems])  # never held-out problems
@@ -206,7 +208,9 @@ def _write_summary(summary: dict, out: Path, metric_rows: list[dict] | None) -> 
 def _warn_think_prefill(tokenizer, recipe: GRPORecipe) -> None:
     """Render one prompt the way training will and check it against the think/format rewards."""
     if tokenizer.chat_template:
-        prompt = render_prompt(tokenizer, to_prompt("1+1=?", recipe.data.system_prompt, chat=True))
+        prompt = render_prompt(
+            tokenizer, to_prompt("1+1=?", recipe.data.system_prompt, chat=True), recipe.data.chat_template_kwargs
+        )
         warn_prefill(prompt, {r.name: r.kwargs for r in recipe.rewards.functions})
 
 
@@ -258,6 +262,7 @@ def _base_model(
         report_to=recipe.output.report_to,
         runs_dir=out / "runs",
         aux_loss_coef=aux_loss_coef(recipe.moe),
+        template_kwargs=recipe.data.chat_template_kwargs,
     )
     on_main(lambda: _save_base(model, tokenizer, base_dir, out / "warmstart-tmp", warmed))
     # TRL builds the KL reference model from `config._name_or_path`: point it at the warm-started

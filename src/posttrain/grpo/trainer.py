@@ -58,6 +58,7 @@ def grpo_args(recipe: GRPORecipe, output_dir: Path):
         **trainer_kwargs(resolve(recipe.train.precision, recipe.model.dtype)),
         **rollout_kwargs(recipe),
         report_to=list(recipe.output.report_to),
+        chat_template_kwargs=dict(recipe.data.chat_template_kwargs) or None,
     )
     return build(GRPOConfig, GRPO, ours, g.trl)
 

@@ -25,10 +25,13 @@ from posttrain.telemetry.progress import quiet_trainer
 from posttrain.telemetry.tracking import trackers_last
 
 
-def sft_rows(rows: list[dict], prompts: list) -> list[dict]:
-    """Prompt/completion pairs in the form SFTTrainer masks to completion-only loss."""
+def sft_rows(rows: list[dict], prompts: list, template_kwargs=None) -> list[dict]:
+    """Prompt/completion pairs in the form SFTTrainer masks to completion-only loss; `template_kwargs`
+    (`data.chat_template_kwargs`) ride along per row, the way SFTTrainer takes them."""
+    extra = {"chat_template_kwargs": dict(template_kwargs)} if template_kwargs else {}
     return [
-        {"prompt": prompt, "completion": _completion(prompt, row["solution"])} for row, prompt in zip(rows, prompts)
+        {"prompt": prompt, "completion": _completion(prompt, row["solution"]), **extra}
+        for row, prompt in zip(rows, prompts)
     ]
 
 
@@ -74,6 +77,7 @@ def run_warmstart(
     runs_dir: Path | None = None,
     *,
     aux_loss_coef: float = 0.0,
+    template_kwargs=None,
 ):
     """Train `model` in place on the rows' solutions for `cfg.steps` steps; returns the trainer's metrics.
 
@@ -110,7 +114,7 @@ def run_warmstart(
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(sft_rows(rows, prompts)),
+        train_dataset=Dataset.from_list(sft_rows(rows, prompts, template_kwargs)),
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
@@ -138,6 +142,7 @@ def warmstart_until(
     runs_dir: Path | None = None,
     *,
     aux_loss_coef: float = 0.0,
+    template_kwargs=None,
 ) -> dict:
     """The warm-start: `cfg.steps`, then, with `cfg.until_greedy`, extra rounds until `check(model)` reaches it.
 
@@ -167,6 +172,7 @@ def warmstart_until(
             stage,
             runs_dir,
             aux_loss_coef=aux_loss_coef,
+            template_kwargs=template_kwargs,
         )
         total += cfg.extra_steps if index else cfg.steps
         if cfg.until_greedy is None:
