@@ -282,3 +282,63 @@ def test_chat_template_kwargs_reach_every_rendering(quick_overrides, distill_ove
     assert result.exit_code == 0, result.output
     assert len(grpo_calls) > 20 and len(calls) > 20
     assert set(grpo_calls) == set(calls) == {False}
+
+
+@pytest.mark.slow
+def test_shipped_gsm8k_and_math500_through_a_thinking_template(quick_overrides, tmp_path, monkeypatch):
+    """GSM8K rows (the shipped slice) train a Qwen3-MoE stand-in through its ChatML template with a system
+    prompt, MATH-500 rows are its held-out set, and the answers real models write score as they should."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+    from posttrain.data.load import load_rows
+    from posttrain.rewards.math import accuracy
+
+    conversations = []
+    original = PreTrainedTokenizerBase.apply_chat_template
+
+    def spy(self, conversation, *args, **kwargs):
+        batch = conversation if conversation and isinstance(conversation[0], list) else [conversation]
+        conversations.extend(batch)
+        return original(self, conversation, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "apply_chat_template", spy)
+    run = tmp_path / "grpo"
+    system = "Reason in <think></think>, then answer in \\boxed{}."
+    grpo_cli(
+        "qwen3_moe",
+        run,
+        [
+            *quick_overrides,
+            f"data.source={REPO / 'data' / 'gsm8k_test_250.jsonl'}",
+            "data.num_train=16",
+            "data.task_args={}",
+            f"data.system_prompt={system}",
+            "model.warmstart.steps=0",
+            f"eval.source={REPO / 'data' / 'math500_test.jsonl'}",
+            "eval.num_problems=3",
+        ],
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["eval"]["num_problems"] == 3
+    # TRL's rollouts rendered GSM8K questions with the system prompt, through the saved ChatML template.
+    questions = {json.loads(line)["question"] for line in (REPO / "data" / "gsm8k_test_250.jsonl").open()}
+    gsm8k = [c for c in conversations if len(c) == 2 and c[1]["content"] in questions]
+    assert gsm8k and all(c[0] == {"role": "system", "content": system} for c in gsm8k)
+    text = AutoTokenizer.from_pretrained(run).apply_chat_template(gsm8k[0], tokenize=False, add_generation_prompt=True)
+    assert text == f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{gsm8k[0][1]['content']}<|im_end|>\n" + (
+        "<|im_start|>assistant\n"
+    )
+    heldout = [json.loads(line) for line in (run / "heldout_trained.jsonl").read_text().splitlines()]
+    math500 = {json.loads(line)["problem"] for line in (REPO / "data" / "math500_test.jsonl").read_text().splitlines()}
+    assert len(heldout) == 3 and all(r["prompt"][-1]["content"] in math500 for r in heldout)
+
+    rows = load_rows(str(REPO / "data" / "gsm8k_test_250.jsonl"), preset="auto")[:3]
+    golds = [r["answer"] for r in rows]  # 18, 3, 70000: the number after ####
+    layouts = [
+        "<think>...</think> \\boxed{{{}}}",
+        "... so the total is {}.\n#### {}",
+        "<think>...</think><answer>{}</answer>",
+    ]
+    right = [layout.format(g, g) for layout, g in zip(layouts, golds)]
+    wrong = [layout.format(int(g) + 1, int(g) + 1) for layout, g in zip(layouts, golds)]
+    assert accuracy(right, answer=golds) == [1.0] * 3 and accuracy(wrong, answer=golds) == [0.0] * 3

@@ -95,6 +95,19 @@ _UNIT_AFTER_NUMBER = re.compile(
     r"(?<=[\d}%])\s*(?:\\(?:text|mbox|textnormal|mathrm|textbf|textit|rm)\s*\{\s*)?"
     rf"(?:(?:{_UNIT})\b\.?\s*)+\}}?(?:\s*\^\s*\{{?\s*[23]\s*\}}?|[²³])?"
 )
+# Malformed LaTeX models leave behind: a stray trailing backslash ("\\frac{1}{2}\\", "5\\"), one before a
+# digit ("\\5"), and a doubled backslash fused to a command ("\\\\frac").
+_STRAY_TRAILING_BACKSLASH = re.compile(r"(?<!\\)\\+\s*$")
+_BACKSLASH_DIGIT = re.compile(r"(?<!\\)\\(?=\d)")
+_DOUBLED_COMMAND = re.compile(r"\\\\(?=(?:d?frac|sqrt|pi|text|cdot|times|infty|left|right)\b|(?:d?frac|sqrt)\{)")
+# Words after a number that only describe it: "4\\text{ red marbles}", "15\\text{ km/h}", "6\\text{th}";
+# never a connective ("5 or 6", "2 times 3"), and only at the end of the answer.
+_TRAILING_WORDS = re.compile(
+    r"(?<=[\d}%.])\s*(?:\\[,;:! ]\s*)*\\(?:text|mbox|textnormal|textrm|textit|textbf|mathrm)\s*"
+    r"\{\s*([A-Za-z][A-Za-z /.'\-]{0,80})\}\s*(?:\^\s*\{?\s*[23]\s*\}?)?\s*$"
+)
+_CONNECTIVE = re.compile(r"\b(?:and|or|times|plus|minus|divided|over|than|to|of)\b", re.I)
+_LEADING_ANSWER_IS = re.compile(r"^\s*\\text\s*\{\s*(?:the\s+)?(?:final\s+)?answer\s+is\s*:?\s*\}\s*", re.I)
 _SINGLE_LETTER_UNIT = re.compile(r"^([-\d.,\s]+?)\s*(?:m|g|l|s|h)(?:\^\s*\{?[23]\}?|[²³])?$")
 _TEXT_CMD = re.compile(r"\\(?:text|mbox|textnormal|textbf|textit|textrm|texttt|textsf)\s*\{([^{}]{0,200})\}")
 _FONT_CMD = re.compile(r"\\(?:mathrm|mathbf|mathit|boldsymbol|bm|mathsf|operatorname|mathbb)\s*\{([^{}]{0,200})\}")
@@ -155,6 +168,10 @@ def clean(text: str) -> str:
     '1000.99'
     """
     s = text.translate(_UNICODE).replace("\x00", "").replace('\\"', '"')
+    s = _DOUBLED_COMMAND.sub(r"\\", s)
+    s = _BACKSLASH_DIGIT.sub("", s)
+    s = _STRAY_TRAILING_BACKSLASH.sub("", s)
+    s = _LEADING_ANSWER_IS.sub("", s)
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
     s = _EMPTY_GROUP.sub("", s)  # 14{,}916: TeX thousands separator
     s = re.sub(r",\\!\s*", ",", s)  # 11,\! 111: TeX thousands separator
@@ -164,6 +181,7 @@ def clean(text: str) -> str:
     s = _FONT_CMD.sub(r"{\1}", s)
     s = s.replace("\\%", "%")
     s = _PERCENT_WORD.sub("%", s)
+    s = _TRAILING_WORDS.sub(_describing_words, s)  # before units: "15\\text{ km/h}" is words, not "km" + "/h"
     s = _UNIT_AFTER_NUMBER.sub("", s)
     s = _TEXT_CMD.sub(_text_replacement, s)
     s = _GLUED_OR.sub(",", s)
@@ -177,6 +195,10 @@ def clean(text: str) -> str:
     s = s.strip().rstrip(".,;:").lstrip(",;:").strip()
     s = s.strip("\"'").strip()
     return s
+
+
+def _describing_words(match: re.Match) -> str:
+    return match.group(0) if _CONNECTIVE.search(match.group(1)) else ""
 
 
 def _join_thousands(match: re.Match) -> str:

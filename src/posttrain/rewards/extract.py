@@ -241,7 +241,9 @@ _CHOICE_PHRASE = re.compile(
     r"\s*(?:(?:for sure|definitely|probably|option|choice)\s+)?\(?([A-E])\b(?!')",
 )
 _CHOICE_LEAD = re.compile(r"^\s*\(?([A-E])(?:\)|\.|。|:|\s|$|(?=[^\x00-\x7f]))")
-_CHOICE_ANY = re.compile(r"(?<![A-Za-z'’])\(?([A-E])\)?(?![A-Za-z'’])")
+# A letter standing alone (after a space, colon, bold mark, $, { or the start; before a space, punctuation,
+# $, } or the end): never one inside an expression such as 2B, B^2, f(B) or B+C.
+_CHOICE_ANY = re.compile(r"(?:^|(?<=[\s:*>${]))\(?([A-E])\)?(?=[\s.,;:!?*<$}]|$)")
 _CHOICE_GOLD = re.compile(r"^\s*(?:\\text\{\s*)?\(?([A-E])\)?\s*\}?(?:[\s.:]+[^\d=+\-*/^]*)?$")
 
 
@@ -268,6 +270,8 @@ def extract_choice(completion: str) -> str | None:
             letter = choice_letter(found)
             if letter:
                 return letter
+            text = found  # the model settled on this: look for a letter in it, not in the reasoning
+            break
     matches = list(_CHOICE_PHRASE.finditer(text))
     if matches:
         return matches[-1].group(1)

@@ -30,7 +30,15 @@ these are the choices, applied the same way to gold and prediction):
 - Collections: ``(a, b)`` is ordered (and equals the open interval); a bare list
   ``1, -2`` or ``\\{...\\}`` set is unordered; intervals keep their brackets.
 - Multiple choice: a gold of one letter A-E compares only the letter the completion
-  settles on (``\\boxed{C}``, "the answer is C", a leading "C.", else the last letter).
+  settles on (``\\boxed{C}``, "the answer is C", a leading "C.", else the last letter standing
+  alone). A letter inside an expression is not a choice: ``\\boxed{2B}``, ``B^2``, ``f(B)``, ``B+C``
+  are wrong for gold B, and a boxed answer that is no letter is not searched past.
+- Free text: the same words match whatever their case (``monday`` = ``Monday``), except single
+  letters and 1-3 capitals, where case is meaning (``x`` != ``X``, segment ``AB`` != ``ab``).
+- Words after a number that only describe it are dropped (``4\\text{ red marbles}`` = ``4``,
+  ``15\\text{ km/h}`` = ``15``, ``6\\text{th}`` = ``6``), unless they join numbers (``5 \\text{ or } 6``).
+- Malformed LaTeX is repaired first: a stray trailing backslash, one before a digit (``\\5``), a
+  doubled one fused to a command (``\\\\frac``).
 - ``\\pm`` expands to both values: ``\\pm 2`` = ``{-2, 2}``.
 """
 
@@ -111,7 +119,20 @@ def _text_key(cleaned: str) -> str:
 def _same_parsed(a: Parsed, b: Parsed) -> bool:
     if a.key and a.key == b.key:
         return True
+    if _same_words(a.key, b.key):
+        return True
     return any(same(x, y) for x in a.structs for y in b.structs)
+
+
+_LABEL = re.compile(r"[A-Z]{1,3}")  # AB, ABC: points and segments, where case is meaning
+
+
+def _same_words(a: str, b: str) -> bool:
+    """Free-text answers ("Monday", "monday"): the same words, whatever their case. Not labels such as
+    segment AB (vs ab, a product), and not single letters (x vs X are two variables)."""
+    if len(a) < 2 or not a.isalpha() or not b.isalpha() or _LABEL.fullmatch(a) or _LABEL.fullmatch(b):
+        return False
+    return a.casefold() == b.casefold()
 
 
 def answers_equivalent(a: str, b: str) -> bool:

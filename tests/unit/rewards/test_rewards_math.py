@@ -1,11 +1,15 @@
 """Math answer equivalence: extraction, conventions, hostile input, the accuracy reward."""
 
+import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
 from posttrain.rewards.math import accuracy, answers_equivalent, extract_answer, verify
+
+REPO = Path(__file__).resolve().parents[3]
 
 EQUIVALENT = [
     ("The answer is 7,425,000.", "7425000"),  # thousands separators
@@ -149,6 +153,10 @@ HOSTILE = [
     "\\boxed{\\binom{10^{6}}{500000}}",
     "\\boxed{x^{10^{10}}}",
     "<answer>" * 50_000 + "1" + "</answer>" * 50_000,
+    "\\boxed{1" + "\\text{ a}" * 20_000 + "}",  # the trailing-words rule, at every digit and brace
+    "\\boxed{" + "1\\" * 50_000 + "}",  # stray backslashes before digits and at the end
+    "\\boxed{" + "\\\\frac" * 20_000 + "}",
+    "B " * 200_000,  # a standalone choice letter, everywhere
 ]
 
 
@@ -248,3 +256,67 @@ def test_fuzzed_answers_never_raise_inside_the_checker():
         b = "".join(rng.choice(ATOMS) for _ in range(rng.randint(1, 6)))
         for pred, gold in ((a, b), (b, a), (a, a)):
             checker._verify(pred, gold, checker.DEFAULT_ORDER)  # the unguarded path: bugs surface here
+
+
+# Classes real models write that the checker misjudged (issue 15): each row (completion, gold, correct).
+REAL_MODEL_CLASSES = {
+    "free text, same words": [
+        ("\\boxed{monday}", "Monday", True),
+        ("\\boxed{The Pacific}", "the pacific", True),
+        ("\\boxed{Tuesday}", "Monday", False),
+        ("\\boxed{x}", "X", False),  # single letters are variables: case is meaning
+        ("\\boxed{ab}", "AB", False),  # a segment, not the product ab
+    ],
+    "malformed LaTeX": [
+        ("\\boxed{\\frac{1}{2}\\}", "\\frac{1}{2}", True),
+        ("\\boxed{\\\\frac{1}{2}}", "\\frac{1}{2}", True),
+        ("\\boxed{\\\\sqrt{2}}", "\\sqrt2", True),
+        ("\\boxed{5\\}", "5", True),
+        ("\\boxed{\\5}", "5", True),
+        ("\\boxed{\\5}", "6", False),
+    ],
+    "words in \\text after a number": [
+        ("\\boxed{4\\text{ red marbles}}", "4", True),
+        ("\\boxed{12 \\text{ pencils each}}", "12", True),
+        ("\\boxed{15\\text{ km/h}}", "15", True),
+        ("\\boxed{7\\text{ m}^2}", "7", True),
+        ("\\boxed{6\\text{th}}", "6", True),
+        ("\\boxed{\\$18 \\text{ per day}}", "18", True),
+        ("\\boxed{1/2 \\text{ cup}}", "\\frac12", True),
+        ("\\boxed{\\text{The answer is }5}", "5", True),
+        ("\\boxed{4\\text{ red marbles}}", "5", False),
+        ("\\boxed{5 \\text{ or } 6}", "5", False),
+        ("\\boxed{2 \\text{ times } 3}", "2", False),
+        ("\\boxed{3\\text{ boys and } 2 \\text{ girls}}", "3", False),
+    ],
+    "choice letter inside an expression": [
+        ("\\boxed{2B}", "B", False),
+        ("\\boxed{B^2}", "B", False),
+        ("\\boxed{f(B)}", "B", False),
+        ("\\boxed{B+C}", "B", False),
+        ("so it is 2B", "B", False),
+        ("we get f(B) = 3", "B", False),
+        ("\\boxed{(B)}", "B", True),
+        ("**B**", "B", True),
+        ("Option B is right", "B", True),
+        ("$E$", "\\text{E}", True),
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "correct"),
+    [row for rows in REAL_MODEL_CLASSES.values() for row in rows],
+    ids=[f"{name}-{i}" for name, rows in REAL_MODEL_CLASSES.items() for i in range(len(rows))],
+)
+def test_real_model_answer_classes(completion, gold, correct):
+    assert verify(completion, gold) is correct
+
+
+def test_no_false_positive_on_the_development_set():
+    """The dev set's non-equivalent pairs stay non-equivalent (bench_rewards.py reports the full figure)."""
+    rows = [json.loads(line) for line in (REPO / "data" / "verifier_dev.jsonl").read_text().splitlines()]
+    different = [r for r in rows if not r["equivalent"]]
+    assert len(different) > 100
+    wrong = [r["id"] for r in different if verify(r["pred"], r["gold"])]
+    assert not wrong
