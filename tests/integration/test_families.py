@@ -276,8 +276,9 @@ def test_chat_template_kwargs_reach_every_rendering(quick_overrides, distill_ove
     with pytest.warns(UserWarning, match="thinking is off"):
         grpo_cli("qwen3_moe", tmp_path / "grpo", [*quick_overrides, off])
     grpo_calls, calls[:] = list(calls), []
+    small = f"student.builder_args={json.dumps(_TINY['tiny_dense'])}"
     result = distill_cli(
-        tmp_path / "grpo", tmp_path / "distill", distill_overrides, off, "distill.logit_kd.enabled=true"
+        tmp_path / "grpo", tmp_path / "distill", distill_overrides, off, small, "distill.logit_kd.enabled=true"
     )
     assert result.exit_code == 0, result.output
     assert len(grpo_calls) > 20 and len(calls) > 20
