@@ -272,6 +272,7 @@ def test_chat_template_kwargs_reach_every_rendering(quick_overrides, distill_ove
         return original(self, conversation, *args, **kwargs)
 
     monkeypatch.setattr(PreTrainedTokenizerBase, "apply_chat_template", spy)
+    monkeypatch.setattr("posttrain.rewards.format._warned_prefill", False)  # it warns once per process
     off = "data.chat_template_kwargs={enable_thinking: false}"
     with pytest.warns(UserWarning, match="thinking is off"):
         grpo_cli("qwen3_moe", tmp_path / "grpo", [*quick_overrides, off])

@@ -29,22 +29,22 @@ from transformers import AutoConfig, AutoModelForCausalLM, set_seed
 
 from posttrain.checkpoints import checkpoint_step, resume_point
 from posttrain.config.distill_schema import DistillRecipe
-from posttrain.data.load import source_kind, to_prompt
+from posttrain.data.load import to_prompt
 from posttrain.data.splits import make_splits
 from posttrain.distill import logit_kd, roles, sequence_kd
 from posttrain.distill.ledger import Ledger, evaluate_cached, recipe_changes
 from posttrain.distill.logit_kd import check_shared_tokenizer
+from posttrain.distill.outputs import write_cards_for, write_html
 from posttrain.distill.topk import TopKTargets, capture, encode_trace
 from posttrain.distill.traces import generate_traces, make_filter, select
 from posttrain.distributed import gathered_state_dict, on_main, sum_counts
 from posttrain.errors import PosttrainError
-from posttrain.evaluate.browse import write_heldout_html
 from posttrain.evaluate.heldout import HeldOut, eval_sampling, greedy_accuracy
 from posttrain.evaluate.scoring import build_rewards, reward_errors, reward_name
 from posttrain.hub import check_push, push
 from posttrain.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from posttrain.models.balancing import aux_loss_coef, check_moe_settings, moe_callbacks
-from posttrain.models.loading import count_parameters, hub_model_id, load_tokenizer
+from posttrain.models.loading import count_parameters, load_tokenizer
 from posttrain.models.lora import peft_config
 from posttrain.models.machine import check_machine
 from posttrain.models.precision import resolve
@@ -52,7 +52,6 @@ from posttrain.models.warmstart import refuse_sharded_engine
 from posttrain.outputs import prepare_output_dir, write_recipe
 from posttrain.telemetry.callbacks import StageCallbacks, stage_callbacks
 from posttrain.telemetry.heatmap import plot_expert_load
-from posttrain.telemetry.model_card import distill_card, write_cards
 from posttrain.telemetry.progress import progress_task, quiet_libraries
 from posttrain.telemetry.tracking import check_trackers, report_summary, summary_scalars
 from posttrain.trl_adapter import restore_weights
@@ -215,8 +214,8 @@ def run(
     on_main(lambda: atomic_write_json(out / "summary.json", summary))
     values = summary_scalars(summary, SUMMARY_SCALARS)
     on_main(lambda: report_summary(recipe.output.report_to, out / "runs" / "summary", values, 0))
-    on_main(lambda: _write_cards(recipe, summary, out, command))
-    on_main(lambda: _write_html(recipe, summary, out, command, correctness))
+    on_main(lambda: write_cards_for(recipe, summary, out, command))
+    on_main(lambda: write_html(recipe, summary, out, command, correctness))
     if recipe.output.push_to_hub:
         accuracy = summary["student"]["accuracy"]
         line = "posttrain distillation" + (
@@ -225,41 +224,6 @@ def run(
         url = on_main(lambda: push(out, recipe.output.push_to_hub, recipe.output.hub_private, line))
         console.print(f"uploaded to the Hub: {url}")
     return summary
-
-
-def _write_html(recipe: DistillRecipe, summary: dict, out: Path, command: str, correctness) -> None:
-    """report.html: the held-out problems, teacher and student (before and after) side by side."""
-    pct = lambda value: "n/a" if value is None else f"{100 * value:.1f}%"  # noqa: E731
-    facts = [
-        ("command", command),
-        ("teacher", recipe.teacher.name_or_path),
-        ("student", recipe.student.name_or_path),
-        ("data", f"{recipe.data.source}: {summary['eval']['num_problems']} held-out problems"),
-        (
-            "sampling",
-            f"{recipe.eval.num_samples} samples per problem at temperature {recipe.eval.temperature}, and greedy",
-        ),
-        (
-            "pass@1",
-            f"teacher {pct(summary['teacher']['accuracy'])}; student {pct(summary['student_before_accuracy'])} -> "
-            f"{pct(summary['student']['accuracy'])}",
-        ),
-    ]
-    figures = {"expert load over both KD stages (MoE routing)": out / "expert_load.png"}
-    labels = ["teacher", "student_before", "student"]
-    title = f"posttrain distill: {out.name}"
-    write_heldout_html(out, title, labels, facts, correctness, recipe.eval.num_samples, figures)
-
-
-def _write_cards(recipe: DistillRecipe, summary: dict, out: Path, command: str) -> None:
-    """README.md model cards for the student (the run folder) and, with LoRA, its adapter."""
-    kwargs = dict(
-        command=command,
-        base_model=hub_model_id(recipe.student),
-        datasets=[recipe.data.source] if source_kind(recipe.data.source) == "hub" else [],
-    )
-    as_run = recipe.model_dump(mode="json")
-    write_cards(out, lambda adapter: distill_card(as_run, summary, adapter=adapter, **kwargs))
 
 
 def _warn_if_recipe_changed(out: Path, recipe: DistillRecipe, console: Console) -> None:

@@ -71,13 +71,14 @@ _PRETOKENIZE = (
 )
 
 # Qwen3-style: ChatML turns; `enable_thinking=False` pre-fills an empty, closed think block, so the
-# completion is the answer alone. Written from the documented behaviour, not copied. Newlines are
+# completion is the answer alone; an assistant turn then starts with that block too, so the prompt is
+# a prefix of the dialogue (SFT trains on what inference sees). Written from the documented behaviour. Newlines are
 # emitted as expressions because `{%- -%}` trims the template's own whitespace.
 QWEN3_TEMPLATE = (
     "{%- set thinking = enable_thinking is not defined or enable_thinking -%}"
     "{%- for message in messages -%}"
     "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['role'] == 'assistant' and not thinking and not message['content'].startswith('<think>') -%}"
+    "{%- if message['role'] == 'assistant' and not thinking -%}"
     "{{- '<think>\\n\\n</think>\\n\\n' -}}"
     "{%- endif -%}"
     "{{- message['content'] + '<|im_end|>\\n' -}}"

@@ -75,6 +75,19 @@ def _prompt(style: str, **kwargs) -> str:
     )
 
 
+def test_every_template_renders_the_prompt_as_a_prefix_of_the_dialogue():
+    """SFT (warm-start, sequence KD) trains on prompt + completion; inference sees the prompt alone."""
+    from posttrain.models.tokenizer import build_bpe_tokenizer
+
+    turn = [{"role": "system", "content": "s"}, {"role": "user", "content": "1+1=?"}]
+    for style, kwargs in (("qwen3", {}), ("qwen3", {"enable_thinking": False}), ("r1", {})):
+        tokenizer = build_bpe_tokenizer(style)
+        head = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True, **kwargs)
+        for answer in ("<think>1+1=2</think><answer>2</answer>", "2"):
+            full = [*turn, {"role": "assistant", "content": answer}]
+            assert tokenizer.apply_chat_template(full, tokenize=False, **kwargs).startswith(head), (style, kwargs)
+
+
 def test_think_prefill_reads_the_rendered_generation_prompt():
     assert fmt.think_prefill(_prompt("r1")) == "open"
     assert fmt.think_prefill(_prompt("qwen3")) is None
