@@ -19,6 +19,7 @@ MOE_FAMILIES = (
     "olmoe",
     "granitemoe",
     "glm4_moe",
+    "dots1",
     "gpt_oss",
 )
 DENSE_FAMILIES = ("qwen3", "llama")
@@ -33,8 +34,8 @@ class TinyMoESpec:
     sigmoid router whose `e_score_correction_bias` is the loss-free balancing bias, MLA attention.
 
     Other families take the fields they have: shared experts only where the family has them
-    (deepseek_v2/v3, glm4_moe, qwen2_moe), MLA fields only for DeepSeek, `first_k_dense_replace` for
-    DeepSeek and GLM; routed experts are `moe_intermediate_size` wide in every family.
+    (deepseek_v2/v3, glm4_moe, dots1, qwen2_moe), MLA fields only for DeepSeek, `first_k_dense_replace`
+    for DeepSeek, GLM and dots1; routed experts are `moe_intermediate_size` wide in every family.
     """
 
     family: str = "deepseek_v3"

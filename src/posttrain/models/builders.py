@@ -107,6 +107,18 @@ def _moe_family(spec: TinyMoESpec) -> tuple[str, dict]:
                 "topk_group": 1,
                 "head_dim": head_dim,
             }
+        case "dots1":
+            return "Dots1Config", {
+                "n_routed_experts": experts,
+                "n_shared_experts": spec.n_shared_experts,
+                "num_experts_per_tok": top_k,
+                "moe_intermediate_size": width,
+                "intermediate_size": spec.intermediate_size,
+                "first_k_dense_replace": spec.first_k_dense_replace,
+                "n_group": 1,
+                "topk_group": 1,
+                "head_dim": head_dim,
+            }
         case "gpt_oss":
             return "GptOssConfig", {
                 "num_local_experts": experts,

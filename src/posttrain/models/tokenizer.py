@@ -72,8 +72,8 @@ _PRETOKENIZE = (
 
 # Qwen3-style: ChatML turns; `enable_thinking=False` pre-fills an empty, closed think block, so the
 # completion is the answer alone; an assistant turn then starts with that block too, so the prompt is
-# a prefix of the dialogue (SFT trains on what inference sees). Written from the documented behaviour. Newlines are
-# emitted as expressions because `{%- -%}` trims the template's own whitespace.
+# a prefix of the dialogue (SFT trains on what inference sees). Written from the documented behaviour.
+# Newlines are emitted as expressions because `{%- -%}` trims the template's own whitespace.
 QWEN3_TEMPLATE = (
     "{%- set thinking = enable_thinking is not defined or enable_thinking -%}"
     "{%- for message in messages -%}"
