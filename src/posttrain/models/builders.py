@@ -95,20 +95,8 @@ def _moe_family(spec: TinyMoESpec) -> tuple[str, dict]:
                 "num_experts_per_tok": top_k,
                 "intermediate_size": width,
             }
-        case "glm4_moe":
-            return "Glm4MoeConfig", {
-                "n_routed_experts": experts,
-                "n_shared_experts": spec.n_shared_experts,
-                "num_experts_per_tok": top_k,
-                "moe_intermediate_size": width,
-                "intermediate_size": spec.intermediate_size,
-                "first_k_dense_replace": spec.first_k_dense_replace,
-                "n_group": 1,
-                "topk_group": 1,
-                "head_dim": head_dim,
-            }
-        case "dots1":
-            return "Dots1Config", {
+        case "glm4_moe" | "dots1":  # DeepSeek-V3's router and shared experts, without MLA
+            return {"glm4_moe": "Glm4MoeConfig", "dots1": "Dots1Config"}[spec.family], {
                 "n_routed_experts": experts,
                 "n_shared_experts": spec.n_shared_experts,
                 "num_experts_per_tok": top_k,
