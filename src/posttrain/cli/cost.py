@@ -86,16 +86,7 @@ def _count_active(model: str | None) -> float:
 
     if not model:
         raise PosttrainError("give --active-params or --model")
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from posttrain.config.schema import ModelConfig
+    from posttrain.models.shape import model_shape  # the config alone, as `posttrain plan` reads it
 
-    from posttrain.models.loading import check_local, count_parameters
-
-    check_local(model)
-    try:
-        config = AutoConfig.from_pretrained(model)
-    except (OSError, ValueError) as e:
-        raise PosttrainError(f"could not read the config of {model!r}: {str(e).splitlines()[0]}") from None
-    with init_empty_weights():  # parameters on the meta device: counts without memory
-        empty = AutoModelForCausalLM.from_config(config)
-    return float(count_parameters(empty)["active"])
+    return float(model_shape(ModelConfig(name_or_path=model)).active)

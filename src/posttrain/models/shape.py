@@ -68,8 +68,9 @@ def model_shape(cfg: ModelConfig) -> ModelShape:
         if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head")
     )
     lora_cfg = cfg.lora if cfg.lora.enabled else LoraConfig(enabled=True)
-    with warnings.catch_warnings():  # peft asks transformers a deprecated question; not the user's concern
+    with warnings.catch_warnings():  # peft's notes on its own internals (deprecations, rank patterns): not the user's
         warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
         adapted = get_peft_model(model, peft_config(lora_cfg, model))
     lora = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
