@@ -37,7 +37,7 @@ from pathlib import Path
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Row, parser, start
+from common import Row, heldout, parser, start, tail_mean
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "tiny-math.yaml"
@@ -151,20 +151,6 @@ def grpo(
     return logger.rows, model
 
 
-def heldout(model, tokenizer, recipe, splits, prompt, rewards, correctness) -> float:
-    from posttrain.evaluate.heldout import HeldOut, heldout_accuracy
-    from posttrain.evaluate.sampling import SamplingSettings
-
-    e = recipe.eval
-    settings = SamplingSettings(
-        n=e.num_samples, temperature=e.temperature, max_new_tokens=e.max_new_tokens, seed=e.seed
-    )
-    quiet = Console(quiet=True)
-    heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, quiet)
-    result = heldout_accuracy(model, tokenizer, heldout, "eval")
-    return result["accuracy"]
-
-
 def overhead(model, tokenizer, splits, prompt, batch: int, out: Path, repeats: int = 60) -> dict:
     """Seconds per train forward+backward, and the extra seconds the balancing callback adds (routing
     hooks, step-end all-reduce + bias update, telemetry), on the same batch: the median of paired
@@ -223,12 +209,6 @@ def base_max_vio(base: Path, tokenizer, splits, prompt, batch: int = 64) -> floa
         model(**enc)
     loads = routing.counts()
     return sum(layer_stats(load)["max_vio"] for load in loads.values()) / len(loads)
-
-
-def tail_mean(rows: list[dict], key: str) -> float:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    tail = values[-max(1, len(values) // 4) :]
-    return sum(tail) / len(tail)
 
 
 _ARMS: dict[tuple, dict] = {}

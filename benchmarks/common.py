@@ -175,3 +175,27 @@ def git_commit() -> str:
 
 def today() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def heldout(model, tokenizer, recipe, splits, prompt, rewards, correctness) -> float:
+    """Held-out pass@1 of `model` with the recipe's eval settings (the same code as a GRPO run's)."""
+    from rich.console import Console
+
+    from posttrain.evaluate.heldout import HeldOut, heldout_accuracy
+    from posttrain.evaluate.sampling import SamplingSettings
+
+    e = recipe.eval
+    settings = SamplingSettings(
+        n=e.num_samples, temperature=e.temperature, max_new_tokens=e.max_new_tokens, seed=e.seed
+    )
+    quiet = Console(quiet=True)
+    heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, quiet)
+    result = heldout_accuracy(model, tokenizer, heldout, "eval")
+    return result["accuracy"]
+
+
+def tail_mean(rows: list[dict], key: str) -> float:
+    """Mean of `key` over the last quarter of the logged rows that have it."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    tail = values[-max(1, len(values) // 4) :]
+    return sum(tail) / len(tail)

@@ -10,11 +10,16 @@ the versions, instead of training quietly with a patch that no longer applies.
   `get_batch_samples` yields nothing once `max_steps` is reached, `_load_from_checkpoint` is skipped
   after `restore_weights` loaded the weights the way `from_pretrained` does;
 - the GRPO step's time split wraps `_generate` and `_calculate_rewards` of one trainer instance;
-- the KD trainers log `num_tokens` and `aux_loss` in `_metrics`, as SFTTrainer does.
+- the KD trainers log `num_tokens` and `aux_loss` in `_metrics`, as SFTTrainer does;
+- routing replay (`ReplayRouting`): records the rollout inside `_generate_single_turn`, carries the
+  experts with the batch out of `_generate_and_score_completions`, replays them in the log-prob
+  passes of `_get_per_token_logps_and_entropies` and `_compute_loss` (through backward), and logs the
+  mismatch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import shutil
@@ -22,14 +27,29 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import torch
 import transformers
 import trl
+from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import AutoModelForCausalLM
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from posttrain.checkpoints import STAGING, publish, rotate
 from posttrain.errors import PosttrainError
 
+# The multimodal inputs of TRL's log-prob pass; posttrain's policies are text-only.
+_MULTIMODAL = (
+    "pixel_values",
+    "image_grid_thw",
+    "num_images",
+    "pixel_attention_mask",
+    "spatial_shapes",
+    "num_tiles",
+    "image_sizes",
+    "token_type_ids",
+    "mm_token_type_ids",
+    "image_position_ids",
+)
 # (module, class, method) -> the parameter names we call it with or override it by.
 PRIVATE_METHODS: dict[tuple[str, str, str], tuple[str, ...]] = {
     ("transformers", "Trainer", "_save_checkpoint"): ("self", "model", "trial"),
@@ -39,9 +59,38 @@ PRIVATE_METHODS: dict[tuple[str, str, str], tuple[str, ...]] = {
     ("trl", "GRPOTrainer", "_save_checkpoint"): ("self", "model", "trial"),
     ("trl", "GRPOTrainer", "_generate"): ("self", "prompts"),
     ("trl", "GRPOTrainer", "_calculate_rewards"): ("self", "inputs", "prompts", "completions", "completion_ids_list"),
+    ("trl", "GRPOTrainer", "_generate_single_turn"): (
+        "self",
+        "prompt_ids",
+        "images",
+        "multimodal_fields",
+        "num_generations",
+        "has_tool_images",
+    ),
+    ("trl", "GRPOTrainer", "_generate_and_score_completions"): ("self", "inputs"),
+    ("trl", "GRPOTrainer", "_get_per_token_logps_and_entropies"): (
+        "self",
+        "model",
+        "input_ids",
+        "attention_mask",
+        "logits_to_keep",
+        "batch_size",
+        "compute_entropy",
+        "compute_aux_loss",
+        *_MULTIMODAL,
+    ),
+    ("trl", "GRPOTrainer", "_compute_loss"): ("self", "model", "inputs"),
 }
 # Attributes an SFTTrainer instance has after __init__, which the KD trainers write to.
 PRIVATE_ATTRIBUTES = ("_metrics", "_total_train_tokens", "aux_loss_enabled")
+# Attributes a GRPOTrainer instance has after __init__, which routing replay reads.
+GRPO_ATTRIBUTES = (
+    "_metrics",
+    "ref_model",
+    "use_vllm",
+    "use_transformers_continuous_batching",
+    "importance_sampling_level",
+)
 GRPO_STAGES = {"generation": "_generate", "reward": "_calculate_rewards"}
 
 
@@ -81,8 +130,8 @@ def check_trainer_class(trainer_cls: type) -> None:
             check_private_api(module, cls, method)
 
 
-def check_attributes(trainer) -> None:
-    missing = [name for name in PRIVATE_ATTRIBUTES if not hasattr(trainer, name)]
+def check_attributes(trainer, names: tuple[str, ...] = PRIVATE_ATTRIBUTES) -> None:
+    missing = [name for name in names if not hasattr(trainer, name)]
     if missing:
         raise TrainerAPIChanged(
             f"{type(trainer).__name__} has no {', '.join(missing)} ({versions()}); update posttrain/trl_adapter.py"
@@ -130,10 +179,10 @@ class AtomicCheckpoints:
         self.accelerator.wait_for_everyone()
 
 
-def atomic(trainer_cls: type) -> type:
-    """`trainer_cls` with atomic checkpoints, under the same name (for logs and model cards)."""
+def atomic(trainer_cls: type, *mixins: type) -> type:
+    """`trainer_cls` with atomic checkpoints (and `mixins`), under the same name (for logs and model cards)."""
     check_trainer_class(trainer_cls)
-    return type(trainer_cls.__name__, (AtomicCheckpoints, trainer_cls), {})
+    return type(trainer_cls.__name__, (AtomicCheckpoints, *mixins, trainer_cls), {})
 
 
 def restore_weights(trainer, checkpoint: Path, is_adapter: bool) -> None:
@@ -199,3 +248,179 @@ def with_aux_loss(trainer, loss, outputs, num_items_in_batch):
     steps = trainer.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
     log_metric(trainer, "aux_loss", trainer.accelerator.gather_for_metrics(outputs.aux_loss.detach()).mean().item())
     return loss + trainer.router_aux_loss_coef * outputs.aux_loss / steps
+
+
+class ReplayRouting:
+    """GRPOTrainer mixin (before the trainer class): MoE routing replay and the mismatch telemetry.
+
+    `routing` (a `posttrain.models.replay.RoutingReplay`) and `routing_replay` ("none" | "rollout" |
+    "old_policy") are set before training; with `routing` None the trainer is TRL's own. Per
+    generation batch: the rollout's experts are recorded while TRL generates (transformers backend)
+    and travel with the batch as `rollout_experts` (B, S, layers, k) through TRL's shuffle, split and
+    `num_iterations` reuse; R2 records `old_experts` in the old-policy log-prob pass. In every
+    policy-gradient forward the chosen experts are forced (R3: the rollout's, R2: the old policy's)
+    and kept through backward, so gradient-checkpoint recomputation routes the same way.
+
+    Logged per step: `routing/flip_rate` (of (token, MoE layer) pairs, the experts the trainer used
+    vs the rollout's; 0 under rollout replay), `routing/token_flip_rate` (tokens with a flip in any
+    layer), `routing/router_flip_rate` (the router's own choice vs the rollout's: what replay
+    prevented), `mismatch/logp_abs_mean` and `mismatch/logp_abs_p99` (|sampler - trainer| log-prob of
+    each completion token at the rollout's weights), and `mismatch/ratio_{mean,min,max}` (the
+    importance ratio at TRL's `importance_sampling_level`; TRL logs its clip fractions beside them).
+    `rollout_autocast` (a torch dtype) runs the rollouts under autocast, the way a bf16 inference
+    engine samples for an fp32 trainer.
+    """
+
+    routing = None
+    routing_replay = "none"
+    rollout_autocast = None
+    _rollout = None
+    _old_experts = None
+    _in_loss = False
+    _loss_logps = None
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        generate = functools.partial(
+            super()._generate_single_turn, prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+        )
+        precision = (
+            torch.autocast(self.accelerator.device.type, dtype=self.rollout_autocast)
+            if self.rollout_autocast is not None
+            else contextlib.nullcontext()
+        )
+        if self.routing is None or self.use_vllm or self.use_transformers_continuous_batching:
+            with precision:
+                return generate()
+        with self.routing.recording() as record, precision:
+            completion_ids, logprobs = generate()
+        self._rollout = self.routing.rollout(record, prompt_ids, completion_ids)
+        # TRL keeps these as `sampling_per_token_logps`; with this backend it would have none.
+        return completion_ids, self._rollout.logps if logprobs is None else logprobs
+
+    def _generate_and_score_completions(self, inputs):
+        self._rollout = self._old_experts = None
+        output = super()._generate_and_score_completions(inputs)
+        if self._rollout is not None:
+            ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+            output["rollout_experts"] = self._rollout.aligned(ids, output["completion_ids"].size(1))
+            if self._old_experts is not None:
+                output["old_experts"] = self._old_experts
+        return output
+
+    def _get_per_token_logps_and_entropies(
+        self,
+        model,
+        input_ids,
+        attention_mask,
+        logits_to_keep,
+        batch_size=None,
+        compute_entropy=False,
+        compute_aux_loss=False,
+        **multimodal,
+    ):
+        call = functools.partial(
+            super()._get_per_token_logps_and_entropies,
+            model,
+            compute_entropy=compute_entropy,
+            compute_aux_loss=compute_aux_loss,
+            **multimodal,
+        )
+        old_pass = not (
+            self.routing is None
+            or self._in_loss
+            or self._rollout is None
+            or self.routing_replay == "none"
+            or self._reference_pass(model)
+        )
+        if not old_pass:
+            result = call(input_ids, attention_mask, logits_to_keep, batch_size=batch_size)
+            if self._in_loss:
+                self._loss_logps = result[0].detach()
+            return result
+        if any(value is not None for value in multimodal.values()):
+            raise PosttrainError("moe.routing_replay: text-only policies (this batch has image inputs)")
+        # The old policy's pass over a fresh rollout, chunk by chunk as TRL would: R3 replays the
+        # rollout's experts in it; R2 records the experts it picks, to replay in every gradient step.
+        rollout = self._rollout.aligned(input_ids, logits_to_keep)
+        size = batch_size or input_ids.size(0)
+        parts, captured = [], []
+        for start in range(0, input_ids.size(0), size):
+            rows = slice(start, start + size)
+            if self.routing_replay == "old_policy":
+                with self.routing.recording() as record:
+                    parts.append(call(input_ids[rows], attention_mask[rows], logits_to_keep))
+                captured.append(self.routing.captured(record))
+            else:
+                self.routing.target(rollout[rows], replay=True, reference=rollout[rows])
+                try:
+                    parts.append(call(input_ids[rows], attention_mask[rows], logits_to_keep))
+                finally:
+                    self.routing.clear()
+        if captured:
+            self._old_experts = torch.cat(captured).to(input_ids.device)
+        logps = torch.cat([part[0] for part in parts])
+        entropies = torch.cat([part[1] for part in parts]) if compute_entropy else None
+        aux_loss = torch.stack([part[2] for part in parts]).mean() if compute_aux_loss else None
+        return logps, entropies, aux_loss
+
+    def _compute_loss(self, model, inputs):
+        if self.routing is None:
+            return super()._compute_loss(model, inputs)
+        rollout = inputs.get("rollout_experts")
+        forced = {"rollout": rollout, "old_policy": inputs.get("old_experts")}.get(self.routing_replay)
+        # Left set after the forward: backward's gradient-checkpoint recomputation replays the same
+        # experts; training_step clears it.
+        self.routing.target(forced, replay=forced is not None, reference=rollout)
+        self._in_loss, self._loss_logps = True, None
+        try:
+            loss = super()._compute_loss(model, inputs)
+        finally:
+            self._in_loss = False
+        self._log_mismatch(inputs)
+        return loss
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        try:
+            return super().training_step(model, inputs, num_items_in_batch)
+        finally:
+            if self.routing is not None:
+                self.routing.clear()
+
+    def _reference_pass(self, model) -> bool:
+        """Whether this log-prob pass is the KL reference's (routed by its own router, never replayed)."""
+        if self.ref_model is not None and model is self.ref_model:
+            return True
+        unwrapped = self.accelerator.unwrap_model(model)
+        if not hasattr(unwrapped, "peft_config"):
+            return False
+        # TRL's `use_adapter`: the adapters disabled, or an adapter named "ref" active
+        return getattr(unwrapped, "active_adapter", None) == "ref" or any(
+            isinstance(m, BaseTunerLayer) and m.disable_adapters for m in unwrapped.modules()
+        )
+
+    def _log_mismatch(self, inputs) -> None:
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        stats = self.routing.take_stats()
+        if stats is not None:
+            metrics["routing/flip_rate"].append(stats.flip_rate)
+            metrics["routing/token_flip_rate"].append(stats.token_flip_rate)
+            metrics["routing/router_flip_rate"].append(stats.router_flip_rate)
+        mask = inputs["completion_mask"].bool()
+        old = inputs.get("old_per_token_logps")
+        at_rollout_weights = old if old is not None else self._loss_logps  # no old pass: the trainer is on-policy
+        sampler = inputs.get("sampling_per_token_logps")
+        if sampler is not None and at_rollout_weights is not None:
+            delta = (sampler.float() - at_rollout_weights.float()).abs()[mask]
+            if delta.numel():
+                metrics["mismatch/logp_abs_mean"].append(delta.mean().item())
+                metrics["mismatch/logp_abs_p99"].append(torch.quantile(delta, 0.99).item())
+        if self._loss_logps is None or not mask.any():
+            return
+        log_ratio = self._loss_logps - (old if old is not None else self._loss_logps)
+        if self.importance_sampling_level == "sequence":
+            ratio = torch.exp((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1))
+        else:
+            ratio = torch.exp(log_ratio[mask])
+        metrics["mismatch/ratio_mean"].append(ratio.mean().item())
+        metrics["mismatch/ratio_min"].append(ratio.min().item())
+        metrics["mismatch/ratio_max"].append(ratio.max().item())

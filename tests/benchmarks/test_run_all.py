@@ -24,6 +24,12 @@ EXPECTED = {
     "moe_balancing_rl",
     "moe_balancing_warmstart_and_rl",
     "moe_balancing_overhead",
+    "moe_rl_logp_mismatch",
+    "moe_rl_heldout_rollout",
+    "moe_rl_heldout_old_policy",
+    "moe_rl_heldout_gspo",
+    "moe_rl_heldout_gspo_rollout",
+    "moe_rl_replay_overhead",
     "crash_resume",
     "verifier_accuracy",
     "verifier_time_cold",
@@ -80,6 +86,15 @@ def test_unlike_settings_are_refused(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as refused:
         common.require_identical({"beta": 0.1, "lr": 1e-4}, {"beta": 0.0, "lr": 1e-4}, "two configs")
     assert refused.value.code == 3 and "beta: 0.1 vs 0.0" in capsys.readouterr().err
+
+
+def test_moe_rl_bench_refuses_arms_that_differ_beyond_their_own_fields(tmp_path, monkeypatch, capsys):
+    bench = _module("bench_moe_rl")
+    monkeypatch.setitem(bench.ARMS, "rollout", {"moe.routing_replay": "rollout", "grpo.temperature": "0.7"})
+    with pytest.raises(SystemExit) as refused:  # before any model is built
+        bench.main(["--quick", "--out", str(tmp_path), "--arms", "none,rollout"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 3 and "grpo.temperature: 0.7 vs 1.0" in err and not any(tmp_path.iterdir())
 
 
 def test_grpo_bench_refuses_a_trl_side_with_other_rewards_or_settings(tmp_path, monkeypatch):

@@ -143,6 +143,34 @@ def test_aux_loss_is_added_or_refused_by_name(family, quick_overrides, tmp_path)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", MOE_FAMILIES)
+def test_rollout_replay_every_family(family, quick_overrides, tmp_path):
+    """R3 through TRL's step: bf16 rollouts for an fp32 trainer, two optimisation passes per batch,
+    gradient accumulation and checkpointing. The trainer uses exactly the rollout's experts (flip
+    rate 0 in every step) while the loss-free bias still moves, counted from the replayed selection."""
+    out = tmp_path / "run"
+    recipe = recipe_for(
+        family,
+        out,
+        quick_overrides,
+        "moe.routing_replay=rollout",
+        "generation.rollout_autocast=bf16",
+        "grpo.num_iterations=2",
+        "grpo.per_device_train_batch_size=4",
+        "grpo.gradient_accumulation_steps=2",
+        "grpo.gradient_checkpointing=true",
+    )
+    trainer, model, tokenizer, before = train(recipe, family, out)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    assert all(row["routing/flip_rate"] == 0.0 and row["routing/token_flip_rate"] == 0.0 for row in rows)
+    assert all(0 <= row["routing/router_flip_rate"] <= 1 and row["mismatch/logp_abs_mean"] > 0 for row in rows)
+    assert biases(model).abs().sum() > 0
+    routers = [layer.name + ".weight" for layer in find_moe_layers(model)]
+    assert any(not torch.equal(model.get_parameter(n), before[n]) for n in routers)  # the router still learns
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", MOE_FAMILIES)
 def test_grpo_lora_adapts_fused_experts(family, quick_overrides, tmp_path):
     out = tmp_path / "run"
     recipe = recipe_for(
@@ -212,6 +240,8 @@ def test_cli_grpo_eval_and_distill_within_family(family, quick_overrides, distil
     routing = json.loads((report_dir / "report.json").read_text())["routing"]
     assert len(routing["layers"]) == _TINY["tiny_moe"]["num_layers"]
     assert all(abs(sum(layer["load_share"]) - 1) < 1e-6 for layer in routing["layers"].values())
+    mismatch = routing["decode_mismatch"]  # cached decoding vs one full forward, fp32: (nearly) the same experts
+    assert mismatch["tokens"] >= 4 * 2 and mismatch["flip_rate"] < 0.02 and mismatch["logp_abs_mean"] < 1e-4
 
     out = tmp_path / "distill"
     student_args = {**_TINY["tiny_moe"], "family": family, "hidden_size": 16}

@@ -66,10 +66,10 @@ def test_the_family_table_has_every_family_and_names_tests_that_exist():
     section = text.split("### Supported model families", 1)[1].split("\n### ", 1)[0]
     legend = dict(re.findall(r"\*\*([A-Z])\*\*\s+`(test_\w+)`", section))
     tests = (REPO / "tests" / "integration" / "test_families.py").read_text()
-    assert set(legend) == {"F", "L", "A", "C", "D"}
+    assert set(legend) == {"F", "L", "A", "C", "R", "D"}
     assert all(f"def {name}(" in tests for name in legend.values())
     rows = {m[1]: m[2] for m in re.finditer(r"^\| `(\w+)`[^|]*\|[^|]*\|(.*)\|$", section, flags=re.M)}
     assert set(MOE_FAMILIES) <= set(rows)
     for family in MOE_FAMILIES:
         cells = [c.strip() for c in rows[family].split("|")]
-        assert len(cells) == 8 and all(re.search(r"\b[FLACD]\b", c) for c in cells), (family, cells)
+        assert len(cells) == 9 and all(re.search(r"\b[FLACRD]\b", c) for c in cells), (family, cells)

@@ -239,6 +239,10 @@ class RewardsConfig(Section):
         return data
 
 
+GSPO_EPSILON, GSPO_EPSILON_HIGH = 3e-4, 4e-4
+TOKEN_SUM_LOSSES = ("bnpo", "dr_grpo", "dapo", "cispo")
+
+
 class GRPOConfig(Section):
     max_steps: int = Field(100, gt=0, description="Optimizer steps.")
     learning_rate: float = Field(1e-6, gt=0, description="Peak learning rate.")
@@ -265,6 +269,12 @@ class GRPOConfig(Section):
         "group", description="Advantage scaling: by group std, batch std, or none (Dr. GRPO)."
     )
     num_iterations: int = Field(1, gt=0, description="Optimisation passes per generated batch (mu).")
+    importance_sampling_level: Literal["token", "sequence"] = Field(
+        "token",
+        description="Importance ratio per token (GRPO) or per sequence (GSPO: the length-normalised sequence "
+        "likelihood ratio, robust to MoE routing noise). sequence defaults loss_type to grpo and the clipping "
+        f"range to the GSPO paper's (epsilon {GSPO_EPSILON}, epsilon_high {GSPO_EPSILON_HIGH}).",
+    )
     mask_truncated_completions: bool = Field(False, description="Drop truncated completions from the loss.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
     on_nonfinite: Literal["stop", "skip"] = Field(
@@ -281,6 +291,25 @@ class GRPOConfig(Section):
     def _known_trl_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
         check_passthrough(value, GRPO, set(cls.model_fields))
         return value
+
+    @model_validator(mode="after")
+    def _gspo_defaults(self) -> GRPOConfig:
+        # A sequence ratio is a geometric mean over tokens: its natural spread is ~1e-3, so token-level
+        # ranges (0.2) would never clip (GSPO, Zheng et al. 2025, sec. 5.1).
+        if self.importance_sampling_level != "sequence":
+            return self
+        if "epsilon" not in self.model_fields_set:
+            self.epsilon = GSPO_EPSILON
+        if "epsilon_high" not in self.model_fields_set:
+            self.epsilon_high = GSPO_EPSILON_HIGH
+        if "loss_type" not in self.model_fields_set:
+            self.loss_type = "grpo"
+        elif self.loss_type in TOKEN_SUM_LOSSES:
+            raise ValueError(
+                f"importance_sampling_level: sequence with loss_type: {self.loss_type} sums per-token terms, weighting "
+                "each sequence by its length instead of the GSPO objective; use loss_type: grpo (or sapo)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _batch_fits_groups(self) -> GRPOConfig:
@@ -328,6 +357,12 @@ class GRPOGenerationConfig(GenerationConfig):
     vllm_server_port: int | None = Field(
         None, gt=0, description="vllm_mode server: port of the server (TRL default 8000)."
     )
+    rollout_autocast: Literal["none", "bf16", "fp16"] = Field(
+        "none",
+        description="transformers backend: sample the rollouts under autocast to this dtype while training keeps "
+        "train.precision, as a bf16 inference engine samples for an fp32 trainer (faster rollouts on GPUs; "
+        "the sampler-trainer mismatch that moe.routing_replay and GSPO address).",
+    )
 
     @model_validator(mode="after")
     def _vllm_fields_fit(self) -> GRPOGenerationConfig:
@@ -337,6 +372,8 @@ class GRPOGenerationConfig(GenerationConfig):
             raise ValueError("vllm_mode: server and vllm_server_* apply to backend: vllm only")
         if server and self.vllm_mode != "server":
             raise ValueError(f"{', '.join(server)} apply to vllm_mode: server only")
+        if self.backend == "vllm" and self.rollout_autocast != "none":
+            raise ValueError("rollout_autocast applies to backend: transformers (vLLM samples in its own dtype)")
         return self
 
 
@@ -378,7 +415,16 @@ class MoEConfig(Section):
     bias_update_speed: float = Field(1e-3, gt=0, description="gamma of the loss-free bias update.")
     aux_loss_coef: float = Field(1e-3, ge=0, description="Weight of the auxiliary load-balancing loss.")
     freeze_router: bool = Field(False, description="Keep router weights fixed during training.")
-    telemetry: bool = Field(True, description="Log per-layer expert load, MaxVio and routing entropy.")
+    telemetry: bool = Field(
+        True,
+        description="Log per-layer expert load, MaxVio and routing entropy; in GRPO also the sampler-trainer "
+        "mismatch (routing flip rate, log-prob gap, importance ratios).",
+    )
+    routing_replay: Literal["none", "rollout", "old_policy"] = Field(
+        "none",
+        description="GRPO: force the experts chosen while sampling (rollout, R3) or in the old-policy pass "
+        "(old_policy, R2) in every training forward; gate weights stay live, so the router still learns.",
+    )
 
 
 class CostConfig(Section):
@@ -406,3 +452,20 @@ class GRPORecipe(Section):
     def _policy_trains(cls, value: ModelConfig) -> ModelConfig:
         value.check_trainable_in_4bit()
         return value
+
+    @model_validator(mode="after")
+    def _replay_has_a_recorder(self) -> GRPORecipe:
+        if self.moe.routing_replay == "none":
+            return self
+        if self.generation.backend == "vllm":
+            raise ValueError(
+                "moe.routing_replay needs generation.backend: transformers: TRL's vLLM client returns no routed "
+                "experts (vLLM's enable_return_routed_experts does not reach the trainer); use GSPO "
+                "(grpo.importance_sampling_level: sequence) with vLLM"
+            )
+        if self.grpo.trl.get("use_transformers_paged"):
+            raise ValueError(
+                "moe.routing_replay cannot record transformers' paged (continuous-batching) generation; "
+                "drop grpo.trl.use_transformers_paged"
+            )
+        return self

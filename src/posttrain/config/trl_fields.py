@@ -63,6 +63,7 @@ GRPO = TrlMapping(
             "epsilon_high",
             "scale_rewards",
             "num_iterations",
+            "importance_sampling_level",
             "mask_truncated_completions",
             "seed",
             "logging_steps",

@@ -22,8 +22,10 @@
   - `truncation_rate` (float | null): fraction of samples cut at `max_new_tokens`.
   Accuracy metrics are null when every problem is excluded.
 - `routing` (object | null): MoE load balance from
-  `posttrain.telemetry.routing_stats.routing_summary` (`{"layers": {...}, "aggregate": {...}}`);
-  null for dense models or when routing was not recorded.
+  `posttrain.telemetry.routing_stats.routing_summary` (`{"layers": {...}, "aggregate": {...}}`),
+  and `decode_mismatch` (`posttrain.models.replay.DecodeMismatch`): how cached decoding and a full
+  forward of the same sequences differ (`flip_rate` of (token, layer) pairs, `token_flip_rate`,
+  `logp_abs_mean`, `logp_abs_p99`, `tokens`); null for dense models or when routing was not recorded.
 - `created_at` (str): ISO 8601 UTC time the report was made.
 - `wall_seconds` (float | null): wall-clock seconds of the whole eval.
 
@@ -213,7 +215,18 @@ def render_markdown(report: Report) -> str:
         ]
     if report.routing:
         lines += ["", "## MoE routing", "", *_md_table(_ROUTING_COLUMNS, routing_rows(report.routing))]
+        if report.routing.get("decode_mismatch"):
+            lines += ["", mismatch_line(report.routing["decode_mismatch"])]
     return "\n".join(lines) + "\n"
+
+
+def mismatch_line(m: Mapping[str, Any]) -> str:
+    """One sentence: cached decoding vs a full forward of the same sequences."""
+    return (
+        f"Cached decoding vs a full forward ({m['tokens']} tokens): experts differ in {100 * m['flip_rate']:.2f}% "
+        f"of (token, layer) pairs and {100 * m['token_flip_rate']:.2f}% of tokens; |log-prob gap| mean "
+        f"{m['logp_abs_mean']:.2e}, p99 {m['logp_abs_p99']:.2e}."
+    )
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -238,6 +251,8 @@ def render_table(report: Report, console: Console) -> None:
         for row in routing_rows(report.routing):
             routing.add_row(*row)
         console.print(routing)
+        if report.routing.get("decode_mismatch"):
+            console.print(mismatch_line(report.routing["decode_mismatch"]))
 
 
 # ---- gates: --min METRIC=VALUE ----

@@ -33,7 +33,8 @@ from posttrain.evaluate.sampling import SamplingSettings, generate_batches
 from posttrain.evaluate.scoring import answers_of, build_rewards, reward_errors, reward_name, score_rows
 from posttrain.io import append_jsonl, read_jsonl, repair_torn_tail
 from posttrain.models.loading import load_model, load_tokenizer
-from posttrain.models.moe import count_routing
+from posttrain.models.moe import UnsupportedMoEError, count_routing, is_moe
+from posttrain.models.replay import DecodeMismatch
 from posttrain.telemetry import report_html
 from posttrain.telemetry.heatmap import plot_routing_load
 from posttrain.telemetry.plots import pass_at_k_curve, plot_pass_at_k
@@ -187,9 +188,10 @@ def _sample_model(req: EvalRequest, rows, rewards, correctness, out: Path, conso
     # Batches are planned from all the prompts and seeded by their place in the plan, so a resumed
     # eval samples the unfinished ones exactly as the interrupted run would have (and as a GRPO run's
     # held-out evaluation does), appending one batch at a time: a crash loses at most one batch.
+    probe = _mismatch_probe(model, req.sampling.temperature)
     with count_routing(model) as routing, progress_task(console, "eval: sampling", total=len(rows)) as advance:
         advance(sum(str(r["id"]) in done for r in rows))
-        for idx, samples in generate_batches(model, tokenizer, prompts, req.sampling, skip=finished):
+        for idx, samples in generate_batches(model, tokenizer, prompts, req.sampling, skip=finished, probe=probe):
             batch_rows, batch_prompts = [rows[i] for i in idx], [prompts[i] for i in idx]
             for record in score_rows(
                 batch_rows, samples, rewards, correctness, answers_of(correctness).extract, prompts=batch_prompts
@@ -199,7 +201,22 @@ def _sample_model(req: EvalRequest, rows, rewards, correctness, out: Path, conso
             advance(len(idx))
     by_id = {str(r["id"]): r for r in read_jsonl(samples_path)}
     records = [by_id[str(r["id"])] for r in rows if str(r["id"]) in by_id]
-    return records, _routing_report(routing.counts())
+    report = _routing_report(routing.counts())
+    mismatch = probe.summary() if probe is not None else None
+    if report is not None and mismatch is not None:
+        report["decode_mismatch"] = mismatch
+    return records, report
+
+
+def _mismatch_probe(model, temperature: float) -> DecodeMismatch | None:
+    """An MoE of a family posttrain routes: measure decoding against a full forward (one extra forward
+    per batch); otherwise None."""
+    if not is_moe(model):
+        return None
+    try:
+        return DecodeMismatch(model, temperature)
+    except UnsupportedMoEError:
+        return None  # count_routing already warned
 
 
 def _already_done(path: Path, resume: bool) -> set[str]:

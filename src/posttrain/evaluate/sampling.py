@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from posttrain.models.generation import cache_kwargs, refused
+from posttrain.models.replay import DecodeMismatch
 
 
 @dataclass(frozen=True)
@@ -70,13 +71,15 @@ def generate_batches(
     prompts: Sequence[str | list[dict]],
     settings: SamplingSettings,
     skip: Callable[[list[int]], bool] | None = None,
+    probe: DecodeMismatch | None = None,
 ) -> Iterator[tuple[list[int], list[list[Sample]]]]:
     """(prompt indices, their samples) batch by batch, in the plan's order.
 
     The plan (prompts sorted by length, `batch_size // n` per batch, batch b seeded `seed + b`)
     depends on the prompts only, so a caller that skips the batches it already has (`skip(indices)`
     true) gets every other batch exactly as one uninterrupted call would: `posttrain eval` resumes
-    this way and reproduces a run's held-out figures.
+    this way and reproduces a run's held-out figures. `probe` measures each batch's decoding against
+    a full forward (`posttrain eval` on an MoE); it changes no sample.
     """
     n = 1 if settings.greedy else settings.n
     texts = [render_prompt(tokenizer, p, settings.template_kwargs) for p in prompts]
@@ -90,14 +93,16 @@ def generate_batches(
             idx = order[start : start + per_batch]
             if skip is not None and skip(idx):
                 continue
-            batch = _generate_batch(model, tokenizer, [encoded[i] for i in idx], settings, n, seed=settings.seed + b)
+            batch = _generate_batch(
+                model, tokenizer, [encoded[i] for i in idx], settings, n, seed=settings.seed + b, probe=probe
+            )
             yield idx, [batch[j * n : (j + 1) * n] for j in range(len(idx))]
     finally:
         model.train(was_training)
 
 
 def _generate_batch(
-    model, tokenizer, ids: list[list[int]], settings: SamplingSettings, n: int, seed: int
+    model, tokenizer, ids: list[list[int]], settings: SamplingSettings, n: int, seed: int, probe=None
 ) -> list[Sample]:
 
     pad = tokenizer.pad_token_id
@@ -116,10 +121,9 @@ def _generate_batch(
             "num_return_sequences": n,
         }
 
-    torch.manual_seed(seed)
-    try:
+    def run():
         with torch.inference_mode():
-            out = model.generate(
+            return model.generate(
                 input_ids=input_ids,
                 attention_mask=attention,
                 max_new_tokens=settings.max_new_tokens,
@@ -129,6 +133,10 @@ def _generate_batch(
                 **kwargs,
                 **cache_kwargs(settings.cache),
             )
+
+    torch.manual_seed(seed)
+    try:
+        out = run() if probe is None else probe.observe(run, input_ids, attention, tokenizer.eos_token_id)
     except ValueError as e:  # transformers refuses a cache this architecture does not support
         if settings.cache == "dynamic":
             raise

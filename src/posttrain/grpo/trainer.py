@@ -6,19 +6,23 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from posttrain.config.schema import GRPORecipe
 from posttrain.config.trl_fields import GRPO, build, checkpointing_kwargs, warmup_kwargs
+from posttrain.errors import PosttrainError
 from posttrain.models.balancing import aux_loss_coef
 from posttrain.models.generation import cache_kwargs
 from posttrain.models.lora import peft_config
+from posttrain.models.moe import find_moe_layers, is_moe
 from posttrain.models.precision import resolve, trainer_kwargs
+from posttrain.models.replay import RoutingReplay
 from posttrain.telemetry.progress import quiet_trainer
 from posttrain.telemetry.step_split import attach
 from posttrain.telemetry.tracking import trackers_last
-from posttrain.trl_adapter import atomic
+from posttrain.trl_adapter import GRPO_ATTRIBUTES, ReplayRouting, atomic, check_attributes
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,7 @@ def grpo_args(recipe: GRPORecipe, output_dir: Path):
         epsilon_high=g.epsilon_high,
         scale_rewards=g.scale_rewards,
         num_iterations=g.num_iterations,
+        importance_sampling_level=g.importance_sampling_level,
         mask_truncated_completions=g.mask_truncated_completions,
         **checkpointing_kwargs("GRPOConfig", g.gradient_checkpointing),
         **warmup_kwargs(g.warmup_steps, g.warmup_ratio),
@@ -93,7 +98,7 @@ def build_trainer(
     recipe: GRPORecipe, model, tokenizer, reward_funcs, train_rows: list[dict], output_dir: Path, callbacks=()
 ):
 
-    trainer = atomic(GRPOTrainer)(
+    trainer = atomic(GRPOTrainer, ReplayRouting)(
         model=model,
         reward_funcs=list(reward_funcs),
         args=grpo_args(recipe, output_dir),
@@ -102,7 +107,40 @@ def build_trainer(
         callbacks=list(callbacks),
         peft_config=peft_config(recipe.model.lora, model),
     )
+    attach_routing(trainer, recipe, model)
     quiet_trainer(trainer)
     trackers_last(trainer, Path(recipe.output.dir) / "runs" / "grpo")
     attach(trainer)  # a StepSplit among the callbacks times this trainer's generation and rewards
     return trainer
+
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def attach_routing(trainer, recipe: GRPORecipe, model) -> None:
+    """Routing replay and mismatch telemetry (`moe.routing_replay`, `moe.telemetry`) on an MoE policy,
+    and the rollouts' autocast (`generation.rollout_autocast`)."""
+    check_attributes(trainer, GRPO_ATTRIBUTES)
+    trainer.rollout_autocast = AUTOCAST.get(recipe.generation.rollout_autocast)
+    replay = recipe.moe.routing_replay
+    if not is_moe(model):
+        if replay != "none":
+            raise PosttrainError(f"moe.routing_replay={replay}: {type(model).__name__} has no MoE layers")
+        return
+    if replay == "none" and not recipe.moe.telemetry:
+        return
+    if recipe.generation.backend == "vllm":  # telemetry only; replay was refused with the recipe
+        log.warning("MoE mismatch telemetry needs the transformers backend; vLLM rollouts are not recorded")
+        return
+    trainer.routing = RoutingReplay(model, temperature=recipe.grpo.temperature, layers=find_moe_layers(model))
+    trainer.routing_replay = replay
+    g = recipe.grpo
+    if (
+        replay == "old_policy"
+        and g.num_iterations == 1
+        and g.trl.get("steps_per_generation") in (None, g.gradient_accumulation_steps)
+    ):
+        log.warning(
+            "moe.routing_replay=old_policy: with num_iterations 1 every gradient step is on-policy, so the "
+            "training forward is the old policy's own and there is nothing to replay"
+        )

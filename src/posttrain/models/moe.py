@@ -10,7 +10,8 @@ so one forward hook counts selections for all of them. The loss-free balancing b
 - Softmax routers (`mixtral`, `qwen2_moe`, `qwen3_moe`, `olmoe`, `deepseek_v2`), and top-k-softmax
   routers (`granitemoe`, `gpt_oss`: softmax over the chosen logits only) have none.
   `install_selection_bias` adds a float32 buffer `selection_bias` to each router plus a forward
-  hook that re-picks the top-k from `router_logits + selection_bias` and takes the gate weights
+  hook (`install_routing_hook`, which also applies routing replay's override) that re-picks the
+  top-k from `router_logits + selection_bias` and takes the gate weights
   from the *unbiased* logits the way the family does (softmax over all experts, renormalised when
   the model renormalises; DeepSeek-V2: times `routed_scaling_factor`; top-k-softmax: softmax over
   the chosen logits). With a zero bias the output is the model's own.
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 SELECTION_BIAS = "selection_bias"
 NATIVE_BIAS = "e_score_correction_bias"
+ROUTING_OVERRIDE = "posttrain_routing_override"  # set by posttrain.models.replay
+_HOOKED = "_posttrain_routing_hook"
 
 # model_type -> (router class name, how the selection bias is applied)
 FAMILIES: dict[str, tuple[str, str]] = {
@@ -126,7 +129,7 @@ def install_selection_bias(layers: list[MoELayer]) -> None:
     """Give every router a float32 selection-only bias (idempotent).
 
     Native routers keep their `e_score_correction_bias` (cast to float32 so small updates are not
-    rounded away in bf16); the others get a `selection_bias` buffer and a hook that applies it.
+    rounded away in bf16); the others get a `selection_bias` buffer that the routing hook applies.
     """
 
     for layer in layers:
@@ -146,24 +149,62 @@ def install_selection_bias(layers: list[MoELayer]) -> None:
         router.register_buffer(
             SELECTION_BIAS, torch.zeros(layer.num_experts, dtype=torch.float32, device=router.weight.device)
         )
-        router.register_forward_hook(_biased_selection(layer.kind), prepend=True)  # before any counting hook
+    install_routing_hook(layers)
 
 
-def _biased_selection(kind: str):
+def install_routing_hook(layers: list[MoELayer]) -> None:
+    """One forward hook per router (idempotent), ahead of any counting hook, that applies the
+    selection bias (where installed) and then a selection override (routing replay, where set).
+
+    The override is the router attribute `ROUTING_OVERRIDE`: a callable that takes the (tokens, k)
+    selection the router made and returns the selection to use, or None to keep it. Whatever changed
+    the selection, the gate weights are recomputed from the router's *live* logits at the chosen
+    experts, the way the family computes them, so the router keeps its gradient.
+    """
+    for layer in layers:
+        if not getattr(layer.router, _HOOKED, False):
+            layer.router.register_forward_hook(_routing_hook(layer.kind), prepend=True)
+            setattr(layer.router, _HOOKED, True)
+
+
+def gate_weights(kind: str, router, logits, indices):
+    """The family's gate weights for the experts `indices` (tokens, k), from router `logits` (tokens, E)."""
+    scores = logits.float()
+    if kind == "native":  # DeepSeek-V3: sigmoid scores of the chosen experts, renormalised, scaled
+        gates = scores.sigmoid().gather(-1, indices)
+        if router.norm_topk_prob:
+            gates = gates / (gates.sum(dim=-1, keepdim=True) + 1e-20)
+        return gates * router.routed_scaling_factor
+    if kind == "topk_softmax":  # Granite, gpt-oss: softmax over the chosen logits only
+        return scores.gather(-1, indices).softmax(dim=-1)
+    if kind == "scaled":  # DeepSeek-V2: softmax over all experts, times the scaling factor
+        return scores.softmax(dim=-1).gather(-1, indices) * router.routed_scaling_factor
+    gates = scores.softmax(dim=-1).gather(-1, indices)
+    if getattr(router, "norm_topk_prob", True):  # Mixtral always renormalises; Qwen/OLMoE by config
+        gates = gates / gates.sum(dim=-1, keepdim=True)
+    return gates
+
+
+def _routing_hook(kind: str):
 
     def hook(router, args, output):
-        logits, weights, _ = output
-        scores = logits.float()
-        indices = torch.topk(scores + getattr(router, SELECTION_BIAS), router.top_k, dim=-1).indices
-        if kind == "topk_softmax":
-            gates = scores.gather(-1, indices).softmax(dim=-1)
-        elif kind == "scaled":
-            gates = scores.softmax(dim=-1).gather(-1, indices) * router.routed_scaling_factor
-        else:
-            gates = scores.softmax(dim=-1).gather(-1, indices)
-            if getattr(router, "norm_topk_prob", True):  # Mixtral always renormalises; Qwen/OLMoE by config
-                gates = gates / gates.sum(dim=-1, keepdim=True)
-        return logits, gates.to(weights.dtype), indices
+        logits, weights, indices = output
+        flat_logits = logits.reshape(-1, logits.shape[-1])
+        chosen = indices.reshape(-1, indices.shape[-1])
+        changed = False
+        bias = getattr(router, SELECTION_BIAS, None)
+        if bias is not None:
+            chosen = torch.topk(flat_logits.float() + bias, router.top_k, dim=-1).indices
+            changed = True
+        override = getattr(router, ROUTING_OVERRIDE, None)
+        if override is not None:
+            forced = override(chosen)
+            if forced is not None:
+                chosen, changed = forced, True
+        if not changed:
+            return None
+        gates = gate_weights(kind, router, flat_logits, chosen)
+        return logits, gates.reshape(weights.shape).to(weights.dtype), chosen.reshape(indices.shape)
 
     return hook
 
@@ -272,7 +313,7 @@ class RoutingCounter:
         def hook(router, args, output):
             if self.training_only and not (router.training and torch.is_grad_enabled()):
                 return
-            if _in_backward():
+            if in_backward():
                 return
             indices = output[2].reshape(-1, output[2].shape[-1])
             keep = _token_mask(self._mask, indices.shape[0])
@@ -296,7 +337,8 @@ def _token_mask(mask, num_tokens: int):
     return None
 
 
-def _in_backward() -> bool:
+def in_backward() -> bool:
+    """Whether autograd is running backward now (gradient-checkpoint recomputation calls routers there)."""
 
     graph_task_id = getattr(torch._C, "_current_graph_task_id", None)  # private; absent -> count everything
     return graph_task_id is not None and graph_task_id() != -1

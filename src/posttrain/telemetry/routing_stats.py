@@ -125,6 +125,26 @@ def routing_line(logs: dict) -> str:
     >>> routing_line({"moe/max_vio_mean": 0.4213, "moe/dead_experts": 0})
     'MaxVio 0.42 dead 0'
     """
-    if "moe/max_vio_mean" not in logs:
+    parts = []
+    if "moe/max_vio_mean" in logs:
+        parts.append(f"MaxVio {float(logs['moe/max_vio_mean']):.2f} dead {int(logs.get('moe/dead_experts', 0))}")
+    mismatch = mismatch_line(logs)
+    if mismatch:
+        parts.append(mismatch)
+    return "  ".join(parts)
+
+
+def mismatch_line(logs: dict) -> str:
+    """The sampler-trainer mismatch fragment (posttrain.models.replay); "" when not logged.
+
+    >>> mismatch_line({"routing/flip_rate": 0.0, "routing/router_flip_rate": 0.031, "mismatch/logp_abs_mean": 2.1e-3})
+    'flip 0.0% (router 3.1%) |dlogp| 2.1e-03'
+    """
+    if "routing/flip_rate" not in logs:
         return ""
-    return f"MaxVio {float(logs['moe/max_vio_mean']):.2f} dead {int(logs.get('moe/dead_experts', 0))}"
+    line = f"flip {100 * float(logs['routing/flip_rate']):.1f}%"
+    if "routing/router_flip_rate" in logs and logs["routing/router_flip_rate"] != logs["routing/flip_rate"]:
+        line += f" (router {100 * float(logs['routing/router_flip_rate']):.1f}%)"
+    if "mismatch/logp_abs_mean" in logs:
+        line += f" |dlogp| {float(logs['mismatch/logp_abs_mean']):.1e}"
+    return line

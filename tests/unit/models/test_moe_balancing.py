@@ -255,6 +255,10 @@ def test_telemetry_keys_and_progress_line():
     assert logs["moe/dead_experts"] == 2 and logs["moe/layer2/load"] == [0, 0, 0.5, 0.5]
     assert routing_line(logs) == "MaxVio 1.00 dead 2"
     assert routing_line({"loss": 1}) == ""
+    replayed = {**logs, "routing/flip_rate": 0.0, "routing/router_flip_rate": 0.031, "mismatch/logp_abs_mean": 2.1e-3}
+    assert routing_line(replayed) == "MaxVio 1.00 dead 2  flip 0.0% (router 3.1%) |dlogp| 2.1e-03"
+    unreplayed = {"routing/flip_rate": 0.05, "routing/router_flip_rate": 0.05}
+    assert routing_line(unreplayed) == "flip 5.0%"
 
 
 def test_heatmap_from_metrics_rows(tmp_path):
