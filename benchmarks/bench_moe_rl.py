@@ -1,6 +1,6 @@
 """MoE-stable RL: the sampler-trainer routing mismatch, and what routing replay and GSPO do about it.
 
-    python benchmarks/bench_moe_rl.py [--quick] [--steps 80] [--seeds 0,1,2] [--lr 3e-4] [--experts 8]
+    python benchmarks/bench_moe_rl.py [--quick] [--steps 100] [--seeds 0,1,2] [--lr 3e-4] [--experts 8]
                                       [--rollout-autocast bf16] [--json PATH]
 
 Setting: the quickstart recipe (recipes/tiny-math.yaml) shrunk to a 2-layer DeepSeek-V3-style MoE
@@ -22,6 +22,9 @@ rate against the rollout (`routing/router_flip_rate`: the mismatch itself), the 
 held-out pass@1 after training. Rows (ratios of means over seeds, per-seed values beside them):
 
 - `moe_rl_logp_mismatch`: |log-prob gap| without replay / with rollout replay;
+- `moe_rl_max_ratio`: the largest token importance ratio (current / old policy) of each step that
+  reuses a batch, without replay / with rollout replay: routing flips between the two passes are
+  what sends single tokens' ratios far out (PPO's clip does not bound a ratio with a negative advantage);
 - `moe_rl_heldout_<arm>`: held-out pass@1 of the arm / of `none`, for each other arm;
 - `moe_rl_replay_overhead`: a rollout (generate) plus a training forward+backward with recording and
   replay / the same without, median of paired, interleaved runs on one batch (target <= 1.05).
@@ -57,7 +60,7 @@ ARM_FIELDS = {"moe.routing_replay", "grpo.importance_sampling_level", "grpo.epsi
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = parser(__doc__)
-    p.add_argument("--steps", type=int, help="GRPO steps per run (80; quick 4)")
+    p.add_argument("--steps", type=int, help="GRPO steps per run (100; quick 4)")
     p.add_argument("--lr", type=float, default=3e-4, help="GRPO peak learning rate")
     p.add_argument("--experts", type=int, default=8, help="routed experts per layer (top-2)")
     p.add_argument("--rollout-autocast", default="bf16", choices=("none", "bf16"), help="the rollouts' precision")
@@ -69,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ", ".join(ARMS))
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_moe_rl")
     args = p.parse_args(argv)
-    for name, full, small in (("steps", 80, 4), ("warmstart_steps", 500, 40), ("eval_problems", 100, 12)):
+    for name, full, small in (("steps", 100, 4), ("warmstart_steps", 500, 40), ("eval_problems", 100, 12)):
         if getattr(args, name) is None:
             setattr(args, name, small if args.quick else full)
     args.seeds = [int(x) for x in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
@@ -190,6 +193,10 @@ def run_arm(recipe, arm: str, base: Path, ctx, args) -> dict:
         "logp_p99": mean("mismatch/logp_abs_p99"),
         "clip": mean("clip_ratio/region_mean"),
         "ratio_max": max(r["mismatch/ratio_max"] for r in rows),
+        # the per-step maximum, averaged over the steps that reuse a batch (the first pass is exactly 1)
+        "ratio_max_mean": statistics.mean(
+            [r["mismatch/ratio_max"] for r in rows if r["mismatch/ratio_max"] != 1.0] or [1.0]
+        ),
         "reward_first": statistics.mean(rewards_per_step[: max(1, len(rewards_per_step) // 4)]),
         "reward_last": tail_mean(rows, "reward_mean"),
         "rewards": rewards_per_step,
@@ -304,7 +311,7 @@ def main(argv=None) -> int:
             print(
                 f"seed {seed} {arm}: flip {100 * r['flip']:.2f}% (router {100 * r['router_flip']:.2f}%, tokens "
                 f"{100 * r['token_flip']:.2f}%), |dlogp| {r['logp']:.2e} (p99 {r['logp_p99']:.2e}), clip "
-                f"{100 * r['clip']:.2f}%, max ratio {r['ratio_max']:.3f}, reward {r['reward_first']:.3f} -> "
+                f"{100 * r['clip']:.2f}%, max ratio {r['ratio_max']:.2f} (per step {r['ratio_max_mean']:.2f}), reward {r['reward_first']:.3f} -> "
                 f"{r['reward_last']:.3f} [per 10 steps: {curve}], held-out pass@1 {r['heldout']:.3f}, "
                 f"step {r['step_s']:.2f} s",
                 flush=True,
@@ -331,6 +338,18 @@ def main(argv=None) -> int:
                 "with rollout routing replay",
                 f"{setting}; per seed {per_seed('none', 'logp', '{:.2e}')} vs {per_seed('rollout', 'logp', '{:.2e}')}; "
                 f"every arm: {table}",
+            )
+        )
+    if "rollout" in args.arms:
+        report.add(
+            Row(
+                "moe_rl_max_ratio",
+                mean("none", "ratio_max_mean") / max(mean("rollout", "ratio_max_mean"), 1e-12),
+                "largest token importance ratio per reused-batch step without replay",
+                "with rollout routing replay",
+                f"per seed {per_seed('none', 'ratio_max_mean', '{:.2f}')} vs {per_seed('rollout', 'ratio_max_mean', '{:.2f}')} "
+                f"(old_policy {per_seed('old_policy', 'ratio_max_mean', '{:.2f}') if 'old_policy' in args.arms else 'not run'}); "
+                f"largest over the run {per_seed('none', 'ratio_max', '{:.1f}')} vs {per_seed('rollout', 'ratio_max', '{:.1f}')}",
             )
         )
     for arm in args.arms[1:]:

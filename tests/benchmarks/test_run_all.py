@@ -25,6 +25,7 @@ EXPECTED = {
     "moe_balancing_warmstart_and_rl",
     "moe_balancing_overhead",
     "moe_rl_logp_mismatch",
+    "moe_rl_max_ratio",
     "moe_rl_heldout_rollout",
     "moe_rl_heldout_old_policy",
     "moe_rl_heldout_gspo",

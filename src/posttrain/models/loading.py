@@ -7,6 +7,7 @@ from then on.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from posttrain.checkpoints import publish
 from posttrain.config.schema import ModelConfig
 from posttrain.errors import PosttrainError
+from posttrain.io import atomic_write_json
 from posttrain.models.builders import build_model
 from posttrain.models.moe import reattach_selection_bias
 from posttrain.models.quantization import device_map, keep_trainable_layout
@@ -121,13 +123,22 @@ def save_pretrained(model, tokenizer, out_dir: Path, state_dict: dict | None = N
     publish(tmp, out_dir)
 
 
+BUILDER_RECORD = "posttrain_builder.json"  # in init-<builder>/: what built it
+
+
 def resolve_model_path(cfg: ModelConfig, work_dir: Path, seed: int = 0) -> str:
-    """A path or Hub name `from_pretrained` can take; builders are materialised under `work_dir`."""
+    """A path or Hub name `from_pretrained` can take; builders are materialised under `work_dir`, once
+    per (builder, builder_args, seed): a folder built with other arguments is rebuilt, never reused."""
     if not cfg.builder:
         return cfg.name_or_path
     target = work_dir / f"init-{cfg.builder}"
-    if not (target / "config.json").is_file():
-        build_and_save(cfg.builder, cfg.builder_args, target, seed)
+    made_by = {"builder": cfg.builder, "builder_args": dict(cfg.builder_args), "seed": seed}
+    record = target / BUILDER_RECORD
+    if (target / "config.json").is_file() and record.is_file() and json.loads(record.read_text()) == made_by:
+        return str(target)
+    shutil.rmtree(target, ignore_errors=True)
+    build_and_save(cfg.builder, cfg.builder_args, target, seed)
+    atomic_write_json(record, made_by)  # written last: a folder without it is rebuilt
     return str(target)
 
 

@@ -112,6 +112,7 @@ class _Recording:
         prompt_width = self.ids[0].shape[1]
         mask = self.masks[0]
         decoded = len(self.ids) - 1
+        logps = self._logps(completion_ids)
         rows = []
         for i in range(batch):
             real = (
@@ -132,7 +133,7 @@ class _Recording:
                 if experts is not None
                 else torch.empty(len(positions), 0, top_k, dtype=torch.int16)
             )
-            rows.append(RowRecord(len(prompt_ids[i]), tokens, row_experts, self._logps(i, completion_ids[i])))
+            rows.append(RowRecord(len(prompt_ids[i]), tokens, row_experts, logps[i]))
         return Rollout(rows, len(self.experts), top_k)
 
     def aligned(self, top_k: int) -> torch.Tensor:
@@ -156,10 +157,16 @@ class _Recording:
         later = [sel.reshape(batch, -1, sel.shape[-1])[:, -1:] for sel in layer[1:]]
         return torch.cat([first, *later], dim=1)
 
-    def _logps(self, i: int, completion: list[int]) -> list[float]:
-        out = [float(self.picked[j][i]) for j in range(min(len(completion), len(self.picked)))]
-        if len(completion) > len(self.picked) and self.last_logps is not None:
-            out.append(float(self.last_logps[i, completion[len(self.picked)]]))
+    def _logps(self, completions: list[list[int]]) -> list[list[float]]:
+        """The sampler's log-prob of every completion token: step j's distribution at token j."""
+        picked = torch.stack(self.picked, dim=1).cpu().tolist() if self.picked else [[] for _ in completions]
+        steps = len(self.picked)
+        out = []
+        for i, completion in enumerate(completions):
+            row = picked[i][: len(completion)]
+            if len(completion) > steps and self.last_logps is not None:  # the last token: sampled, never fed
+                row.append(float(self.last_logps[i, completion[steps]]))
+            out.append(row)
         return out
 
 
@@ -168,9 +175,10 @@ class _Target:
     experts: torch.Tensor | None  # (B*S, layers, k) long: the selection to force, -1 unknown
     reference: torch.Tensor | None  # (B*S, layers, k) long: what flips are counted against
     replay: bool
-    pairs: int = 0
-    flipped: int = 0  # (token, layer) pairs whose used selection differs from the reference
-    router_flipped: int = 0  # ... whose router's own choice differs
+    # Counts stay on the device until `take_stats` (no host sync per router call).
+    pairs: torch.Tensor | int = 0
+    flipped: torch.Tensor | int = 0  # (token, layer) pairs whose used selection differs from the reference
+    router_flipped: torch.Tensor | int = 0  # ... whose router's own choice differs
     token_flip: torch.Tensor | None = None  # (B*S,) bool: a flip in any layer
     known: torch.Tensor | None = None  # (B*S,) bool: tokens with a reference
 
@@ -265,15 +273,16 @@ class RoutingReplay:
     def take_stats(self) -> FlipStats | None:
         """Flip counts of the forwards since `target`, then reset them; None when nothing was compared."""
         t = self._target
-        if t is None or t.pairs == 0:
+        pairs = 0 if t is None else int(t.pairs)
+        if pairs == 0:
             return None
         tokens = int(t.known.sum())
         stats = FlipStats(
-            pairs=t.pairs,
+            pairs=pairs,
             tokens=tokens,
-            flip_rate=t.flipped / t.pairs,
+            flip_rate=int(t.flipped) / pairs,
             token_flip_rate=int((t.token_flip & t.known).sum()) / max(tokens, 1),
-            router_flip_rate=t.router_flipped / t.pairs,
+            router_flip_rate=int(t.router_flipped) / pairs,
         )
         t.pairs = t.flipped = t.router_flipped = 0
         t.token_flip = t.known = None
@@ -310,9 +319,9 @@ class RoutingReplay:
 def _count(t: _Target, reference, chosen, used) -> None:
     known = reference[:, 0] >= 0
     flips = ~_same_set(used, reference) & known
-    t.pairs += int(known.sum())
-    t.flipped += int(flips.sum())
-    t.router_flipped += int((~_same_set(chosen, reference) & known).sum())
+    t.pairs = t.pairs + known.sum()
+    t.flipped = t.flipped + flips.sum()
+    t.router_flipped = t.router_flipped + (~_same_set(chosen, reference) & known).sum()
     t.token_flip = flips if t.token_flip is None else t.token_flip | flips
     t.known = known if t.known is None else t.known | known
 

@@ -44,3 +44,23 @@ def test_dense_builder(char_tokenizer):
 def test_unknown_builder_arg_fails(char_tokenizer):
     with pytest.raises(TypeError):
         build_model("tiny-moe", char_tokenizer, hiden_size=3)
+
+
+def test_built_model_is_reused_only_for_the_same_builder_args(tmp_path):
+    import json
+
+    from posttrain.config.schema import ModelConfig
+    from posttrain.models.loading import resolve_model_path
+
+    small = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "n_routed_experts": 4, "num_experts_per_tok": 2}
+    cfg = ModelConfig(name_or_path="build:tiny-moe", builder_args=small)
+    path = resolve_model_path(cfg, tmp_path, seed=0)
+    weights = (tmp_path / "init-tiny-moe" / "model.safetensors").stat().st_mtime_ns
+    assert resolve_model_path(cfg, tmp_path, seed=0) == path
+    assert (tmp_path / "init-tiny-moe" / "model.safetensors").stat().st_mtime_ns == weights  # reused
+    wider = ModelConfig(name_or_path="build:tiny-moe", builder_args={**small, "n_routed_experts": 8})
+    resolve_model_path(wider, tmp_path, seed=0)  # the same folder, other arguments: rebuilt, not reused
+    assert json.loads((tmp_path / "init-tiny-moe" / "config.json").read_text())["n_routed_experts"] == 8
+    resolve_model_path(wider, tmp_path, seed=1)
+    record = json.loads((tmp_path / "init-tiny-moe" / "posttrain_builder.json").read_text())
+    assert record == {"builder": "tiny-moe", "builder_args": {**small, "n_routed_experts": 8}, "seed": 1}
