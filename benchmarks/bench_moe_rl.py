@@ -281,7 +281,7 @@ def main(argv=None) -> int:
 
     from posttrain.data.load import to_prompt
     from posttrain.data.splits import make_splits
-    from posttrain.models.loading import load_tokenizer, resolve_model_path
+    from posttrain.models.loading import load_model, load_tokenizer, resolve_model_path
     from posttrain.rewards.registry import build
 
     recipes = {arm: load(args, arm) for arm in args.arms}
@@ -299,6 +299,8 @@ def main(argv=None) -> int:
     correctness = next(fn for fn in rewards if fn.__name__ == recipe.eval.correctness_reward)
     ctx = (tokenizer, rewards, correctness, splits, prompt)
     base = base_model(recipe, tokenizer, splits, prompt, args, console)
+    start_pass = heldout(load_model(str(base), "float32"), tokenizer, recipe, splits, prompt, rewards, correctness)
+    print(f"base (before GRPO): held-out pass@1 {start_pass:.3f}", flush=True)
 
     results: dict[str, list[dict]] = {arm: [] for arm in args.arms}
     for seed in args.seeds:
@@ -327,7 +329,8 @@ def main(argv=None) -> int:
     )
     setting = (
         f"{args.steps} GRPO steps x {args.batch} completions, lr {args.lr}, {args.experts} experts top-2, rollouts "
-        f"{args.rollout_autocast}, trainer fp32, num_iterations {args.iterations}; means over seeds {args.seeds}"
+        f"{args.rollout_autocast}, trainer fp32, num_iterations {args.iterations}, from a base at held-out pass@1 "
+        f"{start_pass:.3f}; means over seeds {args.seeds}"
     )
     if "rollout" in args.arms:
         report.add(
@@ -359,7 +362,8 @@ def main(argv=None) -> int:
                 mean(arm, "heldout") / max(mean("none", "heldout"), 1e-12),
                 f"held-out pass@1 with {arm}",
                 "without (none)",
-                f"per seed {per_seed(arm, 'heldout', '{:.3f}')} vs {per_seed('none', 'heldout', '{:.3f}')}; reward (last "
+                f"per seed {per_seed(arm, 'heldout', '{:.3f}')} vs {per_seed('none', 'heldout', '{:.3f}')} (base "
+                f"{start_pass:.3f}); reward (last "
                 f"quarter) {mean(arm, 'reward_last'):.3f} vs {mean('none', 'reward_last'):.3f}; clip fraction "
                 f"{100 * mean(arm, 'clip'):.2f}% vs {100 * mean('none', 'clip'):.2f}%",
             )
