@@ -11,6 +11,7 @@ computes in fp32, and every batch is optimised twice (`grpo.num_iterations: 2`),
 pass also sees a stale policy. Arms (everything else identical; the script checks):
 
 - `none`: GRPO (token-level ratio, loss_type grpo, epsilon 0.2);
+- `fp32_sampler`: the same with fp32 rollouts: no precision gap, the reference for what the mismatch costs;
 - `rollout`: the same with `moe.routing_replay: rollout` (R3);
 - `old_policy`: the same with `moe.routing_replay: old_policy` (R2);
 - `gspo`: `grpo.importance_sampling_level: sequence` with GSPO's clipping range (3e-4, 4e-4);
@@ -25,7 +26,8 @@ held-out pass@1 after training. Rows (ratios of means over seeds, per-seed value
 - `moe_rl_max_ratio`: the largest token importance ratio (current / old policy) of each step that
   reuses a batch, without replay / with rollout replay: routing flips between the two passes are
   what sends single tokens' ratios far out (PPO's clip does not bound a ratio with a negative advantage);
-- `moe_rl_heldout_<arm>`: held-out pass@1 of the arm / of `none`, for each other arm;
+- `moe_rl_heldout_<arm>`: held-out pass@1 of the arm / of `none`, for each other arm (the base's
+  held-out pass@1 before GRPO is printed beside them);
 - `moe_rl_replay_overhead`: a rollout (generate) plus a training forward+backward with recording and
   replay / the same without, median of paired, interleaved runs on one batch (target <= 1.05).
 """
@@ -49,13 +51,20 @@ REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "tiny-math.yaml"
 ARMS = {
     "none": {},
+    "fp32_sampler": {"generation.rollout_autocast": "none"},
     "rollout": {"moe.routing_replay": "rollout"},
     "old_policy": {"moe.routing_replay": "old_policy"},
     "gspo": {"grpo.importance_sampling_level": "sequence"},
     "gspo_rollout": {"grpo.importance_sampling_level": "sequence", "moe.routing_replay": "rollout"},
 }
 # What may differ between arms: the arm's own fields, and the clipping range GSPO brings with it.
-ARM_FIELDS = {"moe.routing_replay", "grpo.importance_sampling_level", "grpo.epsilon", "grpo.epsilon_high"}
+ARM_FIELDS = {
+    "moe.routing_replay",
+    "grpo.importance_sampling_level",
+    "grpo.epsilon",
+    "grpo.epsilon_high",
+    "generation.rollout_autocast",
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -26,6 +26,7 @@ EXPECTED = {
     "moe_balancing_overhead",
     "moe_rl_logp_mismatch",
     "moe_rl_max_ratio",
+    "moe_rl_heldout_fp32_sampler",
     "moe_rl_heldout_rollout",
     "moe_rl_heldout_old_policy",
     "moe_rl_heldout_gspo",
