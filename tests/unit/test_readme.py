@@ -73,3 +73,17 @@ def test_the_family_table_has_every_family_and_names_tests_that_exist():
     for family in MOE_FAMILIES:
         cells = [c.strip() for c in rows[family].split("|")]
         assert len(cells) == 9 and all(re.search(r"\b[FLACRD]\b", c) for c in cells), (family, cells)
+
+
+def test_quoted_benchmark_rows_are_the_results_pages():
+    """A row quoted as `name: ratio X.XX` in the README or docs/ is the one benchmarks/RESULTS.md holds."""
+    results = (REPO / "benchmarks" / "RESULTS.md").read_text()
+    rows = dict(re.findall(r"^(\w+): ratio (\d+\.\d\d) \(", results, flags=re.M))
+    quoted = [
+        (path.name, name, value)
+        for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+        for name, value in re.findall(r"`(\w+): ratio (\d+\.\d\d)`", path.read_text())
+    ]
+    assert any(name.startswith("moe_rl_") for _, name, _ in quoted)
+    wrong = [(file, name, value, rows.get(name)) for file, name, value in quoted if rows.get(name) != value]
+    assert not wrong, wrong
