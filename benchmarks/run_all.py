@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, git_commit, machine, today, versions
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("efficacy", "quickstart", "grpo", "eval", "distill", "moe", "moe_rl", "crash", "rewards")
-TAKES_OUT = {"efficacy", "quickstart", "grpo", "moe", "moe_rl", "crash"}  # scripts with a work folder of their own
+BENCHMARKS = ("efficacy", "quickstart", "grpo", "dynamic", "eval", "distill", "moe", "moe_rl", "crash", "rewards")
+TAKES_OUT = {"efficacy", "quickstart", "grpo", "dynamic", "moe", "moe_rl", "crash"}  # scripts with a work folder of their own
 
 
 def parse_args(argv=None) -> argparse.Namespace:

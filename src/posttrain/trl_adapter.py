@@ -424,3 +424,43 @@ class ReplayRouting:
         metrics["mismatch/ratio_mean"].append(ratio.mean().item())
         metrics["mismatch/ratio_min"].append(ratio.min().item())
         metrics["mismatch/ratio_max"].append(ratio.max().item())
+
+
+class FilterNoSignal:
+    """GRPOTrainer mixin (before the trainer class): `grpo.dynamic_sampling: filter`.
+
+    A completion whose advantage is exactly 0 -- every completion of a group whose rewards are all
+    equal, the case TRL counts in `frac_reward_zero_std` -- adds nothing to the policy gradient but
+    still costs its forward and backward, and dilutes the loss's average. This drops those rows from
+    the generation batch before any gradient step, as DAPO's dynamic sampling filters groups (without
+    its over-sampling: the step trains on fewer rows). Enough zero rows are kept to split the batch
+    into `steps_per_generation` equal parts, and all of them when none has signal. `num_items_in_batch`
+    is recounted over the kept rows. Logs `dynamic_sampling/kept_frac`.
+    """
+
+    dynamic_sampling = "none"
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self.dynamic_sampling != "filter" or not self.model.training:
+            return output
+        advantages = output["advantages"]
+        signal = advantages != 0 if advantages.dim() == 1 else (advantages != 0).any(dim=-1)
+        rows, chunks = signal.numel(), self.args.steps_per_generation
+        keep = signal.clone()
+        if not keep.any():
+            keep[:] = True  # nothing to learn from: train on the batch as it is (zero policy gradient)
+        elif missing := (-int(keep.sum())) % chunks:
+            keep[torch.nonzero(~keep).flatten()[:missing]] = True
+        self._metrics["train"]["dynamic_sampling/kept_frac"].append(float(keep.float().mean()))
+        if bool(keep.all()):
+            return output
+        kept = {
+            key: value[keep]
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == rows
+            else value
+            for key, value in output.items()
+        }
+        mask = kept["completion_mask"] * kept["tool_mask"] if "tool_mask" in kept else kept["completion_mask"]
+        kept["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
+        return kept

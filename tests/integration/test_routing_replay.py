@@ -198,3 +198,34 @@ def test_telemetry_off_records_nothing(quick_overrides, tmp_path):
     on = recipe(tmp_path, quick_overrides)
     trainer = build_trainer(on, model, tokenizer, build(on.rewards.functions)[0], [{"prompt": "1+1="}] * 8, tmp_path)
     assert isinstance(trainer.routing, RoutingReplay) and trainer.routing_replay == "none"
+
+
+@pytest.mark.slow
+def test_lora_reference_pass_is_recognised_and_never_replayed(quick_overrides, tmp_path):
+    """With LoRA, TRL's KL reference is the same model with its adapters off: that pass routes itself."""
+    r = recipe(
+        tmp_path,
+        quick_overrides,
+        "moe.routing_replay=old_policy",
+        "grpo.num_iterations=2",
+        "grpo.beta=0.05",
+        "model.lora.enabled=true",
+        "model.lora.r=4",
+    )
+    tokenizer = build_char_tokenizer()
+    model = build_model("tiny-moe", tokenizer, seed=0, **r.model.builder_args)
+    rows = [
+        {**x, "prompt": to_prompt(x["question"], r.data.system_prompt, True)} for x in make_splits(r.data, r.eval).train
+    ]
+    trainer = build_trainer(r, model, tokenizer, build(r.rewards.functions)[0], rows, tmp_path / "ck")
+    seen = []
+    reference_pass = trainer._reference_pass
+    trainer._reference_pass = lambda m: seen.append(reference_pass(m)) or seen[-1]
+    captured = []
+    trainer.routing.captured = lambda record, real=trainer.routing.captured: (
+        captured.append(real(record)) or captured[-1]
+    )
+    trainer.train()
+    # per generation: the old-policy pass (recorded for R2), then the reference pass (adapters off)
+    assert seen and seen == [False, True] * (len(seen) // 2)  # per generation batch, the old pass first
+    assert all((c[..., 0, 0] >= 0).any() for c in captured)

@@ -276,6 +276,12 @@ class GRPOConfig(Section):
         f"range to the GSPO paper's (epsilon {GSPO_EPSILON}, epsilon_high {GSPO_EPSILON_HIGH}).",
     )
     mask_truncated_completions: bool = Field(False, description="Drop truncated completions from the loss.")
+    dynamic_sampling: Literal["none", "filter"] = Field(
+        "none",
+        description="filter: drop the completions with zero advantage (groups whose rewards are all equal) before "
+        "the gradient step, as DAPO's dynamic sampling filters them: no forward/backward is spent on them and the "
+        "loss averages over the completions with signal (TRL logs their share as frac_reward_zero_std).",
+    )
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="NaN/inf loss or gradient: stop naming the step (stop) or drop that update (skip)."

@@ -22,7 +22,7 @@ from posttrain.models.replay import RoutingReplay
 from posttrain.telemetry.progress import quiet_trainer
 from posttrain.telemetry.step_split import attach
 from posttrain.telemetry.tracking import trackers_last
-from posttrain.trl_adapter import GRPO_ATTRIBUTES, ReplayRouting, atomic, check_attributes
+from posttrain.trl_adapter import GRPO_ATTRIBUTES, FilterNoSignal, ReplayRouting, atomic, check_attributes
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def build_trainer(
     recipe: GRPORecipe, model, tokenizer, reward_funcs, train_rows: list[dict], output_dir: Path, callbacks=()
 ):
 
-    trainer = atomic(GRPOTrainer, ReplayRouting)(
+    trainer = atomic(GRPOTrainer, FilterNoSignal, ReplayRouting)(
         model=model,
         reward_funcs=list(reward_funcs),
         args=grpo_args(recipe, output_dir),
@@ -108,6 +108,7 @@ def build_trainer(
         peft_config=peft_config(recipe.model.lora, model),
     )
     attach_routing(trainer, recipe, model)
+    trainer.dynamic_sampling = recipe.grpo.dynamic_sampling
     quiet_trainer(trainer)
     trackers_last(trainer, Path(recipe.output.dir) / "runs" / "grpo")
     attach(trainer)  # a StepSplit among the callbacks times this trainer's generation and rewards
