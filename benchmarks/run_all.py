@@ -31,7 +31,8 @@ from common import REPO, git_commit, machine, today, versions
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("efficacy", "quickstart", "grpo", "dynamic", "eval", "distill", "moe", "moe_rl", "crash", "rewards")
-TAKES_OUT = {"efficacy", "quickstart", "grpo", "dynamic", "moe", "moe_rl", "crash"}  # scripts with a work folder of their own
+# scripts with a work folder of their own
+TAKES_OUT = {"efficacy", "quickstart", "grpo", "dynamic", "moe", "moe_rl", "crash"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -59,6 +59,15 @@ CASES = {
         ],
         ["no-model", "no such model directory"],
     ),
+    "grpo: routing replay on a dense model, refused before the warm-start": (
+        lambda f: [
+            "grpo",
+            GRPO,
+            *("--set", f"output.dir={f['out']}", "--set", "model.name_or_path=build:tiny-dense"),
+            *("--set", "model.builder_args={}", "--set", "moe.routing_replay=rollout"),
+        ],
+        ["moe.routing_replay=rollout", "has no MoE layers"],
+    ),
     "distill: model path": (
         lambda f: [
             "distill",
@@ -110,10 +119,12 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_exits_2_with_a_message_naming_it(case, files):
     args, expected = CASES[case]
-    result = runner.invoke(app, args(files))
+    # wide enough that rich's error box never wraps a long temporary path mid-name
+    result = runner.invoke(app, args(files), env={"COLUMNS": "400"})
     said = " ".join(result.output.split())  # rich wraps long lines at the terminal width
     assert result.exit_code == 2, result.output
     assert "Traceback" not in said and "error" in said.lower()
+    assert not (Path(files["out"]) / "base").exists()  # nothing was warm-started
     for fragment in expected:
         assert fragment in said, f"{fragment!r} not in {said!r}"
 

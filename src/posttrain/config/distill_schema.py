@@ -197,6 +197,13 @@ class DistillRecipe(Section):
 
     # Field validators, not one model validator: they run alongside the other fields' checks, so a
     # recipe with several problems hears about all of them at once.
+    @field_validator("moe")
+    @classmethod
+    def _no_replay(cls, value: MoEConfig) -> MoEConfig:
+        if value.routing_replay != "none":
+            raise ValueError("routing_replay applies to GRPO (distillation samples no rollouts to replay); drop it")
+        return value
+
     @field_validator("student")
     @classmethod
     def _student_learns_from_traces(cls, value: ModelConfig) -> ModelConfig:

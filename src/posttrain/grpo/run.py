@@ -33,7 +33,7 @@ from posttrain.evaluate.scoring import build_rewards, reward_errors
 from posttrain.grpo.trainer import build_trainer
 from posttrain.hub import check_push, push
 from posttrain.io import atomic_write_json, atomic_write_jsonl
-from posttrain.models.balancing import aux_loss_coef, moe_callbacks
+from posttrain.models.balancing import aux_loss_coef, check_moe_settings, moe_callbacks
 from posttrain.models.loading import (
     count_parameters,
     hub_model_id,
@@ -243,6 +243,7 @@ def _base_model(
         recipe.model.trust_remote_code,
         quantization=bnb_config(recipe.model),
     )
+    check_moe_settings(recipe.moe, model)  # before the warm-start: a refusal costs nothing yet
     if not warm.steps:
         return model, None
 

@@ -12,11 +12,10 @@ from trl import GRPOConfig, GRPOTrainer
 
 from posttrain.config.schema import GRPORecipe
 from posttrain.config.trl_fields import GRPO, build, checkpointing_kwargs, warmup_kwargs
-from posttrain.errors import PosttrainError
-from posttrain.models.balancing import aux_loss_coef
+from posttrain.models.balancing import aux_loss_coef, check_moe_settings
 from posttrain.models.generation import cache_kwargs
 from posttrain.models.lora import peft_config
-from posttrain.models.moe import find_moe_layers, is_moe
+from posttrain.models.moe import UnsupportedMoEError, find_moe_layers, is_moe
 from posttrain.models.precision import resolve, trainer_kwargs
 from posttrain.models.replay import RoutingReplay
 from posttrain.telemetry.progress import quiet_trainer
@@ -124,16 +123,22 @@ def attach_routing(trainer, recipe: GRPORecipe, model) -> None:
     check_attributes(trainer, GRPO_ATTRIBUTES)
     trainer.rollout_autocast = AUTOCAST.get(recipe.generation.rollout_autocast)
     replay = recipe.moe.routing_replay
+    check_moe_settings(recipe.moe, model)  # replay on a dense model, or an MoE family we cannot route, is refused
     if not is_moe(model):
-        if replay != "none":
-            raise PosttrainError(f"moe.routing_replay={replay}: {type(model).__name__} has no MoE layers")
         return
     if replay == "none" and not recipe.moe.telemetry:
         return
     if recipe.generation.backend == "vllm":  # telemetry only; replay was refused with the recipe
         log.warning("MoE mismatch telemetry needs the transformers backend; vLLM rollouts are not recorded")
         return
-    trainer.routing = RoutingReplay(model, temperature=recipe.grpo.temperature, layers=find_moe_layers(model))
+    try:
+        layers = find_moe_layers(model)
+    except UnsupportedMoEError as e:
+        if replay != "none":
+            raise
+        log.warning("MoE mismatch telemetry off: %s", e)
+        return
+    trainer.routing = RoutingReplay(model, temperature=recipe.grpo.temperature, layers=layers)
     trainer.routing_replay = replay
     g = recipe.grpo
     if (

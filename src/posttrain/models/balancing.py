@@ -99,8 +99,10 @@ def moe_callbacks(cfg: MoEConfig, model, out_dir: Path | None = None) -> list[Tr
 def check_moe_settings(cfg: MoEConfig, model) -> None:
     """Raise what `moe_callbacks` refuses, changing nothing. `model` may be a weightless meta-device
     instance, so a run can check its settings before its slow steps (distillation's traces)."""
-    wants_routers = cfg.balancing != "none" or cfg.freeze_router
+    wants_routers = cfg.balancing != "none" or cfg.freeze_router or cfg.routing_replay != "none"
     if not is_moe(model):
+        if cfg.routing_replay != "none":
+            raise PosttrainError(f"moe.routing_replay={cfg.routing_replay}: {type(model).__name__} has no MoE layers")
         if wants_routers:
             setting = f"moe.balancing={cfg.balancing}" if cfg.balancing != "none" else "moe.freeze_router=true"
             raise PosttrainError(

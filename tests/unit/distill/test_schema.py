@@ -86,3 +86,8 @@ def test_tiny_recipe_validates_and_shrinks():
     cfg = load_recipe(path, DistillRecipe, ["output.dir=/tmp/x", "distill.max_steps=3"])
     assert cfg.output.dir == "/tmp/x" and cfg.distill.max_steps == 3
     assert cfg.teacher.builder == "tiny-moe" and cfg.teacher.warmstart.steps > 0 and cfg.student.builder == "tiny-dense"
+
+
+def test_routing_replay_is_refused_in_distillation():
+    with pytest.raises(ValueError, match="routing_replay applies to GRPO"):
+        DistillRecipe.model_validate({**BASE, "moe": {"routing_replay": "rollout"}})
