@@ -8,7 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 site="$PWD/src"
-if compgen -G "benchmarks/gpu/wheels/*.whl" > /dev/null; then
+dry_run=0
+for arg in "$@"; do [[ $arg == --dry-run ]] && dry_run=1; done
+# The wheels are the GPU machine's (Python 3.12); a dry run uses the packages already installed.
+if [[ $dry_run == 0 ]] && compgen -G "benchmarks/gpu/wheels/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/posttrain-site benchmarks/gpu/wheels/*.whl
   site="/tmp/posttrain-site:$site"
