@@ -37,7 +37,7 @@ from pathlib import Path
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Row, heldout, parser, start, tail_mean
+from common import Row, heldout, parser, start, tail_mean, task_context
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "tiny-math.yaml"
@@ -273,22 +273,12 @@ def main(argv=None) -> int:
     settings = {k: v for k, v in vars(args).items() if k not in ("json", "out", "threads", "quick", "seeds")}
     report = start("moe", args, settings, seeds=args.seeds)
     console = Console()
-    from transformers import set_seed
 
-    from posttrain.data.load import to_prompt
-    from posttrain.data.splits import make_splits
-    from posttrain.models.loading import load_model, load_tokenizer, resolve_model_path
-    from posttrain.rewards.registry import build
+    from posttrain.models.loading import load_model
 
     recipe = load(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    set_seed(0)
-    tokenizer = load_tokenizer(resolve_model_path(recipe.model, args.out, seed=0))
-    splits = make_splits(recipe.data, recipe.eval, recipe.model.warmstart)
-    prompt = lambda row: to_prompt(row["question"], recipe.data.system_prompt, True)  # noqa: E731
-    rewards, _ = build(recipe.rewards.functions)
-    correctness = next(fn for fn in rewards if fn.__name__ == recipe.eval.correctness_reward)
-    ctx = (tokenizer, rewards, correctness, splits, prompt)
+    ctx = task_context(recipe, args.out)
+    tokenizer, rewards, correctness, splits, prompt = ctx
     bases = {b: base_model(recipe, tokenizer, splits, prompt, b, args, console) for b in ("none", "loss_free")}
     for b, path in bases.items():
         print(f"base warm-started with balancing {b}: MaxVio {base_max_vio(path, tokenizer, splits, prompt):.3f}")

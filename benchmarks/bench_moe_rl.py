@@ -45,7 +45,7 @@ from pathlib import Path
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Row, heldout, parser, require_identical, start, tail_mean
+from common import Row, heldout, parser, require_identical, start, tail_mean, task_context
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "tiny-math.yaml"
@@ -286,12 +286,8 @@ def main(argv=None) -> int:
     settings = {k: v for k, v in vars(args).items() if k not in ("json", "out", "threads", "quick", "seeds")}
     report = start("moe_rl", args, settings, seeds=args.seeds)
     console = Console()
-    from transformers import set_seed
 
-    from posttrain.data.load import to_prompt
-    from posttrain.data.splits import make_splits
-    from posttrain.models.loading import load_model, load_tokenizer, resolve_model_path
-    from posttrain.rewards.registry import build
+    from posttrain.models.loading import load_model
 
     recipes = {arm: load(args, arm) for arm in args.arms}
     reference = {k: v for k, v in settings_of(recipes["none"]).items() if k not in ARM_FIELDS}
@@ -299,14 +295,8 @@ def main(argv=None) -> int:
         ours = {k: v for k, v in settings_of(recipes[arm]).items() if k not in ARM_FIELDS}
         require_identical(ours, reference, f"arm {arm} and arm none (beyond {', '.join(sorted(ARM_FIELDS))})")
     recipe = recipes["none"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    set_seed(0)
-    tokenizer = load_tokenizer(resolve_model_path(recipe.model, args.out, seed=0))
-    splits = make_splits(recipe.data, recipe.eval, recipe.model.warmstart)
-    prompt = lambda row: to_prompt(row["question"], recipe.data.system_prompt, True)  # noqa: E731
-    rewards, _ = build(recipe.rewards.functions)
-    correctness = next(fn for fn in rewards if fn.__name__ == recipe.eval.correctness_reward)
-    ctx = (tokenizer, rewards, correctness, splits, prompt)
+    ctx = task_context(recipe, args.out)
+    tokenizer, rewards, correctness, splits, prompt = ctx
     base = base_model(recipe, tokenizer, splits, prompt, args, console)
     start_pass = heldout(load_model(str(base), "float32"), tokenizer, recipe, splits, prompt, rewards, correctness)
     print(f"base (before GRPO): held-out pass@1 {start_pass:.3f}", flush=True)

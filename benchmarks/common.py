@@ -199,3 +199,23 @@ def tail_mean(rows: list[dict], key: str) -> float:
     values = [r[key] for r in rows if r.get(key) is not None]
     tail = values[-max(1, len(values) // 4) :]
     return sum(tail) / len(tail)
+
+
+def task_context(recipe, out: Path) -> tuple:
+    """(tokenizer, rewards, correctness reward, splits, prompt) of a GRPO recipe whose model is built
+    under `out`: what the MoE benchmarks share between their arms."""
+    from transformers import set_seed
+
+    from posttrain.data.load import to_prompt
+    from posttrain.data.splits import make_splits
+    from posttrain.models.loading import load_tokenizer, resolve_model_path
+    from posttrain.rewards.registry import build
+
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(0)
+    tokenizer = load_tokenizer(resolve_model_path(recipe.model, out, seed=0))
+    splits = make_splits(recipe.data, recipe.eval, recipe.model.warmstart)
+    prompt = lambda row: to_prompt(row["question"], recipe.data.system_prompt, True)  # noqa: E731
+    rewards, _ = build(recipe.rewards.functions)
+    correctness = next(fn for fn in rewards if fn.__name__ == recipe.eval.correctness_reward)
+    return tokenizer, rewards, correctness, splits, prompt
