@@ -11,6 +11,8 @@ the versions, instead of training quietly with a patch that no longer applies.
   after `restore_weights` loaded the weights the way `from_pretrained` does;
 - the GRPO step's time split wraps `_generate` and `_calculate_rewards` of one trainer instance;
 - the KD trainers log `num_tokens` and `aux_loss` in `_metrics`, as SFTTrainer does;
+- posttrain's decode loop (`OwnSampler`) replaces `generate` inside `_generate_single_turn`, under
+  the same unwrapping and parameter gathering as TRL's own transformers path (`_dist`);
 - routing replay (`ReplayRouting`): records the rollout inside `_generate_single_turn`, carries the
   experts with the batch out of `_generate_and_score_completions`, replays them in the log-prob
   passes of `_get_per_token_logps_and_entropies` and `_compute_loss` (through backward), and logs the
@@ -33,6 +35,7 @@ import trl
 from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import AutoModelForCausalLM
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl.models import unwrap_model_for_generation
 
 from posttrain.checkpoints import STAGING, publish, rotate
 from posttrain.errors import PosttrainError
@@ -90,6 +93,9 @@ GRPO_ATTRIBUTES = (
     "use_vllm",
     "use_transformers_continuous_batching",
     "importance_sampling_level",
+    "generation_config",
+    "generation_kwargs",
+    "_dist",
 )
 GRPO_STAGES = {"generation": "_generate", "reward": "_calculate_rewards"}
 
@@ -293,7 +299,8 @@ class ReplayRouting:
                 return generate()
         with self.routing.recording() as record, precision:
             completion_ids, logprobs = generate()
-        self._rollout = self.routing.rollout(record, prompt_ids, completion_ids)
+        # The decode loop (`OwnSampler`) returns its log-probs; TRL's generate path returns None.
+        self._rollout = self.routing.rollout(record, prompt_ids, completion_ids, logps=logprobs)
         # TRL keeps these as `sampling_per_token_logps`; with this backend it would have none.
         return completion_ids, self._rollout.logps if logprobs is None else logprobs
 
@@ -424,6 +431,49 @@ class ReplayRouting:
         metrics["mismatch/ratio_mean"].append(ratio.mean().item())
         metrics["mismatch/ratio_min"].append(ratio.min().item())
         metrics["mismatch/ratio_max"].append(ratio.max().item())
+
+
+class OwnSampler:
+    """GRPOTrainer mixin (after `ReplayRouting`, before the trainer class): rollouts through posttrain's
+    decode loop (`posttrain.models.decoding`) instead of `model.generate`.
+
+    `sampler(model, prompt_ids, record=...)` -> `Decoded` is set before training (None: TRL's own path).
+    It runs where TRL's transformers path runs `generate` -- on the model unwrapped for generation with
+    TRL's generation kwargs, without gradients, FSDP's parameters summoned -- and returns the same
+    (completion_ids, logprobs): completions up to and including EOS, and the sampler's log-prob of each
+    token (TRL keeps them as `sampling_per_token_logps`). vLLM, paged generation and multimodal prompts
+    keep TRL's path. An open routing recording (`routing.active`) is told the loop's batches.
+    """
+
+    sampler = None
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        own = not (
+            self.sampler is None
+            or self.use_vllm
+            or self.use_transformers_continuous_batching
+            or images is not None
+            and any(image is not None for image in images)
+            or multimodal_fields
+        )
+        if not own:
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
+        routing = getattr(self, "routing", None)
+        with (
+            unwrap_model_for_generation(
+                self.model_wrapped,
+                self.accelerator,
+                gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                generation_kwargs=self.generation_kwargs,
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+            ) as unwrapped,
+            torch.no_grad(),
+            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+        ):
+            decoded = self.sampler(unwrapped, prompt_ids, record=None if routing is None else routing.active)
+        return decoded.completions, decoded.logps
 
 
 class FilterNoSignal:

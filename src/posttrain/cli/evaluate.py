@@ -142,5 +142,10 @@ def _from_recipe(path: Path, overrides, data: str | None):
         correctness_reward=e.correctness_reward,
         problem_seed=e.seed,
         num_problems=e.num_problems,
-        sampling=eval_sampling(e, cache=cfg.generation.cache, template_kwargs=cfg.data.chat_template_kwargs),
+        sampling=eval_sampling(
+            e,
+            cache=cfg.generation.cache,
+            template_kwargs=cfg.data.chat_template_kwargs,
+            sampler=cfg.generation.sampler,
+        ),
     )

@@ -346,6 +346,12 @@ class GenerationConfig(Section):
         "dynamic",
         description="KV cache: dynamic (default), static (preallocated) or quantized (4-bit; optimum-quanto or hqq).",
     )
+    sampler: Literal["posttrain", "generate"] = Field(
+        "posttrain",
+        description="posttrain: our decode loop (each prompt prefilled once for its samples, finished rows leave "
+        "the batch; same distribution); generate: transformers' generate. Static/quantized caches and settings "
+        "the loop lacks use generate either way.",
+    )
 
 
 class GRPOGenerationConfig(GenerationConfig):

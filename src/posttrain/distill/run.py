@@ -155,7 +155,10 @@ def run(
     write_recipe(out, recipe)
 
     settings = eval_sampling(
-        recipe.eval, cache=recipe.generation.cache, template_kwargs=recipe.data.chat_template_kwargs
+        recipe.eval,
+        cache=recipe.generation.cache,
+        template_kwargs=recipe.data.chat_template_kwargs,
+        sampler=recipe.generation.sampler,
     )
     heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, console)
     check = replace(heldout, rows=splits.train[: recipe.teacher.warmstart.check_problems])  # never held-out problems
@@ -259,6 +262,7 @@ def _traces(job: Job, teacher: LazyModel, tokenizer, rows, prompt, trace_filter)
         console,
         cache=recipe.generation.cache,
         template_kwargs=recipe.data.chat_template_kwargs,
+        sampler=recipe.generation.sampler,
     )
     kept, stats = select(records, trace_filter)
     if not kept:

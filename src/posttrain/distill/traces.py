@@ -129,7 +129,9 @@ def _trace_row(record: dict, sample: dict) -> dict:
     }
 
 
-def settings_for(cfg: TracesConfig, start: int, cache: str = "dynamic", template_kwargs=None) -> SamplingSettings:
+def settings_for(
+    cfg: TracesConfig, start: int, cache: str = "dynamic", template_kwargs=None, sampler: str = "posttrain"
+) -> SamplingSettings:
     """Each chunk seeds from its first prompt's index, so a resumed chunk samples as it would have."""
     return SamplingSettings(
         n=cfg.num_samples,
@@ -139,6 +141,7 @@ def settings_for(cfg: TracesConfig, start: int, cache: str = "dynamic", template
         batch_size=cfg.batch_size,
         seed=cfg.seed + start,
         cache=cache,
+        sampler=sampler,
         template_kwargs=dict(template_kwargs or {}),
     )
 
@@ -155,6 +158,7 @@ def generate_traces(
     console: Console,
     cache: str = "dynamic",
     template_kwargs=None,
+    sampler: str = "posttrain",
 ) -> list[dict]:
     """Scored teacher samples for every row, resuming after the records already in `raw_path`."""
 
@@ -170,7 +174,7 @@ def generate_traces(
             tokenizer,
             rows[start:stop],
             prompts[start:stop],
-            settings_for(cfg, start, cache, template_kwargs),
+            settings_for(cfg, start, cache, template_kwargs, sampler),
             reward_funcs,
             correctness,
             console,

@@ -20,8 +20,9 @@ from posttrain.evaluate.scoring import answers_of, score_rows
 from posttrain.telemetry.progress import progress_task
 
 
-def eval_sampling(cfg, cache: str = "dynamic", template_kwargs=None) -> SamplingSettings:
-    """A recipe's `eval` section (and `generation.cache`, `data.chat_template_kwargs`) as sampling settings."""
+def eval_sampling(cfg, cache: str = "dynamic", template_kwargs=None, sampler: str = "posttrain") -> SamplingSettings:
+    """A recipe's `eval` section (and `generation.cache` / `.sampler`, `data.chat_template_kwargs`) as sampling
+    settings."""
     return SamplingSettings(
         n=cfg.num_samples,
         temperature=cfg.temperature,
@@ -30,6 +31,7 @@ def eval_sampling(cfg, cache: str = "dynamic", template_kwargs=None) -> Sampling
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         cache=cache,
+        sampler=sampler,
         template_kwargs=dict(template_kwargs or {}),
     )
 

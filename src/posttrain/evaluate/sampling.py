@@ -1,8 +1,9 @@
 """Batched sampling with the KV cache: the one way grpo, distill and eval generate completions.
 
-Prompts are sorted by length so each padded batch wastes little, expanded `n` times inside
-`generate` (`num_return_sequences`), and seeded per batch so results do not depend on what
-ran before. Outputs come back in the caller's order.
+Prompts are sorted by length so each padded batch wastes little, each repeated `n` times (its
+prompt prefilled once by `models.decoding.decode`, the decode loop GRPO's rollouts use too; a
+static or quantized cache goes through `generate`), and seeded per batch so results do not
+depend on what ran before. Outputs come back in the caller's order.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 import torch
 
+from posttrain.distributed import shards_weights
+from posttrain.models.decoding import Decoded, Decoding, decode, supported
 from posttrain.models.generation import cache_kwargs, refused
 from posttrain.models.replay import DecodeMismatch
 
@@ -26,6 +29,7 @@ class SamplingSettings:
     batch_size: int = 256  # sequences (prompts x n) per generate call
     seed: int = 0
     cache: str = "dynamic"  # KV cache: dynamic, static or quantized (posttrain.models.generation)
+    sampler: str = "posttrain"  # generation.sampler: the decode loop (models.decoding) or generate
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)  # data.chat_template_kwargs
 
     @property
@@ -104,8 +108,40 @@ def generate_batches(
 def _generate_batch(
     model, tokenizer, ids: list[list[int]], settings: SamplingSettings, n: int, seed: int, probe=None
 ) -> list[Sample]:
+    rows = [prompt for prompt in ids for _ in range(n)]  # each prompt's n samples side by side
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    reason = _needs_generate(model, settings)
+    if reason is None:
+        decoding = Decoding(
+            max_new_tokens=settings.max_new_tokens,
+            eos_token_ids=(eos,),
+            pad_token_id=pad,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+        )
+        run = lambda record=None: decode(model, rows, decoding, record)  # noqa: E731
+    else:
+        run = lambda record=None: _with_generate(model, tokenizer, ids, settings, n)  # noqa: E731
+    torch.manual_seed(seed)
+    decoded = run() if probe is None else probe.observe(run, rows, pad)
+    return [_to_sample(tokenizer, tokens) for tokens in decoded.completions]
 
-    pad = tokenizer.pad_token_id
+
+def _needs_generate(model, settings: SamplingSettings) -> str | None:
+    """Why this batch goes through `model.generate` instead of the decode loop, or None."""
+    if settings.sampler == "generate":
+        return "generation.sampler=generate"
+    if settings.cache != "dynamic":
+        return f"generation.cache={settings.cache}"
+    if shards_weights():
+        return "a sharded engine (every rank must run the same forwards)"
+    return supported(getattr(model, "generation_config", None))
+
+
+def _with_generate(model, tokenizer, ids: list[list[int]], settings: SamplingSettings, n: int) -> Decoded:
+    """transformers' `generate` (a static or quantized KV cache, or a model's own generation settings
+    the decode loop lacks); completions cut after EOS, no log-probs."""
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     width = max(len(x) for x in ids)
     device = next(model.parameters()).device
     # Left padding: every prompt ends at the same column, where generation starts.
@@ -120,28 +156,24 @@ def _generate_batch(
             "top_k": 0,
             "num_return_sequences": n,
         }
-
-    def run():
+    try:
         with torch.inference_mode():
-            return model.generate(
+            out = model.generate(
                 input_ids=input_ids,
                 attention_mask=attention,
                 max_new_tokens=settings.max_new_tokens,
                 pad_token_id=pad,
-                eos_token_id=tokenizer.eos_token_id,
+                eos_token_id=eos,
                 use_cache=True,
                 **kwargs,
                 **cache_kwargs(settings.cache),
             )
-
-    torch.manual_seed(seed)
-    try:
-        out = run() if probe is None else probe.observe(run, input_ids, attention, tokenizer.eos_token_id)
     except ValueError as e:  # transformers refuses a cache this architecture does not support
         if settings.cache == "dynamic":
             raise
         raise refused(settings.cache, model, e) from e
-    return [_to_sample(tokenizer, row) for row in out[:, width:].tolist()]
+    completions = [row[: row.index(eos) + 1] if eos in row else row for row in out[:, width:].tolist()]
+    return Decoded(completions, None)
 
 
 def _to_sample(tokenizer, tokens: list[int]) -> Sample:

@@ -116,7 +116,10 @@ def run(
     timings["setup"] = time.time() - t
 
     settings = eval_sampling(
-        recipe.eval, cache=recipe.generation.cache, template_kwargs=recipe.data.chat_template_kwargs
+        recipe.eval,
+        cache=recipe.generation.cache,
+        template_kwargs=recipe.data.chat_template_kwargs,
+        sampler=recipe.generation.sampler,
     )
     t = time.time()
     heldout = HeldOut(splits.heldout, recipe.data.system_prompt, settings, rewards, correctness, console)

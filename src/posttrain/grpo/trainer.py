@@ -3,6 +3,8 @@ this module only maps our validated recipe onto TRL's arguments."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 from pathlib import Path
 
@@ -12,7 +14,9 @@ from trl import GRPOConfig, GRPOTrainer
 
 from posttrain.config.schema import GRPORecipe
 from posttrain.config.trl_fields import GRPO, build, checkpointing_kwargs, warmup_kwargs
+from posttrain.distributed import shards_weights
 from posttrain.models.balancing import aux_loss_coef, check_moe_settings
+from posttrain.models.decoding import Decoding, decode, supported
 from posttrain.models.generation import cache_kwargs
 from posttrain.models.lora import peft_config
 from posttrain.models.moe import UnsupportedMoEError, find_moe_layers, is_moe
@@ -21,7 +25,14 @@ from posttrain.models.replay import RoutingReplay
 from posttrain.telemetry.progress import quiet_trainer
 from posttrain.telemetry.step_split import attach
 from posttrain.telemetry.tracking import trackers_last
-from posttrain.trl_adapter import GRPO_ATTRIBUTES, FilterNoSignal, ReplayRouting, atomic, check_attributes
+from posttrain.trl_adapter import (
+    GRPO_ATTRIBUTES,
+    FilterNoSignal,
+    OwnSampler,
+    ReplayRouting,
+    atomic,
+    check_attributes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +108,7 @@ def build_trainer(
     recipe: GRPORecipe, model, tokenizer, reward_funcs, train_rows: list[dict], output_dir: Path, callbacks=()
 ):
 
-    trainer = atomic(GRPOTrainer, FilterNoSignal, ReplayRouting)(
+    trainer = atomic(GRPOTrainer, FilterNoSignal, ReplayRouting, OwnSampler)(
         model=model,
         reward_funcs=list(reward_funcs),
         args=grpo_args(recipe, output_dir),
@@ -107,6 +118,7 @@ def build_trainer(
         peft_config=peft_config(recipe.model.lora, model),
     )
     attach_routing(trainer, recipe, model)
+    trainer.sampler = rollout_sampler(trainer, recipe, model)
     trainer.dynamic_sampling = recipe.grpo.dynamic_sampling
     quiet_trainer(trainer)
     trackers_last(trainer, Path(recipe.output.dir) / "runs" / "grpo")
@@ -115,6 +127,36 @@ def build_trainer(
 
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def rollout_sampler(trainer, recipe: GRPORecipe, model):
+    """`generation.sampler: posttrain`: the rollouts through `models.decoding.decode`, with the settings
+    TRL's generate would sample with (`trainer.generation_config`, and the model's own generation config
+    under TRL's overrides, as `unwrap_model_for_generation` applies them); None keeps TRL's generate --
+    when asked, for vLLM, under a sharded engine, or for a setting the loop does not implement."""
+    gen = recipe.generation
+    if gen.sampler != "posttrain" or gen.backend != "transformers":
+        return None
+    if shards_weights():
+        log.info("rollouts through generate: ZeRO-3/FSDP run every forward on every rank in step")
+        return None
+    config = trainer.generation_config
+    effective = copy.deepcopy(model.generation_config)
+    effective.update(**trainer.generation_kwargs)
+    reason = supported(config, effective)
+    if reason is not None:
+        log.info("rollouts through generate: the decode loop does not implement %s", reason)
+        return None
+    eos = config.eos_token_id
+    decoding = Decoding(
+        max_new_tokens=config.max_new_tokens,
+        eos_token_ids=tuple(eos if isinstance(eos, list | tuple) else [eos]),
+        pad_token_id=config.pad_token_id,
+        temperature=config.temperature if config.do_sample else 0.0,
+        top_p=1.0 if config.top_p is None else config.top_p,
+        top_k=config.top_k or 0,
+    )
+    return functools.partial(decode, settings=decoding)
 
 
 def attach_routing(trainer, recipe: GRPORecipe, model) -> None:

@@ -96,31 +96,44 @@ class _Recording:
     picked: list[torch.Tensor] = field(default_factory=list)  # per decode step: (B,) log-prob of the fed token
     last_logps: torch.Tensor | None = None  # (B, V) of the newest forward
 
-    def rollout(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], top_k: int) -> Rollout:
-        """Rows of one `generate` call: a prefill forward, then one forward per fed token."""
+    # per forward of `models.decoding.decode`: each original row's batch row in it, -1 when absent
+    # (its prefill runs each distinct prompt once; finished rows leave the batch). Empty under `generate`.
+    row_maps: list[torch.Tensor] = field(default_factory=list)
+
+    def map_rows(self, batch_row: torch.Tensor) -> None:
+        """Called by the decode loop before each forward, with (rows,) batch-row indices."""
+        self.row_maps.append(batch_row.detach())
+
+    def rollout(
+        self,
+        prompt_ids: list[list[int]],
+        completion_ids: list[list[int]],
+        top_k: int,
+        logps: list[list[float]] | None = None,
+    ) -> Rollout:
+        """Rows of one decoding call: a prefill forward, then one forward per fed token. `logps`: the
+        sampler's own log-probs (the decode loop's), else read off the recorded logits (`generate`)."""
         if not self.ids:
             raise RoutingMismatchError("routing replay: no forward was recorded during generation")
-        batch = self.ids[0].shape[0]
-        if len(prompt_ids) != batch or len(completion_ids) != batch:
+        batch = len(prompt_ids)
+        maps = self.row_maps or [torch.arange(ids.shape[0], device=ids.device) for ids in self.ids]
+        if len(maps) != len(self.ids) or maps[0].numel() != batch or len(completion_ids) != batch:
             raise RoutingMismatchError(
-                f"routing replay: generation ran {batch} sequences, TRL returned {len(prompt_ids)}"
+                f"routing replay: generation ran {maps[0].numel()} sequences, TRL returned {len(prompt_ids)}"
             )
-        steps = [self.ids[0]] + [ids[:, -1:] for ids in self.ids[1:]]  # without a KV cache: the newest token
-        fed = torch.cat(steps, dim=1).cpu()
-        per_layer = [self._per_position(layer, batch) for layer in self.experts]
-        experts = torch.stack(per_layer, dim=2).to(torch.int16).cpu() if per_layer else None
-        prompt_width = self.ids[0].shape[1]
+        prompt_width, decoded = self.ids[0].shape[1], len(self.ids) - 1
+        fed, experts, present = self._per_row(maps, batch, top_k)
         mask = self.masks[0]
-        decoded = len(self.ids) - 1
-        logps = self._logps(completion_ids)
+        logps = self._logps(completion_ids) if logps is None else logps
         rows = []
         for i in range(batch):
+            src = int(maps[0][i])
             real = (
                 torch.arange(prompt_width)
                 if mask is None
-                else torch.nonzero(mask[i].cpu().bool(), as_tuple=False).flatten()
+                else torch.nonzero(mask[src].cpu().bool(), as_tuple=False).flatten()
             )
-            n_fed = min(len(completion_ids[i]), decoded)
+            n_fed = min(len(completion_ids[i]), decoded, int(present[i]))
             positions = torch.cat([real, torch.arange(prompt_width, prompt_width + n_fed)])
             tokens = fed[i, positions]
             want = torch.tensor(list(prompt_ids[i]) + list(completion_ids[i][:n_fed]), dtype=tokens.dtype)
@@ -128,13 +141,32 @@ class _Recording:
                 raise RoutingMismatchError(
                     f"routing replay: sequence {i}'s recorded tokens differ from the prompt and completion TRL returned"
                 )
-            row_experts = (
-                experts[i, positions]
-                if experts is not None
-                else torch.empty(len(positions), 0, top_k, dtype=torch.int16)
-            )
-            rows.append(RowRecord(len(prompt_ids[i]), tokens, row_experts, logps[i]))
+            rows.append(RowRecord(len(prompt_ids[i]), tokens, experts[i, positions], logps[i]))
         return Rollout(rows, len(self.experts), top_k)
+
+    def _per_row(self, maps: list[torch.Tensor], batch: int, top_k: int):
+        """(fed token ids (B, P + D), experts (B, P + D, layers, k) int16, decode forwards each row was in (B,)),
+        gathered from every forward by the row maps: the prefill's P columns, then the newest token of
+        each of the D decode forwards (-1 where a row was not in that forward)."""
+        prompt_width, decoded = self.ids[0].shape[1], len(self.ids) - 1
+        layers = len(self.experts)
+        fed = torch.full((batch, prompt_width + decoded), UNKNOWN, dtype=torch.long)
+        experts = torch.full((batch, prompt_width + decoded, layers, top_k), UNKNOWN, dtype=torch.int16)
+        present = torch.zeros(batch, dtype=torch.long)
+        src = maps[0].cpu()
+        fed[:, :prompt_width] = self.ids[0].cpu()[src]
+        for slot, layer in enumerate(self.experts):
+            experts[:, :prompt_width, slot] = layer[0].reshape(-1, prompt_width, top_k).cpu()[src].to(torch.int16)
+        for step in range(1, decoded + 1):
+            index = maps[step].cpu()
+            rows = torch.nonzero(index >= 0).flatten()
+            present[rows] += 1
+            column = prompt_width + step - 1
+            fed[rows, column] = self.ids[step][:, -1].cpu()[index[rows]]
+            for slot, layer in enumerate(self.experts):
+                newest = layer[step].reshape(self.ids[step].shape[0], -1, top_k)[:, -1].cpu()
+                experts[rows, column, slot] = newest[index[rows]].to(torch.int16)
+        return fed, experts, present
 
     def aligned(self, top_k: int) -> torch.Tensor:
         """Full-sequence forwards (chunks of one batch, same width): (B, S, layers, k), -1 on padding."""
@@ -150,12 +182,6 @@ class _Recording:
             pad = torch.cat(self.masks).to(out.device) == 0
             out[pad] = UNKNOWN
         return out
-
-    def _per_position(self, layer: list[torch.Tensor], batch: int) -> torch.Tensor:
-        """(B, positions, k) from one layer's per-forward selections, the newest token of each decode step."""
-        first = layer[0].reshape(batch, -1, layer[0].shape[-1])
-        later = [sel.reshape(batch, -1, sel.shape[-1])[:, -1:] for sel in layer[1:]]
-        return torch.cat([first, *later], dim=1)
 
     def _logps(self, completions: list[list[int]]) -> list[list[float]]:
         """The sampler's log-prob of every completion token: step j's distribution at token j."""
@@ -231,8 +257,13 @@ class RoutingReplay:
             for handle in handles:
                 handle.remove()
 
-    def rollout(self, record: _Recording, prompt_ids, completion_ids) -> Rollout:
-        return record.rollout(prompt_ids, completion_ids, self.top_k)
+    @property
+    def active(self) -> _Recording | None:
+        """The recording open now (a decode loop inside it reports its batches to it), else None."""
+        return self._record
+
+    def rollout(self, record: _Recording, prompt_ids, completion_ids, logps=None) -> Rollout:
+        return record.rollout(prompt_ids, completion_ids, self.top_k, logps)
 
     def captured(self, record: _Recording) -> torch.Tensor:
         return record.aligned(self.top_k)
@@ -242,7 +273,8 @@ class RoutingReplay:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if record is None or ids is None:
             return
-        if record.last_logps is not None and ids.shape[1] >= 1:
+        # The decode loop reports its own log-probs, and its batches change shape between forwards.
+        if record.last_logps is not None and ids.shape[1] >= 1 and not record.row_maps:
             record.picked.append(record.last_logps.gather(1, ids[:, -1:].to(record.last_logps.device)).squeeze(1))
         mask = kwargs.get("attention_mask")
         record.ids.append(ids.detach())
@@ -251,7 +283,7 @@ class RoutingReplay:
     def _remember_logits(self, module, args, output):
         record = self._record
         logits = getattr(output, "logits", None)
-        if record is None or logits is None:
+        if record is None or logits is None or record.row_maps:
             return
         record.last_logps = torch.log_softmax(logits[:, -1].detach().float() / self.temperature, dim=-1)
 
@@ -335,8 +367,8 @@ class DecodeMismatch:
     """How cached decoding and one full forward of the same sequences differ, for `posttrain eval`:
     the routing flip rate between them and the |log-prob| gap of every sampled token.
 
-    `observe(generate, input_ids, attention_mask, eos_token_id)` runs a `generate` call under
-    recording, then one full forward of its output, and accumulates; `summary()` reports the totals.
+    `observe(decode, prompts, pad_token_id)` runs one decoding call (the decode loop or `generate`)
+    under recording, then one full forward of its output, and accumulates; `summary()` reports the totals.
     Log-probs are taken at the sampling temperature (1 for greedy decoding).
     """
 
@@ -349,17 +381,25 @@ class DecodeMismatch:
         self.token_flipped = 0.0
         self.deltas: list[torch.Tensor] = []
 
-    def observe(self, generate, input_ids: torch.Tensor, attention_mask: torch.Tensor, eos_token_id: int):
+    def observe(self, decode, prompts: list[list[int]], pad_token_id: int):
+        """`decode(record)` samples one completion per prompt row (`models.decoding.Decoded`) under
+        recording; then one full forward of prompts + completions is compared with it."""
         with self.replay.recording() as record:
-            out = generate()
-        width, repeat = input_ids.shape[1], out.shape[0] // input_ids.shape[0]
-        prompts = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
-        prompts = [p for p in prompts for _ in range(repeat)]  # num_return_sequences: each prompt n times
-        completions = [_until_eos(row.tolist(), eos_token_id) for row in out[:, width:]]
-        rollout = self.replay.rollout(record, prompts, completions)
-        length = out.shape[1] - width
-        done = torch.tensor([[j < len(c) for j in range(length)] for c in completions], device=out.device)
-        mask = torch.cat([attention_mask.repeat_interleave(repeat, dim=0).bool(), done], dim=1)
+            decoded = decode(record)
+        completions = decoded.completions
+        rollout = self.replay.rollout(record, prompts, completions, decoded.logps)
+        width, length = max(map(len, prompts)), max(1, max(map(len, completions)))
+        device = next(self.model.parameters()).device
+        out = torch.tensor(
+            [
+                [pad_token_id] * (width - len(p)) + p + c + [pad_token_id] * (length - len(c))
+                for p, c in zip(prompts, completions)
+            ],
+            device=device,
+        )
+        prompt_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        done = torch.tensor([[j < len(c) for j in range(length)] for c in completions], device=device)
+        mask = torch.cat([prompt_mask.bool(), done], dim=1)
         self.replay.target(None, replay=False, reference=rollout.aligned(out, length))
         try:
             with torch.inference_mode():
@@ -378,7 +418,7 @@ class DecodeMismatch:
         for i, logps in enumerate(rollout.logps):
             sampled[i, : len(logps)] = torch.tensor(logps, device=full.device)
         self.deltas.append((sampled - full).abs()[done].cpu())
-        return out
+        return decoded
 
     def summary(self) -> dict | None:
         """{"flip_rate", "token_flip_rate", "logp_abs_mean", "logp_abs_p99", "tokens"}; None before any token."""
@@ -392,7 +432,3 @@ class DecodeMismatch:
             "logp_abs_p99": float(torch.quantile(delta, 0.99)),
             "tokens": self.tokens,
         }
-
-
-def _until_eos(tokens: list[int], eos: int) -> list[int]:
-    return tokens[: tokens.index(eos) + 1] if eos in tokens else tokens

@@ -228,6 +228,6 @@ def test_eval_probe_measures_decoding_without_changing_samples(char_tokenizer):
 
     probe_bf16 = DecodeMismatch(model, settings.temperature)
     original = probe_bf16.observe
-    probe_bf16.observe = lambda generate, *a: original(lambda: bf16_generate(generate), *a)
+    probe_bf16.observe = lambda decode, *a: original(lambda record: bf16_generate(lambda: decode(record)), *a)
     list(generate_batches(model, char_tokenizer, prompts, settings, probe=probe_bf16))
     assert probe_bf16.summary()["logp_abs_mean"] > 100 * summary["logp_abs_mean"]
