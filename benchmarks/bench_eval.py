@@ -102,8 +102,10 @@ def main(argv=None) -> int:
         path = str(build_and_save("tiny-moe", {}, Path(tmp) / "m", seed=0))
         model, tokenizer = load_model(path, "float32"), load_tokenizer(path)
     prompts = [[{"role": "user", "content": r["question"]}] for r in make_problems(problems, seed=5)]
+    # sampler="generate": both sides call model.generate, so their settings can be captured and compared;
+    # this row measures batching alone (the decode loop's own gain is grpo_step_time's).
     settings = SamplingSettings(
-        n=n, temperature=1.0, max_new_tokens=args.max_new_tokens, batch_size=256, seed=args.seed
+        n=n, temperature=1.0, max_new_tokens=args.max_new_tokens, batch_size=256, seed=args.seed, sampler="generate"
     )
 
     def ours(batch):
