@@ -19,24 +19,27 @@ from posttrain.cli.app import app
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
 
-# Two steps after a 3-step warm-start: the policy rarely answers yet, so rewards are mostly 0; the
-# gradient norm, entropy, KL and lengths carry the signal.
+# Two steps after a 3-step warm-start: the policy does not answer yet, so rewards, advantages, loss and
+# gradient are 0, and the entropy, KL and lengths carry the signal: they pin the sampling path (re-pinned
+# when rollouts moved to posttrain's decode loop -- the same distribution, its random stream consumed in
+# another order) and the model. That the loss with non-zero advantages learns, and in the right direction,
+# is tests/integration/test_ci_gate.py's (working, sign-flipped and zero-learning-rate GRPO).
 GRPO_GOLDEN = {
     "grpo/1/loss": 0.0,
     "grpo/1/grad_norm": 0.0,
     "grpo/1/reward_mean": 0.0,
     "grpo/1/rewards/accuracy/mean": 0.0,
     "grpo/1/rewards/format/mean": 0.0,
-    "grpo/1/completion_length": 10.25,
-    "grpo/1/entropy": 4.653944,
+    "grpo/1/completion_length": 10.375,
+    "grpo/1/entropy": 4.653902,
     "grpo/1/kl": 0.0,
     "grpo/2/loss": 0.0,
-    "grpo/2/grad_norm": 0.249923,
-    "grpo/2/reward_mean": 0.125,
-    "grpo/2/rewards/accuracy/mean": 0.125,
+    "grpo/2/grad_norm": 0.0,
+    "grpo/2/reward_mean": 0.0,
+    "grpo/2/rewards/accuracy/mean": 0.0,
     "grpo/2/rewards/format/mean": 0.0,
     "grpo/2/completion_length": 12.0,
-    "grpo/2/entropy": 4.654179,
+    "grpo/2/entropy": 4.654211,
     "grpo/2/kl": 0.0,
     "base_accuracy": 0.0,
     "final_accuracy": 0.0,

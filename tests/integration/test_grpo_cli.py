@@ -23,6 +23,9 @@ def test_grpo_quick_run_writes_every_output(quick_overrides, tmp_path):
     result = runner.invoke(app, ["grpo", RECIPE, *_sets(quick_overrides)])
     assert result.exit_code == 0, result.output
     out = tmp_path / "run"
+    # The rollouts went through posttrain's decode loop, not generate (a no-op setting TRL passes once sent
+    # every run to generate unseen): the console says so, and the sampler's log-probs reached the trainer.
+    assert "rollouts: posttrain decode loop" in " ".join(result.output.split())
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -32,6 +35,8 @@ def test_grpo_quick_run_writes_every_output(quick_overrides, tmp_path):
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
+    # Only the decode loop hands TRL the sampler's log-probs, which the mismatch telemetry compares.
+    assert all(0 <= r["mismatch/logp_abs_mean"] < 1e-3 for r in rows)
     for key in (
         "loss",
         "lr",

@@ -309,6 +309,7 @@ def _train(recipe: GRPORecipe, model, tokenizer, rewards, train_rows: list[dict]
         recipe, model, tokenizer, rewards, train_rows, out / "checkpoints", callbacks=stage.callbacks
     )
     trainer.metrics_logger = stage.logger
+    console.print(f"rollouts: {trainer.rollout_route}")
     if checkpoint:
         console.print(f"resuming from {checkpoint}")
         restore_weights(trainer, checkpoint, recipe.model.lora.enabled)

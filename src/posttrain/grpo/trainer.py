@@ -118,7 +118,7 @@ def build_trainer(
         peft_config=peft_config(recipe.model.lora, model),
     )
     attach_routing(trainer, recipe, model)
-    trainer.sampler = rollout_sampler(trainer, recipe, model)
+    trainer.sampler, trainer.rollout_route = rollout_sampler(trainer, recipe, model)
     trainer.dynamic_sampling = recipe.grpo.dynamic_sampling
     quiet_trainer(trainer)
     trackers_last(trainer, Path(recipe.output.dir) / "runs" / "grpo")
@@ -130,23 +130,25 @@ AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def rollout_sampler(trainer, recipe: GRPORecipe, model):
-    """`generation.sampler: posttrain`: the rollouts through `models.decoding.decode`, with the settings
-    TRL's generate would sample with (`trainer.generation_config`, and the model's own generation config
-    under TRL's overrides, as `unwrap_model_for_generation` applies them); None keeps TRL's generate --
-    when asked, for vLLM, under a sharded engine, or for a setting the loop does not implement."""
+    """(sampler, route): `generation.sampler: posttrain` sends the rollouts through
+    `models.decoding.decode`, with the settings TRL's generate would sample with
+    (`trainer.generation_config`, and the model's own generation config under TRL's overrides, as
+    `unwrap_model_for_generation` applies them); sampler None keeps TRL's generate -- when asked,
+    for vLLM, under a sharded engine, or for a setting the loop does not implement. `route` says
+    which, and why, for the run's console."""
     gen = recipe.generation
-    if gen.sampler != "posttrain" or gen.backend != "transformers":
-        return None
+    if gen.backend != "transformers":
+        return None, f"{gen.backend} (generation.backend)"
+    if gen.sampler != "posttrain":
+        return None, "transformers generate (generation.sampler: generate)"
     if shards_weights():
-        log.info("rollouts through generate: ZeRO-3/FSDP run every forward on every rank in step")
-        return None
+        return None, "transformers generate (ZeRO-3/FSDP run every forward on every rank in step)"
     config = trainer.generation_config
     effective = copy.deepcopy(model.generation_config)
     effective.update(**trainer.generation_kwargs)
     reason = supported(config, effective)
     if reason is not None:
-        log.info("rollouts through generate: the decode loop does not implement %s", reason)
-        return None
+        return None, f"transformers generate (the decode loop does not implement {reason})"
     eos = config.eos_token_id
     decoding = Decoding(
         max_new_tokens=config.max_new_tokens,
@@ -156,7 +158,7 @@ def rollout_sampler(trainer, recipe: GRPORecipe, model):
         top_p=1.0 if config.top_p is None else config.top_p,
         top_k=config.top_k or 0,
     )
-    return functools.partial(decode, settings=decoding)
+    return functools.partial(decode, settings=decoding), "posttrain decode loop (shared prefill, finished rows pruned)"
 
 
 def attach_routing(trainer, recipe: GRPORecipe, model) -> None:

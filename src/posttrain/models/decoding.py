@@ -66,6 +66,27 @@ _UNSUPPORTED = (
 )
 
 
+# Values at which transformers adds no logits processor or stopping rule for a field above (its
+# `_get_logits_processor` tests `!= 1.0`, `> 0`, `< 1.0`, ...): TRL passes `repetition_penalty=1.0`
+# on every run, and a GenerationConfig saved by a model's authors often spells out the others.
+_NO_OP = {
+    "repetition_penalty": 1.0,
+    "min_p": 0.0,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "min_length": 0,
+    "min_new_tokens": 0,
+    "renormalize_logits": False,
+    "num_beams": 1,
+    "penalty_alpha": 0.0,
+    "guidance_scale": 1.0,
+    "cache_implementation": "dynamic",  # the DynamicCache this loop decodes with
+}
+
+
 @dataclass(frozen=True)
 class Decoding:
     """What to sample: `temperature` 0 decodes greedily (top-k and top-p then ignored)."""
@@ -99,16 +120,25 @@ class Decoded:
 
 def supported(*configs: GenerationConfig | None) -> str | None:
     """None when this loop samples what `generate` would under these configs, else the first setting it
-    lacks (`generation_config.repetition_penalty=1.1`), for a log line."""
+    lacks (`generation_config.repetition_penalty=1.1`), for a log line. A field at its no-op value
+    (`repetition_penalty=1.0`, which TRL always passes) adds nothing `generate` would run."""
     default = GenerationConfig()
     for config in configs:
         if config is None:
             continue
         for name in _UNSUPPORTED:
             value = getattr(config, name, None)
-            if value is not None and value != getattr(default, name, None):
+            if not _no_op(name, value, getattr(default, name, None)):
                 return f"generation_config.{name}={value!r}"
     return None
+
+
+def _no_op(name: str, value, default) -> bool:
+    if value is None or value == default:
+        return True
+    if isinstance(value, list | tuple | dict) and not value:  # bad_words_ids=[], sequence_bias={}
+        return True
+    return name in _NO_OP and value == _NO_OP[name]
 
 
 def decode(model, prompts: Sequence[Sequence[int]], settings: Decoding, record=None) -> Decoded:

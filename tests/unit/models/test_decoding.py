@@ -142,6 +142,10 @@ def test_settings_the_loop_lacks_go_to_generate(char_tokenizer):
     assert supported(GenerationConfig(do_sample=True, temperature=0.7, top_p=0.9, top_k=20)) is None
     assert supported(GenerationConfig(repetition_penalty=1.1)) == "generation_config.repetition_penalty=1.1"
     assert supported(None, GenerationConfig(min_p=0.05)) == "generation_config.min_p=0.05"
+    # No-op values add no processor in generate: TRL passes repetition_penalty=1.0 on every GRPO run.
+    neutral = GenerationConfig(repetition_penalty=1.0, min_p=0.0, typical_p=1.0, num_beams=1, bad_words_ids=[])
+    assert supported(neutral, GenerationConfig(no_repeat_ngram_size=0, cache_implementation="dynamic")) is None
+    assert supported(GenerationConfig(typical_p=0.9)) == "generation_config.typical_p=0.9"
     model = moe("deepseek_v3", char_tokenizer)
     assert _needs_generate(model, SamplingSettings()) is None
     assert _needs_generate(model, SamplingSettings(cache="static")) == "generation.cache=static"
