@@ -322,6 +322,9 @@ def report_grpo(args, results: dict, report) -> None:
         print(f"  {side:9} median step {medians[side]:.3f} s   (per run: {per_run})")
     ours, theirs = results["posttrain"][0]["rows"], results["trl"][0]["rows"]
     same = [round(a["reward_mean"], 6) == round(b["reward"], 6) for a, b in zip(ours, theirs)]
+    # Under generation.sampler: posttrain the two sides draw from the same distribution but consume the
+    # random stream in another order (a group's prompt prefilled once, finished rows pruned): their
+    # trajectories differ from the first step; under `generate` they match step for step.
     print(f"same reward trajectory (first run of each): {sum(same)}/{len(same)} steps")
     rows = [row for run in results["posttrain"] for row in run["rows"]]
     split = {k: statistics.median(r[f"time/{k}_s"] for r in rows) for k in ("generation", "reward", "optimisation")}

@@ -8,6 +8,8 @@ from huggingface_hub import ModelCard
 from typer.testing import CliRunner
 
 from posttrain.cli.app import app
+from posttrain.grpo.run import RESTART_SEED_STRIDE
+from posttrain.models.loading import BUILDER_RECORD
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = str(REPO / "recipes/tiny-math.yaml")
@@ -274,3 +276,20 @@ def test_a_warmstart_below_its_greedy_target_trains_another_round_and_records_it
     assert "warm-start: greedy" in result.output and "2 more" in result.output
     assert json.loads((out / "base" / "warmstart.json").read_text()) == record  # what a resumed run reports
     assert "warm-started with 5 SFT steps" in (out / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_warmstart_restart_builds_the_model_from_another_seed_and_keeps_the_best(quick_overrides, tmp_path):
+    sets = [*quick_overrides, "model.warmstart.until_greedy=1.0", "model.warmstart.retry=restart"]
+    sets += ["model.warmstart.max_extra_rounds=1", "model.warmstart.check_problems=5", "grpo.max_steps=1"]
+    result = runner.invoke(app, ["grpo", RECIPE, *_sets(sets)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "run"
+    record = json.loads((out / "summary.json").read_text())["warmstart"]
+    assert [(c["attempt"], c["steps"]) for c in record["checks"]] == [(0, 3), (1, 3)] and record["steps"] == 3
+    greedy = [c["greedy"] for c in record["checks"]]
+    assert record["kept"] == (1 if greedy[1] > greedy[0] else 0)
+    assert "a fresh model, 3 steps" in " ".join(result.output.split())
+    # The second attempt's model was built from another init seed (the init folder records what made it).
+    made = json.loads((out / "init-tiny-moe" / BUILDER_RECORD).read_text())
+    assert made["seed"] == RESTART_SEED_STRIDE  # grpo.seed 0 + one stride

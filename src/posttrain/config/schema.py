@@ -78,8 +78,15 @@ class WarmstartConfig(Section):
         "of `extra_steps` (warmup + cosine again) until the model reaches it. A fixed step count leaves some "
         "seeds' models without the method; null trains `steps` once; with steps 0 there is no warm-start at all.",
     )
-    extra_steps: int = Field(100, gt=0, description="SFT steps of each extra round (until_greedy).")
+    extra_steps: int = Field(100, gt=0, description="SFT steps of each extra round (until_greedy, retry: extend).")
     max_extra_rounds: int = Field(3, ge=1, description="Extra rounds at most (until_greedy); then RL starts anyway.")
+    retry: Literal["extend", "restart"] = Field(
+        "extend",
+        description="Below until_greedy after a round: `extend` trains the same model `extra_steps` more; "
+        "`restart` warm-starts a fresh model (GRPO: a builder's next init seed; else the start reloaded) for `steps` "
+        "with its data in another order, and keeps the attempt whose check was best. Learning a chained method "
+        "is a sudden, seed-dependent transition: more steps seldom move a model that missed it (docs/efficacy.md).",
+    )
     check_problems: int = Field(
         100, gt=0, description="Training problems (never held-out ones) the until_greedy check decodes greedily."
     )

@@ -67,7 +67,7 @@ def warm_teacher(
 
     model = load_model(source, cfg.dtype, cfg.revision, cfg.trust_remote_code)
     console.print(f"teacher: warm-start, {cfg.warmstart.steps} SFT steps on {len(warm_rows)} worked examples")
-    warmstart_until(
+    model, _ = warmstart_until(
         model,
         tokenizer,
         warm_rows,
@@ -82,6 +82,7 @@ def warm_teacher(
         runs_dir=out / "runs",
         precision=resolve("auto", cfg.dtype),  # train.precision is the student's
         template_kwargs=template_kwargs,
+        fresh=lambda attempt: load_model(source, cfg.dtype, cfg.revision, cfg.trust_remote_code),
     )
 
     def save() -> None:

@@ -60,6 +60,9 @@ from posttrain.telemetry.trainer_progress import RichProgressCallback
 from posttrain.trl_adapter import restore_weights
 
 WARMSTART_RECORD = "warmstart.json"  # in base/: the warm-start's steps and greedy checks
+# `model.warmstart.retry: restart`: attempt k builds the model from init seed grpo.seed + k * stride, far
+# from any seed a user would pass to a neighbouring run.
+RESTART_SEED_STRIDE = 1_000_033
 # summary.json's figures that also go to the trackers (output.report_to) when the run ends
 SUMMARY_SCALARS = (
     "base_accuracy",
@@ -239,20 +242,28 @@ def _base_model(
             record.read_text()
         ) if record.is_file() else None
 
-    model = load_model(
-        model_path,
-        recipe.model.dtype,
-        recipe.model.revision,
-        recipe.model.trust_remote_code,
-        quantization=bnb_config(recipe.model),
-    )
+    def load(path: str):
+        return load_model(
+            path,
+            recipe.model.dtype,
+            recipe.model.revision,
+            recipe.model.trust_remote_code,
+            quantization=bnb_config(recipe.model),
+        )
+
+    def fresh(attempt: int):
+        """`retry: restart`: a builder's model from another init seed; a checkpoint loaded afresh."""
+        seed = recipe.grpo.seed + RESTART_SEED_STRIDE * attempt
+        return load(on_main(lambda: resolve_model_path(recipe.model, out, seed=seed)))
+
+    model = load(model_path)
     check_moe_settings(recipe.moe, model)  # before the warm-start: a refusal costs nothing yet
     if not warm.steps:
         return model, None
 
     console.print(f"warm-start: {warm.steps} SFT steps on {len(warm_rows)} worked examples")
     progress = RichProgressCallback(console, "warm-start SFT", accuracy_reward=None)
-    warmed = warmstart_until(
+    model, warmed = warmstart_until(
         model,
         tokenizer,
         warm_rows,
@@ -261,7 +272,9 @@ def _base_model(
         out / "warmstart-tmp",
         check=None if check is None else lambda m: greedy_accuracy(m, tokenizer, check, "warm-start check: greedy"),
         say=console.print,
-        callbacks=[*balancing_callbacks(recipe.moe, model), progress],
+        callbacks=[progress],
+        callbacks_for=lambda m: balancing_callbacks(recipe.moe, m),
+        fresh=fresh,
         precision=resolve(recipe.train.precision, recipe.model.dtype),
         report_to=recipe.output.report_to,
         runs_dir=out / "runs",

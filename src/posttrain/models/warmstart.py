@@ -143,29 +143,44 @@ def warmstart_until(
     *,
     aux_loss_coef: float = 0.0,
     template_kwargs=None,
-) -> dict:
-    """The warm-start: `cfg.steps`, then, with `cfg.until_greedy`, extra rounds until `check(model)` reaches it.
+    fresh: Callable[[int], object] | None = None,
+    callbacks_for: Callable[[object], Sequence] | None = None,
+) -> tuple[object, dict]:
+    """The warm-start: `cfg.steps`, then, with `cfg.until_greedy`, more rounds until `check(model)` reaches it.
 
     Why rounds: with a fixed step count one seed's model has learned the worked method and another's
     has not (greedy 94.5% vs 57.5% after 400 steps, docs/efficacy.md), so what RL starts from, and
-    what it can add, varied more between seeds than anything RL did. Each round is a fresh warmup and
-    cosine, so the model RL starts from has always finished a decay. Returns
-    {"steps": total SFT steps, "checks": [{"steps", "greedy"}, ...]} for the summary and model card.
+    what it can add, varied more between seeds than anything RL did. `retry: extend` trains the same
+    model `extra_steps` more per round (a fresh warmup and cosine, so the model RL starts from has
+    always finished a decay); `retry: restart` calls `fresh(attempt)` for a new model and trains it
+    `steps` from scratch, keeping the attempt whose check was best. `callbacks_for(model)`: callbacks
+    bound to one model (loss-free balancing), rebuilt for each fresh one.
+
+    Returns (the model RL starts from, {"steps": SFT steps behind it, "checks": [{"steps", "greedy"}, ...]}),
+    with "attempt" in each check and "kept" (the attempt kept) when it restarted.
     """
 
     if cfg.until_greedy is not None and check is None:
         raise ValueError("warm-start until_greedy needs a check of the model")
+    restart = cfg.retry == "restart" and cfg.until_greedy is not None
+    if restart and fresh is None:
+        raise ValueError("warm-start retry: restart needs a way to build a fresh model")
     total, checks = 0, []
+    best = None  # (greedy, attempt, model, steps) of the best restart attempt so far
     rounds = 1 + (cfg.max_extra_rounds if cfg.until_greedy is not None else 0)
     for index in range(rounds):
+        if restart and index:
+            model, total = fresh(index), 0
+        extra = list(callbacks_for(model)) if callbacks_for else []
         run_warmstart(
             model,
             tokenizer,
             rows,
             prompts,
-            cfg,
+            # a restart trains `steps`, not `extra_steps`: run_warmstart reads round_index > 0 as an extra round
+            cfg.model_copy(update={"extra_steps": cfg.steps}) if restart else cfg,
             out_dir,
-            callbacks,
+            [*extra, *callbacks],
             precision,
             index,
             report_to,
@@ -174,16 +189,24 @@ def warmstart_until(
             aux_loss_coef=aux_loss_coef,
             template_kwargs=template_kwargs,
         )
-        total += cfg.extra_steps if index else cfg.steps
+        total += cfg.steps if (restart or not index) else cfg.extra_steps
         if cfg.until_greedy is None:
             break
         greedy = check(model)
-        checks.append({"steps": total, "greedy": greedy})
+        checks.append({"steps": total, "greedy": greedy, **({"attempt": index} if restart else {})})
+        if restart and (best is None or greedy > best[0]):
+            best = (greedy, index, model, total)
         if greedy >= cfg.until_greedy:
             say(f"warm-start: greedy {greedy:.3f} >= {cfg.until_greedy} after {total} steps")
             break
         if index + 1 < rounds:
-            say(f"warm-start: greedy {greedy:.3f} < {cfg.until_greedy} after {total} steps: {cfg.extra_steps} more")
+            more = f"a fresh model, {cfg.steps} steps" if restart else f"{cfg.extra_steps} more"
+            say(f"warm-start: greedy {greedy:.3f} < {cfg.until_greedy} after {total} steps: {more}")
         else:
             say(f"warm-start: greedy {greedy:.3f} < {cfg.until_greedy} after {total} steps, the last round: RL starts")
-    return {"steps": total, "checks": checks}
+    if not restart:
+        return model, {"steps": total, "checks": checks}
+    greedy, kept, model, total = best
+    if kept != checks[-1]["attempt"]:
+        say(f"warm-start: keeping attempt {kept + 1} (greedy {greedy:.3f}), the best check")
+    return model, {"steps": total, "checks": checks, "kept": kept}

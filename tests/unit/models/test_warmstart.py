@@ -21,9 +21,43 @@ def rounds(monkeypatch):
     return seen
 
 
-def _run(cfg, checks, said):
+def test_restart_trains_fresh_models_from_scratch_and_keeps_the_best(rounds):
+    said, built, trained = [], [], []
+    cfg = WarmstartConfig(steps=400, until_greedy=0.9, retry="restart", max_extra_rounds=2)
+    scores = iter([0.55, 0.7, 0.6])
+
+    def check(model):
+        trained.append(model)
+        return next(scores)
+
+    def fresh(attempt):
+        built.append(attempt)
+        return f"model-{attempt}"
+
+    kept, record = warmstart.warmstart_until(
+        "model-0", None, [], [], cfg, None, check=check, say=said.append, fresh=fresh
+    )
+    assert built == [1, 2] and trained == ["model-0", "model-1", "model-2"]
+    assert rounds == [(400, 1234), (400, 1235), (400, 1236)]  # every attempt all its steps, data in another order
+    assert kept == "model-1" and record["kept"] == 1 and record["steps"] == 400
+    assert [c["greedy"] for c in record["checks"]] == [0.55, 0.7, 0.6]
+    assert said[-1] == "warm-start: keeping attempt 2 (greedy 0.700), the best check"
+
+
+def test_restart_stops_at_the_first_attempt_that_reaches_the_target(rounds):
+    cfg = WarmstartConfig(steps=50, until_greedy=0.9, retry="restart", max_extra_rounds=3)
+    record = _run(cfg, [0.5, 0.95], [], fresh=lambda attempt: f"model-{attempt}")
+    assert len(rounds) == 2 and record["kept"] == 1 and record["steps"] == 50
+    with pytest.raises(ValueError, match="fresh model"):
+        _run(cfg, [0.5], [])  # restart without a way to build a model
+
+
+def _run(cfg, checks, said, fresh=None):
     scores = iter(checks)
-    return warmstart.warmstart_until(None, None, [], [], cfg, None, check=lambda m: next(scores), say=said.append)
+    _, record = warmstart.warmstart_until(
+        "model-0", None, [], [], cfg, None, check=lambda m: next(scores), say=said.append, fresh=fresh
+    )
+    return record
 
 
 def test_rounds_stop_at_the_first_check_that_reaches_the_target(rounds):
