@@ -242,9 +242,15 @@ def ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")  # a --quick model may get nothing right
 
 
-def warm_steps(summary: dict) -> int | str:
-    """SFT steps the run's warm-start took (until_greedy may add rounds); '-' without a warm-start."""
-    return (summary.get("warmstart") or {}).get("steps", "-")
+def warm_steps(summary: dict) -> str:
+    """SFT steps behind the run's base, with its until_greedy checks (`400 (checks 64 83, kept 2)`: a
+    restart, the second attempt kept); '-' without a warm-start."""
+    warm = summary.get("warmstart") or {}
+    if "steps" not in warm:
+        return "-"
+    checks = " ".join(f"{100 * c['greedy']:.0f}" for c in warm.get("checks", []))
+    kept = f", kept {warm['kept'] + 1}" if "kept" in warm and len(warm.get("checks", [])) > 1 else ""
+    return f"{warm['steps']} (checks {checks}{kept})" if checks else str(warm["steps"])
 
 
 def points(x: float) -> str:
