@@ -139,14 +139,14 @@ def verify(out: Path, steps: int) -> list[str]:
 def main(argv=None) -> int:
     p = parser(__doc__)
     p.add_argument("--trials", type=int, help="runs to kill and resume (20; quick 1)")
-    p.add_argument("--kills", type=int, help="SIGKILLs per trial (3; quick 1)")
+    p.add_argument("--kills", type=int, help="SIGKILLs per trial (3; quick 2)")
     p.add_argument("--steps", type=int, help="GRPO steps of each run (12; quick 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_crash")
     args = p.parse_args(argv)
     trials = args.trials or (1 if args.quick else 20)
     steps = args.steps or (8 if args.quick else 12)
-    args.kills = args.kills or (1 if args.quick else 3)
+    args.kills = args.kills or (2 if args.quick else 3)  # quick: the test suite's only SIGKILL trial
     seeds = [args.seed + t for t in range(trials)]
     report = start("crash", args, {"trials": trials, "kills": args.kills, "steps": steps}, seeds=seeds)
     import shutil

@@ -3,7 +3,7 @@
     python benchmarks/run_all.py [--quick] [--output benchmarks/RESULTS.md] [--only grpo,eval]
 
 Each `bench_*.py` runs in its own process (cold caches, no state shared between benchmarks), one
-after another so they do not compete for cores, with its outputs in a fresh folder. The page
+after another so they do not compete for cores (`--jobs 2` runs two at once: for smoke runs only), with its outputs in a fresh folder. The page
 gets the machine (CPU model, cores, memory, GPU), the package versions, the date, the commit and
 the exact command, then one line per row (`name: ratio X.XX (what / against what)`), then each
 benchmark's settings, seeds, command and full printed report. `benchmarks/RESULTS.md` is the
@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,6 +51,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "page, whose other sections are kept with the commit and date they were measured at",
     )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads of every benchmark")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="benchmarks run side by side (default 1: published figures never share cores; the test suite's "
+        "--quick smoke run uses 2, one thread each, as its figures mean nothing)",
+    )
     args = p.parse_args(argv)
     args.merge = bool(args.only)
     args.only = [b.strip() for b in args.only.split(",")] if args.only else list(BENCHMARKS)
@@ -81,7 +89,7 @@ def run_one(name: str, args, work: Path) -> dict:
         env={**_env(), "PYTHONUNBUFFERED": "1"},
     ) as proc:
         for line in proc.stdout:
-            print(line, end="", flush=True)
+            print(line if args.jobs <= 1 else f"[{name}] {line}", end="", flush=True)
             lines.append(line)
     seconds = time.time() - started
     result = json.loads(result_file.read_text()) if proc.returncode == 0 and result_file.is_file() else None
@@ -216,7 +224,8 @@ def main(argv=None) -> int:
     started = time.time()
     work = Path(tempfile.mkdtemp(prefix="posttrain-bench-"))
     try:
-        runs = [run_one(name, args, work) for name in args.only]
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # each job is a process; threads wait
+            runs = list(pool.map(lambda name: run_one(name, args, work), args.only))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = page(runs, args, command, time.time() - started, commit)

@@ -68,6 +68,17 @@ def quick_overrides(tmp_path) -> list[str]:
 
 
 @pytest.fixture
+def shaped_rewards() -> str:
+    """A --set of the recipe's rewards plus DAPO's over-long penalty, for tests that need a gradient:
+    quick_overrides' 3-step model never answers or closes its tags in 12 tokens, so the recipe's own
+    rewards are all 0 and GRPO would train nothing; the penalty varies with each completion's length."""
+    return (
+        "rewards.functions=[{name: accuracy, weight: 1.0}, {name: format, weight: 0.2}, "
+        "{name: step_arithmetic, weight: 0.5}, {name: overlong, weight: 1.0, kwargs: {max_length: 12, buffer: 8}}]"
+    )
+
+
+@pytest.fixture
 def distill_overrides(tmp_path):
     """--set overrides that shrink recipes/tiny-distill.yaml to a seconds-long run."""
     import json

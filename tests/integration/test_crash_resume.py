@@ -1,6 +1,9 @@
-"""Nothing lost: SIGKILL at random moments then --resume; a resumed run ends where an uninterrupted one does."""
+"""Nothing lost: a resumed run ends where an uninterrupted one does, and a finished one trains nothing more.
 
-import importlib.util
+SIGKILL at random moments then --resume is benchmarks/bench_crash.py's, which the suite runs through
+tests/benchmarks/test_run_all.py (--quick: one trial, two kills, `crash_resume` must be 1.00).
+"""
+
 import json
 import shutil
 from pathlib import Path
@@ -14,21 +17,6 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPE = str(REPO / "recipes/tiny-math.yaml")
 
 
-def _bench_crash():
-    spec = importlib.util.spec_from_file_location("bench_crash", REPO / "benchmarks" / "bench_crash.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
-    bench = _bench_crash()
-    result = bench.crash_and_resume(tmp_path / "run", kills=2, steps=8, seed=1)
-    assert result["killed"] == 2, result
-    assert result["problems"] == [], (tmp_path / "run.log").read_text()[-3000:]
-
-
 def _state(path: Path) -> dict:
     from transformers import AutoModelForCausalLM
 
@@ -36,13 +24,14 @@ def _state(path: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_resumed_run_reaches_the_same_parameters_as_an_uninterrupted_one(quick_overrides, tmp_path):
+def test_resumed_run_reaches_the_same_parameters_as_an_uninterrupted_one(quick_overrides, shaped_rewards, tmp_path):
     import torch
 
     sets = [
         a
         for o in [
             *quick_overrides,
+            shaped_rewards,
             "grpo.max_steps=4",
             "output.save_steps=2",
             "output.save_total_limit=3",

@@ -19,28 +19,28 @@ from posttrain.cli.app import app
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
 
-# Two steps after a 3-step warm-start: the policy does not answer yet, so rewards, advantages, loss and
-# gradient are 0, and the entropy, KL and lengths carry the signal: they pin the sampling path (re-pinned
-# when rollouts moved to posttrain's decode loop -- the same distribution, its random stream consumed in
-# another order) and the model. That the loss with non-zero advantages learns, and in the right direction,
-# is tests/integration/test_ci_gate.py's (working, sign-flipped and zero-learning-rate GRPO).
+# Two steps after a 3-step warm-start, with DAPO's over-long penalty beside the recipe's rewards
+# (`shaped_rewards`): the policy does not answer yet, so accuracy and format are 0 and the penalty,
+# which varies with each completion's length, gives the advantages, loss and gradient. Re-pinned when
+# rollouts moved to posttrain's decode loop (the same distribution, its random stream consumed in
+# another order). That GRPO learns in the right direction is tests/integration/test_ci_gate.py's.
 GRPO_GOLDEN = {
-    "grpo/1/loss": 0.0,
-    "grpo/1/grad_norm": 0.0,
-    "grpo/1/reward_mean": 0.0,
+    "grpo/1/loss": 0.086914,
+    "grpo/1/grad_norm": 0.175583,
+    "grpo/1/reward_mean": -0.828125,
     "grpo/1/rewards/accuracy/mean": 0.0,
     "grpo/1/rewards/format/mean": 0.0,
     "grpo/1/completion_length": 10.375,
     "grpo/1/entropy": 4.653902,
     "grpo/1/kl": 0.0,
     "grpo/2/loss": 0.0,
-    "grpo/2/grad_norm": 0.0,
-    "grpo/2/reward_mean": 0.0,
+    "grpo/2/grad_norm": 0.000203,
+    "grpo/2/reward_mean": -1.0,
     "grpo/2/rewards/accuracy/mean": 0.0,
     "grpo/2/rewards/format/mean": 0.0,
     "grpo/2/completion_length": 12.0,
-    "grpo/2/entropy": 4.654211,
-    "grpo/2/kl": 0.0,
+    "grpo/2/entropy": 4.654209,
+    "grpo/2/kl": 2e-06,
     "base_accuracy": 0.0,
     "final_accuracy": 0.0,
 }
@@ -85,8 +85,9 @@ def _check(observed: dict, golden: dict):
 
 
 @pytest.mark.slow
-def test_a_seeded_two_step_grpo_run_reproduces_its_pinned_numbers(quick_overrides, tmp_path):
-    result = runner.invoke(app, ["grpo", str(REPO / "recipes/tiny-math.yaml"), *_sets(quick_overrides)])
+def test_a_seeded_two_step_grpo_run_reproduces_its_pinned_numbers(quick_overrides, shaped_rewards, tmp_path):
+    sets = _sets([*quick_overrides, shaped_rewards])
+    result = runner.invoke(app, ["grpo", str(REPO / "recipes/tiny-math.yaml"), *sets])
     assert result.exit_code == 0, result.output
     out = tmp_path / "run"
     observed = _metrics(

@@ -137,7 +137,9 @@ def test_resume_continues_from_checkpoint_without_duplicate_metrics(quick_overri
 
 
 @pytest.mark.slow
-def test_qlora_trains_adapters_on_a_4bit_base_and_saves_a_full_precision_policy(quick_overrides, tmp_path, monkeypatch):
+def test_qlora_trains_adapters_on_a_4bit_base_and_saves_a_full_precision_policy(
+    quick_overrides, shaped_rewards, tmp_path, monkeypatch
+):
     pytest.importorskip("bitsandbytes", minversion="0.50")
     # As on an AVX512-BF16 CPU, where bitsandbytes would repack layers for inference mid-run.
     monkeypatch.setattr("bitsandbytes.nn.modules.has_avx512bf16", lambda: True)
@@ -158,7 +160,7 @@ def test_qlora_trains_adapters_on_a_4bit_base_and_saves_a_full_precision_policy(
 
     monkeypatch.setattr(grpo_run, "_train", spy)
     sets = [
-        *_sets(quick_overrides),
+        *_sets([*quick_overrides, shaped_rewards]),
         "--set",
         "model.warmstart.steps=0",
         "--set",
@@ -265,7 +267,8 @@ def test_lora_run_saves_adapter_and_merged_policy(quick_overrides, tmp_path):
 @pytest.mark.slow
 def test_a_warmstart_below_its_greedy_target_trains_another_round_and_records_it(quick_overrides, tmp_path):
     # 3 steps never reach 100% greedy: one extra round of 2 steps, then RL starts anyway.
-    sets = [*quick_overrides, "model.warmstart.until_greedy=1.0", "model.warmstart.extra_steps=2"]
+    sets = [*quick_overrides, "model.warmstart.until_greedy=1.0", "model.warmstart.retry=extend"]
+    sets += ["model.warmstart.extra_steps=2"]  # the recipe restarts; this test is extend's
     sets += ["model.warmstart.max_extra_rounds=1", "model.warmstart.check_problems=5", "grpo.max_steps=1"]
     result = runner.invoke(app, ["grpo", RECIPE, *_sets(sets)])
     assert result.exit_code == 0, result.output
