@@ -78,11 +78,13 @@ def run_warmstart(
     *,
     aux_loss_coef: float = 0.0,
     template_kwargs=None,
+    steps: int | None = None,
 ):
-    """Train `model` in place on the rows' solutions for `cfg.steps` steps; returns the trainer's metrics.
+    """Train `model` in place on the rows' solutions for `steps` steps (default `cfg.steps`, or
+    `cfg.extra_steps` for an extra round); returns the trainer's metrics.
 
     `precision`: a resolved `train.precision` (fp32, bf16, fp16, fp8), as the RL stage after it trains.
-    `round_index` > 0: an extra round of `cfg.extra_steps` (`warmstart_until`), its data in another order.
+    `round_index` > 0: a later round (`warmstart_until`), its data in another order.
     `report_to`: `output.report_to`; TensorBoard writes to runs_dir (default: out_dir's parent/runs)
     /<stage>[_round<n>].
     `aux_loss_coef`: `balancing.aux_loss_coef(moe)`, explicit even at 0.0: TRL otherwise takes the model
@@ -97,7 +99,7 @@ def run_warmstart(
         output_dir=str(out_dir),
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
-        max_steps=cfg.extra_steps if round_index else cfg.steps,
+        max_steps=steps or (cfg.extra_steps if round_index else cfg.steps),
         lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_steps,
         save_strategy="no",
@@ -166,7 +168,7 @@ def warmstart_until(
     if restart and fresh is None:
         raise ValueError("warm-start retry: restart needs a way to build a fresh model")
     total, checks = 0, []
-    best = None  # (greedy, attempt, model, steps) of the best restart attempt so far
+    best = None  # (greedy, attempt, model) of the best restart attempt so far
     rounds = 1 + (cfg.max_extra_rounds if cfg.until_greedy is not None else 0)
     for index in range(rounds):
         if restart and index:
@@ -177,8 +179,7 @@ def warmstart_until(
             tokenizer,
             rows,
             prompts,
-            # a restart trains `steps`, not `extra_steps`: run_warmstart reads round_index > 0 as an extra round
-            cfg.model_copy(update={"extra_steps": cfg.steps}) if restart else cfg,
+            cfg,
             out_dir,
             [*extra, *callbacks],
             precision,
@@ -188,6 +189,7 @@ def warmstart_until(
             runs_dir,
             aux_loss_coef=aux_loss_coef,
             template_kwargs=template_kwargs,
+            steps=cfg.steps if restart else None,  # a restart trains all its steps, not an extra round's
         )
         total += cfg.steps if (restart or not index) else cfg.extra_steps
         if cfg.until_greedy is None:
@@ -195,7 +197,7 @@ def warmstart_until(
         greedy = check(model)
         checks.append({"steps": total, "greedy": greedy, **({"attempt": index} if restart else {})})
         if restart and (best is None or greedy > best[0]):
-            best = (greedy, index, model, total)
+            best = (greedy, index, model)
         if greedy >= cfg.until_greedy:
             say(f"warm-start: greedy {greedy:.3f} >= {cfg.until_greedy} after {total} steps")
             break
@@ -206,7 +208,7 @@ def warmstart_until(
             say(f"warm-start: greedy {greedy:.3f} < {cfg.until_greedy} after {total} steps, the last round: RL starts")
     if not restart:
         return model, {"steps": total, "checks": checks}
-    greedy, kept, model, total = best
+    greedy, kept, model = best
     if kept != checks[-1]["attempt"]:
         say(f"warm-start: keeping attempt {kept + 1} (greedy {greedy:.3f}), the best check")
-    return model, {"steps": total, "checks": checks, "kept": kept}
+    return model, {"steps": cfg.steps, "checks": checks, "kept": kept}

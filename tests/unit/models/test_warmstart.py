@@ -15,7 +15,8 @@ def rounds(monkeypatch):
     seen = []
 
     def fake(model, tokenizer, rows, prompts, cfg, out_dir, callbacks, precision, round_index=0, *tracking, **kwargs):
-        seen.append((cfg.extra_steps if round_index else cfg.steps, cfg.seed + round_index))
+        steps = kwargs.get("steps") or (cfg.extra_steps if round_index else cfg.steps)
+        seen.append((steps, cfg.seed + round_index))
 
     monkeypatch.setattr(warmstart, "run_warmstart", fake)
     return seen
