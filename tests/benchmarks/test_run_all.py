@@ -22,8 +22,7 @@ EXPECTED = {
     "dynamic_sampling_gain_per_minute",
     "reward_stage_cold",
     "eval_sampling",
-    "distill_offline_1_epoch",
-    "distill_offline_3_epochs",
+    *(f"distill_offline{pair}_{e}" for pair in ("", "_matched", "_bpe") for e in ("1_epoch", "3_epochs", "5_epochs")),
     "moe_balancing_rl",
     "moe_balancing_warmstart_and_rl",
     "moe_balancing_overhead",
@@ -188,3 +187,13 @@ def test_sft_control_learning_rate_follows_the_clock_and_stops_at_the_budget(mon
         assert control.should_training_stop == (elapsed >= 100)
     assert seen[0] == pytest.approx(5e-4) and seen[1] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 0.01)))
     assert seen[2] == pytest.approx(5e-4) and seen[3] < 1e-6 and seen[4] == 0.0
+
+
+def test_distill_bench_break_even_and_2x_epochs_follow_from_the_medians():
+    crossing = _module("bench_distill").crossing
+    # online 3 s per epoch, offline 1 s, the top-k pass 2 s once: E x 3 >= 2 + E from E = 1; >= 2 x (2 + E) from E = 4.
+    med = {"online": 3.0, "offline": 1.0, "capture": 2.0}
+    assert crossing(med, 1.0) == "1 epochs" and crossing(med, 2.0) == "4 epochs"
+    assert 4 * 3.0 / (2.0 + 4 * 1.0) == 2.0 and 3 * 3.0 / (2.0 + 3 * 1.0) < 2.0
+    # A teacher whose forward costs less than the student's step can never reach 2x.
+    assert crossing({"online": 1.5, "offline": 1.0, "capture": 0.5}, 2.0).startswith("never")

@@ -92,14 +92,19 @@ def capture(
         for start in range(0, len(encoded), batch_size):
             batch = encoded[start : start + batch_size]
             logits = _forward(model, [x for x, _ in batch], pad_id, device)
-            for row, (tokens, prompt_len) in zip(logits, batch):
-                # logits at position p predict token p + 1: completion tokens are predicted from prompt_len - 1 on.
-                logp = torch.log_softmax(row[prompt_len - 1 : len(tokens) - 1].float(), dim=-1)
-                top = logp.topk(min(max(k, max(GAP_KS)), logp.shape[-1]), dim=-1)
-                ids.append(top.indices[:, :k].cpu())
-                logprobs.append(top.values[:, :k].cpu())
-                counts.append(logp.shape[0])
-                gaps.add(logp, top.values)
+            # Logits at position p predict token p + 1: completion tokens are predicted from prompt_len - 1
+            # on. The batch's completion positions are taken together, so the log-softmax, top-k and gap
+            # statistics run once per batch rather than once per trace (per-trace calls cost more than
+            # the teacher's forward on small models).
+            keep = torch.zeros(logits.shape[:2], dtype=torch.bool, device=logits.device)
+            for i, (tokens, prompt_len) in enumerate(batch):
+                keep[i, prompt_len - 1 : len(tokens) - 1] = True
+            logp = torch.log_softmax(logits[keep].float(), dim=-1)
+            top = logp.topk(min(max(k, max(GAP_KS)), logp.shape[-1]), dim=-1)
+            ids.append(top.indices[:, :k].cpu())
+            logprobs.append(top.values[:, :k].cpu())
+            counts.extend(max(len(tokens) - prompt_len, 0) for tokens, prompt_len in batch)
+            gaps.add(logp, top.values)
             if on_batch:
                 on_batch(len(batch))
     finally:
