@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -58,7 +59,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="benchmarks run side by side (default 1: published figures never share cores; the test suite's "
         "--quick smoke run uses 2, one thread each, as its figures mean nothing)",
     )
+    p.add_argument(
+        "--args",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="extra arguments for one benchmark, e.g. --args 'efficacy=--seeds 3,4,5' (repeatable; the page "
+        "records the command, so its figures stay reproducible)",
+    )
     args = p.parse_args(argv)
+    args.extra = {}
+    for item in args.args:
+        name, sep, extra = item.partition("=")
+        if not sep or name.strip() not in BENCHMARKS:
+            p.error(f"--args {item!r}: expected NAME=ARGS with NAME one of {', '.join(BENCHMARKS)}")
+        args.extra[name.strip()] = shlex.split(extra)
     args.merge = bool(args.only)
     args.only = [b.strip() for b in args.only.split(",")] if args.only else list(BENCHMARKS)
     unknown = sorted(set(args.only) - set(BENCHMARKS))
@@ -77,6 +92,7 @@ def run_one(name: str, args, work: Path) -> dict:
         cmd.append("--quick")
     if name in TAKES_OUT:
         cmd += ["--out", str(work / name)]
+    cmd += args.extra.get(name, [])
     print(f"\n== {name} ==", flush=True)
     started = time.time()
     lines = []

@@ -197,3 +197,27 @@ def test_distill_bench_break_even_and_2x_epochs_follow_from_the_medians():
     assert 4 * 3.0 / (2.0 + 4 * 1.0) == 2.0 and 3 * 3.0 / (2.0 + 3 * 1.0) < 2.0
     # A teacher whose forward costs less than the student's step can never reach 2x.
     assert crossing({"online": 1.5, "offline": 1.0, "capture": 0.5}, 2.0).startswith("never")
+
+
+def test_args_reach_one_benchmark_and_bad_ones_are_refused(tmp_path, monkeypatch):
+    run_all = _module("run_all")
+    seen = {}
+
+    class _Proc:
+        def __init__(self, cmd, **kwargs):
+            seen[Path(cmd[1]).stem] = cmd
+            self.stdout, self.returncode = iter(()), 1
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(run_all.subprocess, "Popen", _Proc)
+    args = run_all.parse_args(["--only", "efficacy,eval", "--args", "efficacy=--seeds 3,4,5"])
+    for name in args.only:
+        run_all.run_one(name, args, tmp_path)
+    assert seen["bench_efficacy"][-2:] == ["--seeds", "3,4,5"] and "--seeds" not in seen["bench_eval"]
+    with pytest.raises(SystemExit):
+        run_all.parse_args(["--args", "nosuch=--x 1"])
