@@ -10,7 +10,8 @@ benchmark's settings, seeds, command and full printed report. `benchmarks/RESULT
 output of these runs and is never edited by hand: `--only` re-runs some benchmarks and keeps the
 other sections of the page (same machine and packages only), each section naming the commit and
 date it was measured at. Another machine writes its own page (`--output benchmarks/RESULTS-<machine>.md`;
-RESULTS-xeon.md holds the efficacy rerun on a 2-core Intel Xeon). `--quick` (about 6 minutes on 2 cores, 3.5 with `--jobs 2`) is
+RESULTS-xeon.md holds the efficacy and distill reruns on a 2-core Intel Xeon;
+`--args 'efficacy=--seeds 3,4,5'` gives one benchmark extra arguments). `--quick` (about 6 minutes on 2 cores, 3.5 with `--jobs 2`) is
 what the test suite runs, so no benchmark can rot unnoticed. Exits 1 if any benchmark failed
 (the page still lists what the others measured, and the failure).
 """

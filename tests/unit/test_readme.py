@@ -100,3 +100,16 @@ def test_quoted_benchmark_rows_are_the_results_pages():
     assert any(name.startswith("moe_rl_") for _, name, _ in quoted)
     wrong = [(file, name, value, rows.get(name)) for file, name, value in quoted if value not in rows.get(name, ())]
     assert not wrong, wrong
+
+
+def test_the_readme_quotes_the_offline_kd_ratios_of_the_page_it_names():
+    readme = (REPO / "README.md").read_text()
+    paragraph = readme.split("Logit KD from stored top-k targets", 1)[1].split("\n\n", 1)[0]
+    (name,) = set(re.findall(r"benchmarks/(RESULTS[\w-]*\.md)", paragraph))
+    page = _pages()[name]
+    rows = dict(re.findall(r"^(distill_offline\w*): ratio (\d+\.\d\d)", page, flags=re.M))
+    for row in ("distill_offline_1_epoch", "distill_offline_3_epochs", "distill_offline_5_epochs"):
+        assert f"{rows[row]}×" in paragraph, row
+    for row in ("distill_offline_bpe_1_epoch", "distill_offline_bpe_3_epochs", "distill_offline_bpe_5_epochs"):
+        assert f"{rows[row]}×" in paragraph, row
+    assert f"{rows['distill_offline_matched_3_epochs']}×" in paragraph
