@@ -296,3 +296,18 @@ def test_a_warmstart_restart_builds_the_model_from_another_seed_and_keeps_the_be
     # The second attempt's model was built from another init seed (the init folder records what made it).
     made = json.loads((out / "init-tiny-moe" / BUILDER_RECORD).read_text())
     assert made["seed"] == RESTART_SEED_STRIDE  # grpo.seed 0 + one stride
+
+
+@pytest.mark.slow
+def test_a_warmstart_retry_list_restarts_then_extends_the_better_attempt(quick_overrides, tmp_path):
+    # the recipe's own plan, [restart, extend], at 3 steps (never 100% greedy): both rounds run
+    sets = [*quick_overrides, "model.warmstart.until_greedy=1.0", "model.warmstart.retry=[restart, extend]"]
+    sets += ["model.warmstart.extra_steps=2", "model.warmstart.check_problems=5", "grpo.max_steps=1"]
+    result = runner.invoke(app, ["grpo", RECIPE, *_sets(sets)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "run" / "summary.json").read_text())["warmstart"]
+    first, second, extended = record["checks"]
+    better = 1 if second["greedy"] > first["greedy"] else 0
+    assert [(c["attempt"], c["steps"]) for c in record["checks"]] == [(0, 3), (1, 3), (better, 5)]
+    assert record["kept"] == better and record["steps"] == 5
+    assert f"2 more for attempt {better + 1}" in " ".join(result.output.split())

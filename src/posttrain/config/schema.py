@@ -79,13 +79,17 @@ class WarmstartConfig(Section):
         "seeds' models without the method; null trains `steps` once; with steps 0 there is no warm-start at all.",
     )
     extra_steps: int = Field(100, gt=0, description="SFT steps of each extra round (until_greedy, retry: extend).")
-    max_extra_rounds: int = Field(3, ge=1, description="Extra rounds at most (until_greedy); then RL starts anyway.")
-    retry: Literal["extend", "restart"] = Field(
+    max_extra_rounds: int = Field(
+        3, ge=1, description="Extra rounds at most (until_greedy); then RL starts anyway. A `retry` list sets it."
+    )
+    retry: Literal["extend", "restart"] | list[Literal["extend", "restart"]] = Field(
         "extend",
-        description="Below until_greedy after a round: `extend` trains the same model `extra_steps` more; "
-        "`restart` warm-starts a fresh model (GRPO: a builder's next init seed; else the start reloaded) for `steps` "
-        "with its data in another order, and keeps the attempt whose check was best. Learning a chained method "
-        "is a sudden, seed-dependent transition: more steps seldom move a model that missed it (docs/efficacy.md).",
+        description="Below until_greedy after a round: `extend` trains the model (after restarts, the best attempt) "
+        "`extra_steps` more; `restart` warm-starts a fresh model (GRPO: a builder's next init seed; else the start "
+        "reloaded) for `steps` with its data in another order, and keeps the attempt whose check was best. A list "
+        "names each extra round's action in turn, e.g. [restart, extend]. Learning a chained method is a sudden, "
+        "seed-dependent transition: a fresh init is a new draw of it, and a model part-way there finishes it with "
+        "more steps (docs/efficacy.md).",
     )
     check_problems: int = Field(
         100, gt=0, description="Training problems (never held-out ones) the until_greedy check decodes greedily."
@@ -100,6 +104,25 @@ class WarmstartConfig(Section):
     def _known_trl_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
         check_passthrough(value, WARMSTART, set(cls.model_fields))
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retry_list(cls, data: Any) -> Any:
+        retry = data.get("retry") if isinstance(data, dict) else None
+        if not isinstance(retry, list):
+            return data
+        if not retry:
+            raise ValueError("retry: an empty list retries nothing; name an action per extra round or drop it")
+        rounds = data.get("max_extra_rounds", len(retry))
+        if rounds != len(retry):
+            raise ValueError(f"max_extra_rounds: {rounds}, but retry names {len(retry)} rounds; drop one")
+        return {**data, "max_extra_rounds": len(retry)}
+
+    def retry_plan(self) -> list[str]:
+        """Each extra round's action, in order ([] without until_greedy: no check, no rounds)."""
+        if self.until_greedy is None:
+            return []
+        return list(self.retry) if isinstance(self.retry, list) else [self.retry] * self.max_extra_rounds
 
 
 class ModelConfig(Section):

@@ -152,27 +152,32 @@ def warmstart_until(
 
     Why rounds: with a fixed step count one seed's model has learned the worked method and another's
     has not (greedy 94.5% vs 57.5% after 400 steps, docs/efficacy.md), so what RL starts from, and
-    what it can add, varied more between seeds than anything RL did. `retry: extend` trains the same
-    model `extra_steps` more per round (a fresh warmup and cosine, so the model RL starts from has
-    always finished a decay); `retry: restart` calls `fresh(attempt)` for a new model and trains it
-    `steps` from scratch, keeping the attempt whose check was best. `callbacks_for(model)`: callbacks
-    bound to one model (loss-free balancing), rebuilt for each fresh one.
+    what it can add, varied more between seeds than anything RL did. Each extra round does what
+    `cfg.retry_plan()` names: `extend` trains the model `extra_steps` more (a fresh warmup and cosine,
+    so the model RL starts from has always finished a decay; after restarts, the best attempt so far);
+    `restart` calls `fresh(round)` for a new model and trains it `steps` from scratch. With any restart
+    the attempt whose last check was best is kept. `callbacks_for(model)`: callbacks bound to one model
+    (loss-free balancing), rebuilt for each fresh one.
 
     Returns (the model RL starts from, {"steps": SFT steps behind it, "checks": [{"steps", "greedy"}, ...]}),
-    with "attempt" in each check and "kept" (the attempt kept) when it restarted.
+    with "attempt" in each check and "kept" (the attempt kept) when a round restarted.
     """
 
-    if cfg.until_greedy is not None and check is None:
+    plan = cfg.retry_plan()
+    if plan and check is None:
         raise ValueError("warm-start until_greedy needs a check of the model")
-    restart = cfg.retry == "restart" and cfg.until_greedy is not None
-    if restart and fresh is None:
+    restarts = "restart" in plan
+    if restarts and fresh is None:
         raise ValueError("warm-start retry: restart needs a way to build a fresh model")
-    total, checks = 0, []
-    best = None  # (greedy, attempt, model) of the best restart attempt so far
-    rounds = 1 + (cfg.max_extra_rounds if cfg.until_greedy is not None else 0)
-    for index in range(rounds):
-        if restart and index:
-            model, total = fresh(index), 0
+    checks = []
+    best = None  # (greedy, attempt, model, steps) of the best attempt so far, with restarts
+    attempt, total = 0, 0
+    for index, action in enumerate(["first", *plan]):
+        if action == "restart":
+            model, attempt, total = fresh(index), index, 0
+        elif action == "extend" and best is not None:
+            _, attempt, model, total = best
+        steps = cfg.steps if action in ("first", "restart") else cfg.extra_steps
         extra = list(callbacks_for(model)) if callbacks_for else []
         run_warmstart(
             model,
@@ -189,26 +194,30 @@ def warmstart_until(
             runs_dir,
             aux_loss_coef=aux_loss_coef,
             template_kwargs=template_kwargs,
-            steps=cfg.steps if restart else None,  # a restart trains all its steps, not an extra round's
+            steps=steps,
         )
-        total += cfg.steps if (restart or not index) else cfg.extra_steps
-        if cfg.until_greedy is None:
+        total += steps
+        if not plan:
             break
         greedy = check(model)
-        checks.append({"steps": total, "greedy": greedy, **({"attempt": index} if restart else {})})
-        if restart and (best is None or greedy > best[0]):
-            best = (greedy, index, model)
+        checks.append({"steps": total, "greedy": greedy, **({"attempt": attempt} if restarts else {})})
+        # an extended attempt replaces itself, even if the extension checked lower: its old weights are gone
+        if restarts and (best is None or greedy > best[0] or best[1] == attempt):
+            best = (greedy, attempt, model, total)
         if greedy >= cfg.until_greedy:
             say(f"warm-start: greedy {greedy:.3f} >= {cfg.until_greedy} after {total} steps")
             break
-        if index + 1 < rounds:
-            more = f"a fresh model, {cfg.steps} steps" if restart else f"{cfg.extra_steps} more"
+        if index < len(plan):
+            what = plan[index]
+            more = f"a fresh model, {cfg.steps} steps" if what == "restart" else f"{cfg.extra_steps} more"
+            if what == "extend" and restarts and best is not None:
+                more += f" for attempt {best[1] + 1} (greedy {best[0]:.3f}), the best check"
             say(f"warm-start: greedy {greedy:.3f} < {cfg.until_greedy} after {total} steps: {more}")
         else:
             say(f"warm-start: greedy {greedy:.3f} < {cfg.until_greedy} after {total} steps, the last round: RL starts")
-    if not restart:
+    if not restarts:
         return model, {"steps": total, "checks": checks}
-    greedy, kept, model = best
+    greedy, kept, model, total = best
     if kept != checks[-1]["attempt"]:
         say(f"warm-start: keeping attempt {kept + 1} (greedy {greedy:.3f}), the best check")
-    return model, {"steps": cfg.steps, "checks": checks, "kept": kept}
+    return model, {"steps": total, "checks": checks, "kept": kept}

@@ -96,3 +96,52 @@ def test_steps_0_switches_the_warm_start_off_target_and_all():
 def test_a_target_needs_a_check(rounds):
     with pytest.raises(ValueError, match="needs a check"):
         warmstart.warmstart_until(None, None, [], [], WarmstartConfig(steps=1, until_greedy=0.5), None, None, print)
+
+
+def test_a_retry_list_restarts_then_extends_the_best_attempt(rounds):
+    said, built, trained = [], [], []
+    cfg = WarmstartConfig(steps=400, until_greedy=0.9, retry=["restart", "extend"], extra_steps=200)
+    scores = iter([0.59, 0.53, 0.99])
+
+    def check(model):
+        trained.append(model)
+        return next(scores)
+
+    def fresh(attempt):
+        built.append(attempt)
+        return f"model-{attempt}"
+
+    kept, record = warmstart.warmstart_until(
+        "model-0", None, [], [], cfg, None, check=check, say=said.append, fresh=fresh
+    )
+    # the extension continues attempt 1 (the better check), not the newer attempt 2
+    assert built == [1] and trained == ["model-0", "model-1", "model-0"]
+    assert rounds == [(400, 1234), (400, 1235), (200, 1236)]
+    assert kept == "model-0" and record["kept"] == 0 and record["steps"] == 600
+    assert record["checks"] == [
+        {"steps": 400, "greedy": 0.59, "attempt": 0},
+        {"steps": 400, "greedy": 0.53, "attempt": 1},
+        {"steps": 600, "greedy": 0.99, "attempt": 0},
+    ]
+    assert (
+        said[1]
+        == "warm-start: greedy 0.530 < 0.9 after 400 steps: 200 more for attempt 1 (greedy 0.590), the best check"
+    )
+
+
+def test_an_extended_attempt_is_kept_even_when_its_check_fell(rounds):
+    cfg = WarmstartConfig(steps=400, until_greedy=0.9, retry=["restart", "extend"], extra_steps=200)
+    record = _run(cfg, [0.5, 0.7, 0.6], [], fresh=lambda attempt: f"model-{attempt}")
+    assert record["kept"] == 1 and record["steps"] == 600  # its 400-step weights are gone
+
+
+def test_a_retry_list_is_its_own_round_count():
+    assert WarmstartConfig(until_greedy=0.9, retry=["restart", "extend"]).retry_plan() == ["restart", "extend"]
+    assert WarmstartConfig(until_greedy=0.9, retry="restart", max_extra_rounds=2).retry_plan() == ["restart"] * 2
+    assert WarmstartConfig(retry=["restart"]).retry_plan() == []  # no until_greedy, no check, no rounds
+    with pytest.raises(ValidationError, match="retry names 2 rounds"):
+        WarmstartConfig(until_greedy=0.9, retry=["restart", "extend"], max_extra_rounds=3)
+    with pytest.raises(ValidationError, match="empty list"):
+        WarmstartConfig(until_greedy=0.9, retry=[])
+    with pytest.raises(ValidationError):
+        WarmstartConfig(until_greedy=0.9, retry=["restart", "again"])
