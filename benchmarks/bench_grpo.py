@@ -19,7 +19,10 @@ functions (the functions, their arguments and weights) one by one: any differenc
 script with exit code 3. Step time is the wall time between consecutive `on_step_begin` events, so
 it counts every callback and log write; the final checkpoint save is outside it. After an untimed
 warm-up run the runs alternate (posttrain, TRL, TRL, posttrain, ...) so a busy machine disturbs
-both alike. Row: the ratio of median step times.
+both alike. Rows: the ratio of median step times, and of median rollout times (each side's
+`_generate_single_turn`, timed on the trainer instance: TRL's `generate`, or posttrain's decode loop
+with its routing recording), printed with both sides' mean completion length (the same distribution,
+so the same work up to sampling noise).
 
 Part 2, the reward stage. MATH-style completions (4 per MATH-500 answer from data/math500_test.jsonl:
 boxed, rewritten in another form, wrong, no answer) scored by our `accuracy` and by a math-verify
@@ -32,6 +35,7 @@ full, is printed on its own. Row: the ratio of median cold batch times.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import random
@@ -154,8 +158,27 @@ def step_clock():
     return StepClock()
 
 
+def time_rollouts(trainer) -> list[float]:
+    """Wall seconds of each rollout (`_generate_single_turn`: TRL's generate, or posttrain's decode
+    loop with its routing recording), appended to the list returned; the instance's own attribute,
+    so the class and TRL's API check are untouched."""
+    seconds: list[float] = []
+    sample = trainer._generate_single_turn
+
+    @functools.wraps(sample)
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return sample(*args, **kwargs)
+        finally:
+            seconds.append(time.perf_counter() - started)
+
+    trainer._generate_single_turn = timed
+    return seconds
+
+
 @contextmanager
-def clocked(clock):
+def clocked(clock, rollouts: list):
     """Add `clock` to the trainer `posttrain grpo` builds (the benchmark's only hook into the run)."""
     import posttrain.grpo.run as grpo_run  # the name the run calls, bound at its import
 
@@ -164,6 +187,7 @@ def clocked(clock):
     def build(*args, **kwargs):
         trainer = original(*args, **kwargs)
         trainer.add_callback(clock)
+        rollouts.append(time_rollouts(trainer))
         return trainer
 
     grpo_run.build_trainer = build
@@ -179,13 +203,13 @@ def run_posttrain(args, base: Path, out: Path) -> dict:
     from posttrain.grpo.run import run
 
     recipe = load(args, str(base), out)
-    clock = step_clock()
-    with clocked(clock):
+    clock, rollouts = step_clock(), []
+    with clocked(clock, rollouts):
         run(recipe, Console(quiet=True), overwrite=True)
-    if not clock.seconds():
+    if not clock.seconds() or not rollouts or not rollouts[0]:
         raise SystemExit("bench_grpo: the step clock saw no steps; the hook into posttrain.grpo.run did not apply")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {"steps": clock.seconds(), "rows": rows}
+    return {"steps": clock.seconds(), "rollouts": rollouts[0], "rows": rows}
 
 
 def trl_config(args, out: Path):
@@ -258,9 +282,10 @@ def run_trl(args, base: Path, rows: list[dict], out: Path) -> dict:
         callbacks=[clock],
     )
     trainer.remove_callback(PrinterCallback)  # with tqdm off, the Trainer prints every log dict instead
+    rollouts = time_rollouts(trainer)
     trainer.train()
     logged = [h for h in trainer.state.log_history if "reward" in h]
-    return {"steps": clock.seconds(), "rows": logged}
+    return {"steps": clock.seconds(), "rollouts": rollouts, "rows": logged}
 
 
 def check_identical(args, base: Path) -> None:
@@ -315,6 +340,11 @@ def bench_grpo(args, report) -> None:
     report_grpo(args, results, report)
 
 
+def _mean_length(row: dict) -> float:
+    """A logged step's mean completion length: TRL's key, or metrics.jsonl's name for it."""
+    return row["completions/mean_length"] if "completions/mean_length" in row else row["completion_length"]
+
+
 def report_grpo(args, results: dict, report) -> None:
     medians = {side: statistics.median(s for run in runs for s in run["steps"]) for side, runs in results.items()}
     for side in ("posttrain", "trl"):
@@ -335,6 +365,24 @@ def report_grpo(args, results: dict, report) -> None:
     print(
         f"peak RSS {max(r['memory/peak_rss_mb'] for r in rows):.0f} MiB, "
         f"tokens/s {statistics.median(r['tokens_per_second'] for r in rows if 'tokens_per_second' in r):,.0f}"
+    )
+    # The rollout alone (the part the decode loop replaces), per side; both sample the same number of
+    # rows from the same distribution, so their mean completion lengths agree up to sampling noise.
+    rollout = {side: statistics.median(s for run in runs for s in run["rollouts"]) for side, runs in results.items()}
+    length = {
+        side: statistics.mean(_mean_length(r) for run in runs for r in run["rows"]) for side, runs in results.items()
+    }
+    for side in ("posttrain", "trl"):
+        print(f"  {side:9} median rollout {rollout[side]:.3f} s, mean completion {length[side]:.1f} tokens")
+    report.add(
+        Row(
+            "grpo_rollout_time",
+            rollout["posttrain"] / rollout["trl"],
+            "posttrain rollout time (decode loop)",
+            "plain TRL rollout time (generate)",
+            f"median {rollout['posttrain']:.3f} vs {rollout['trl']:.3f} s per step's {args.batch} completions, "
+            f"the runs above; mean completion {length['posttrain']:.1f} vs {length['trl']:.1f} tokens",
+        )
     )
     report.add(
         Row(

@@ -16,6 +16,7 @@ EXPECTED = {
     "quickstart_grpo",
     "efficacy_vs_sft",
     "quickstart_distill",
+    "grpo_rollout_time",
     "grpo_step_time",
     "dynamic_sampling_step_time",
     "dynamic_sampling_heldout",
