@@ -54,7 +54,7 @@ def _pages() -> dict[str, str]:
 
 def test_the_readme_quotes_the_efficacy_figures_a_results_page_holds():
     # The quickstart's claim is bench_efficacy.py's last line, copied from the results pages the README
-    # names, not typed; the recipe quotes the one measured on the seeds it names (0, 1, 2).
+    # names, not typed; the recipe quotes those measured on the seeds it names (0, 1, 2).
     readme = (REPO / "README.md").read_text()
     lines, seeds = {}, {}
     for name, results in _pages().items():
@@ -66,9 +66,10 @@ def test_the_readme_quotes_the_efficacy_figures_a_results_page_holds():
     typed = [x for x in re.findall(pattern, readme) if x not in lines.values()]
     assert not typed, typed  # an efficacy line no results page holds
     quoted = {name: line for name, line in lines.items() if line in readme}
-    named = [name for name in quoted if seeds[name] == "0, 1, 2"]
-    assert len(named) == 1, (quoted, seeds)  # one page for the recipe's named seeds
-    assert quoted[named[0]] in (REPO / "recipes" / "tiny-math.yaml").read_text()
+    named = [quoted[name] for name in quoted if seeds[name] == "0, 1, 2"]
+    assert named, (quoted, seeds)  # a page per machine for the recipe's named seeds
+    recipe = re.findall(pattern, (REPO / "recipes" / "tiny-math.yaml").read_text())
+    assert recipe and all(line in named for line in recipe), (recipe, named)
 
 
 def test_the_family_table_has_every_family_and_names_tests_that_exist():
@@ -114,3 +115,26 @@ def test_the_readme_quotes_the_offline_kd_ratios_of_the_page_it_names():
     for row in ("distill_offline_bpe_1_epoch", "distill_offline_bpe_3_epochs", "distill_offline_bpe_5_epochs"):
         assert f"{rows[row]}×" in paragraph, row
     assert f"{rows['distill_offline_matched_3_epochs']}×" in paragraph
+
+
+def test_the_readme_efficacy_tables_are_the_pages_they_name():
+    # Each per-seed table in the README is copied from the printed table of the page named in the
+    # paragraph above it: pass@1 and greedy on both sides, warm-start steps and minutes, seed by seed.
+    readme = (REPO / "README.md").read_text()
+    tables = list(
+        re.finditer(r"((?:^[^|\n].*\n)+)\n(\| seed \| warm-start steps.*\n\|[-|]+\n((?:\|.*\n)+))", readme, re.M)
+    )
+    assert tables
+    pages = _pages()
+    for table in tables:
+        (name,) = set(re.findall(r"benchmarks/(RESULTS[\w-]*\.md)", table[1]))
+        section = pages[name].split("\n## efficacy\n", 1)[1].split("\n## ", 1)[0]
+        printed = {
+            row.split("|")[1].strip(): [c.strip() for c in row.split("|")[1:-1]]
+            for row in re.findall(r"^\| \d+ \|.*\|$", section, flags=re.M)
+        }
+        for line in table[3].strip().splitlines():
+            cells = [c.strip() for c in line.split("|")[1:-1]]
+            page = printed[cells[0]]
+            assert cells[1].split()[0] == page[1].split()[0], (name, cells, page)  # warm-start steps
+            assert cells[2:9] == page[2:9], (name, cells, page)  # pass@1, greedy, README command minutes
