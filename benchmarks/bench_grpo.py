@@ -158,11 +158,10 @@ def step_clock():
     return StepClock()
 
 
-def time_rollouts(trainer) -> list[float]:
-    """Wall seconds of each rollout (`_generate_single_turn`: TRL's generate, or posttrain's decode
-    loop with its routing recording), appended to the list returned; the instance's own attribute,
-    so the class and TRL's API check are untouched."""
-    seconds: list[float] = []
+def time_rollouts(trainer, seconds: list[float]) -> None:
+    """Append the wall seconds of each rollout (`_generate_single_turn`: TRL's generate, or posttrain's
+    decode loop with its routing recording) to `seconds`; the instance's own attribute, so the class
+    and TRL's API check are untouched."""
     sample = trainer._generate_single_turn
 
     @functools.wraps(sample)
@@ -174,12 +173,12 @@ def time_rollouts(trainer) -> list[float]:
             seconds.append(time.perf_counter() - started)
 
     trainer._generate_single_turn = timed
-    return seconds
 
 
 @contextmanager
-def clocked(clock, rollouts: list):
-    """Add `clock` to the trainer `posttrain grpo` builds (the benchmark's only hook into the run)."""
+def clocked(clock, rollouts: list[float]):
+    """Add `clock` to the trainer `posttrain grpo` builds and time its rollouts into `rollouts` (the
+    benchmark's only hook into the run)."""
     import posttrain.grpo.run as grpo_run  # the name the run calls, bound at its import
 
     original = grpo_run.build_trainer
@@ -187,7 +186,7 @@ def clocked(clock, rollouts: list):
     def build(*args, **kwargs):
         trainer = original(*args, **kwargs)
         trainer.add_callback(clock)
-        rollouts.append(time_rollouts(trainer))
+        time_rollouts(trainer, rollouts)
         return trainer
 
     grpo_run.build_trainer = build
@@ -206,10 +205,10 @@ def run_posttrain(args, base: Path, out: Path) -> dict:
     clock, rollouts = step_clock(), []
     with clocked(clock, rollouts):
         run(recipe, Console(quiet=True), overwrite=True)
-    if not clock.seconds() or not rollouts or not rollouts[0]:
-        raise SystemExit("bench_grpo: the step clock saw no steps; the hook into posttrain.grpo.run did not apply")
+    if not clock.seconds() or not rollouts:
+        raise SystemExit("bench_grpo: no steps or rollouts were timed; the hook into posttrain.grpo.run did not apply")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {"steps": clock.seconds(), "rollouts": rollouts[0], "rows": rows}
+    return {"steps": clock.seconds(), "rollouts": rollouts, "rows": rows}
 
 
 def trl_config(args, out: Path):
@@ -282,7 +281,8 @@ def run_trl(args, base: Path, rows: list[dict], out: Path) -> dict:
         callbacks=[clock],
     )
     trainer.remove_callback(PrinterCallback)  # with tqdm off, the Trainer prints every log dict instead
-    rollouts = time_rollouts(trainer)
+    rollouts: list[float] = []
+    time_rollouts(trainer, rollouts)
     trainer.train()
     logged = [h for h in trainer.state.log_history if "reward" in h]
     return {"steps": clock.seconds(), "rollouts": rollouts, "rows": logged}
