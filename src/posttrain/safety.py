@@ -88,7 +88,14 @@ class NonFiniteGuard(TrainerCallback):
         self.skipped = 0
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-
+        grads = [param.grad for param in model.parameters() if param.grad is not None]
+        # One host sync for the whole model: the largest |value| of each gradient is non-finite exactly
+        # when the gradient holds an inf or a NaN (a per-parameter check cost ~0.1 ms per tensor).
+        if not grads:
+            return
+        largest = [norm.float() for norm in torch._foreach_norm(grads, float("inf"))]
+        if len({norm.device for norm in largest}) == 1 and bool(torch.stack(largest).isfinite().all()):
+            return
         for name, param in model.named_parameters():
             if param.grad is not None and not torch.isfinite(param.grad).all():
                 step = state.global_step + 1

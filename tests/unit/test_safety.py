@@ -67,3 +67,13 @@ def test_guarding_turns_a_caught_signal_into_interrupted(tmp_path):
         with stop.guarding(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
             stop.on_step_end(None, SimpleNamespace(global_step=3), control)
+
+
+def test_huge_finite_gradients_pass_and_a_non_finite_one_in_any_tensor_is_found():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    for param in model.parameters():
+        param.grad = torch.full_like(param, 1e30)  # finite; its square would overflow float32
+    NonFiniteGuard().on_pre_optimizer_step(None, SimpleNamespace(global_step=0), None, model=model)
+    model[1].bias.grad = torch.tensor([float("-inf")])
+    with pytest.raises(NonFiniteError, match=r"non-finite gradient in 1\.bias"):
+        NonFiniteGuard().on_pre_optimizer_step(None, SimpleNamespace(global_step=0), None, model=model)

@@ -20,6 +20,7 @@ from posttrain.models.decoding import Decoding, decode, supported
 from posttrain.models.generation import cache_kwargs
 from posttrain.models.lora import peft_config
 from posttrain.models.moe import UnsupportedMoEError, find_moe_layers, is_moe
+from posttrain.models.padding import SkipPadding
 from posttrain.models.precision import resolve, trainer_kwargs
 from posttrain.models.replay import RoutingReplay
 from posttrain.telemetry.progress import quiet_trainer
@@ -118,6 +119,7 @@ def build_trainer(
         peft_config=peft_config(recipe.model.lora, model),
     )
     attach_routing(trainer, recipe, model)
+    skip_padding(trainer)
     trainer.sampler, trainer.rollout_route = rollout_sampler(trainer, recipe, model)
     trainer.dynamic_sampling = recipe.grpo.dynamic_sampling
     quiet_trainer(trainer)
@@ -127,6 +129,19 @@ def build_trainer(
 
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def skip_padding(trainer) -> None:
+    """MoE experts leave pad tokens out of the policy's and the reference's log-prob passes
+    (`models.padding`: no real token's output or gradient changes). Off under activation checkpointing,
+    whose recomputation in backward could see another forward's mask."""
+    trainer.skip_padding = []
+    args = trainer.args
+    if getattr(args, "activation_checkpointing", False) or getattr(args, "gradient_checkpointing", False):
+        return
+    for model in (trainer.model, trainer.ref_model):
+        if model is not None and is_moe(trainer.accelerator.unwrap_model(model)):
+            trainer.skip_padding.append(SkipPadding(model).attach())
 
 
 def rollout_sampler(trainer, recipe: GRPORecipe, model):

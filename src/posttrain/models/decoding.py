@@ -37,10 +37,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, GenerationConfig
+
+from posttrain.models.mla import MLADecoder
 
 # GenerationConfig fields that add a logits processor or stopping rule this loop does not implement:
 # any of them away from transformers' default sends the call to `generate`.
@@ -109,6 +112,7 @@ class Decoding:
     top_k: int = 0
     prune: bool = True  # finished rows leave the batch
     share_prompts: bool = True  # identical prompts prefilled once
+    lean: bool = True  # DeepSeek-V3: decode forwards through posttrain.models.mla (absorbed MLA)
 
     @property
     def greedy(self) -> bool:
@@ -176,7 +180,7 @@ def decode(model, prompts: Sequence[Sequence[int]], settings: Decoding, record=N
     alive = torch.arange(rows, device=device)  # original row of each batch row
     unfinished = torch.ones(rows, dtype=torch.bool, device=device)
 
-    with torch.inference_mode(), _decode_experts(model):
+    with torch.inference_mode(), _decode_experts(model), ExitStack() as stack:
         if record is not None:
             record.map_rows(group.to(device))
         logits = model(
@@ -192,6 +196,11 @@ def decode(model, prompts: Sequence[Sequence[int]], settings: Decoding, record=N
             cache.batch_select_indices(group)
             logits = logits[group]
         mask, position = mask[group], position_ids[group, -1]
+        lean = _lean(model, settings)
+        if lean is not None:  # from here on the model's forward is the MLA step, which keeps its own cache
+            lean.start(cache, mask, settings.max_new_tokens)
+            stack.enter_context(lean.installed())
+            cache = None
         for step in range(settings.max_new_tokens):
             scores = logits.to(dtype=torch.float32, copy=True)
             token = _pick(scores, settings)
@@ -208,15 +217,21 @@ def decode(model, prompts: Sequence[Sequence[int]], settings: Decoding, record=N
                 break
             if settings.prune and bool(ended.any()):
                 stay = torch.nonzero(~ended).squeeze(1)
-                cache.batch_select_indices(stay)
+                if lean is None:
+                    cache.batch_select_indices(stay)
+                else:
+                    lean.select(stay)
                 alive, token, mask, position = alive[stay], token[stay], mask[stay], position[stay]
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             position = position + 1
             if record is not None:
                 record.map_rows(_batch_row_of(alive, rows))
+            if lean is None:
+                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+            # Through the model either way, so its hooks (routing recording, counters) see every forward;
+            # the MLA step's rows are all real tokens, so it needs no mask.
             logits = model(
                 input_ids=token[:, None],
-                attention_mask=mask if padded else None,
+                attention_mask=mask if padded and lean is None else None,
                 position_ids=position[:, None],
                 use_cache=True,
                 **{cache_key: cache},
@@ -227,6 +242,13 @@ def decode(model, prompts: Sequence[Sequence[int]], settings: Decoding, record=N
         [row[:n] for row, n in zip(out.tolist(), counts)],
         [row[:n] for row, n in zip(logps.tolist(), counts)],
     )
+
+
+def _lean(model, settings: Decoding) -> MLADecoder | None:
+    if not settings.lean:
+        return None
+    lean = MLADecoder.for_model(model)
+    return lean if lean is not None and lean.usable() else None
 
 
 def _batch_row_of(alive: torch.Tensor, rows: int) -> torch.Tensor:

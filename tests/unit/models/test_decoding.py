@@ -98,12 +98,16 @@ def test_every_sampled_token_has_the_log_prob_a_full_forward_gives_it(char_token
     assert torch.cat(gaps).max() < 1e-4
 
 
-def test_distinct_prompts_are_prefilled_once_and_finished_rows_leave_the_batch(char_tokenizer):
+@pytest.mark.parametrize("lean", [True, False], ids=["mla-step", "model-forward"])
+def test_distinct_prompts_are_prefilled_once_and_finished_rows_leave_the_batch(char_tokenizer, lean):
     model = moe("deepseek_v3", char_tokenizer)
     batches = []
-    hook = model.register_forward_pre_hook(lambda m, a, kw: batches.append(kw["input_ids"].shape), with_kwargs=True)
+    # The first router sees every forward's tokens, through transformers' forward or the MLA step.
+    block = model.model.layers[0].mlp.gate
+    hook = block.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[:2]))
     try:
-        decoded = seeded(lambda: decode(model, PROMPTS, Decoding(12, ENDS, char_tokenizer.pad_token_id)))
+        settings = Decoding(12, ENDS, char_tokenizer.pad_token_id, lean=lean)
+        decoded = seeded(lambda: decode(model, PROMPTS, settings))
     finally:
         hook.remove()
     assert batches[0] == (3, 5)  # three distinct prompts, the longest 5 tokens

@@ -1,0 +1,220 @@
+"""A lean decode forward for DeepSeek-V3's multi-head latent attention (MLA), for the decode loop.
+
+transformers caches MLA's compressed latent (`kv_lora_rank` + `qk_rope_head_dim` per token) and,
+in every decode forward, expands the whole cached latent back into per-head keys and values through
+`kv_b_proj` -- work that grows with the sequence and is repeated at every step. DeepSeek's own
+inference absorbs `kv_b_proj` into the query and the output instead: with `W_uk` and `W_uv` the key
+and value halves of `kv_b_proj` for head h,
+
+    q_h . k_h,j  = (W_uk_h^T q_nope_h) . c_j  + q_rot_h . k_rot_j
+    o_h          = W_uv_h  sum_j p_h,j c_j
+
+so attention runs against the latents `c_j` themselves and nothing is re-expanded. The two forms are
+equal up to float rounding (tests/unit/models/test_mla.py bounds the gap of every sampled token's
+log-prob against transformers' own forward).
+
+`MLADecoder.for_model(model)` returns a decoder, or None where this module cannot promise the model's
+own forward: not DeepSeek-V3, attention dropout, an adapter or quantized weight on `kv_b_proj`
+(whose weight is absorbed), or under autocast (which would round differently from transformers').
+Every other module -- embeddings, norms, the q/kv/o projections (LoRA included), the MoE block with
+its routing hooks (replay, telemetry, balancing), the LM head -- is called as the model calls it;
+only attention's arithmetic and transformers' per-forward bookkeeping (masks, cache objects, output
+dataclasses) are replaced. The latents live in one preallocated buffer per layer, so a step writes
+one column instead of concatenating the cache.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from transformers import DynamicCache
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.deepseek_v3.modeling_deepseek_v3 import (
+    DeepseekV3Experts,
+    DeepseekV3MoE,
+    DeepseekV3RMSNorm,
+    apply_rotary_pos_emb,
+    apply_rotary_pos_emb_interleave,
+)
+
+FAMILIES = ("deepseek_v3",)  # kimi_k2 and the DeepSeek-V3 derivatives share this model_type
+# Expert weights per layer up to which a decode step runs every expert on every row: one dense product
+# costs less than dispatching a few tokens to each expert (2-core Xeon, bench_grpo's tiny MoE with
+# 196k expert weights per layer: 194 us against 252 us at 32 rows, 104 against 181 at 8). Real
+# checkpoints have hundreds of millions per layer and keep transformers' sparse experts.
+DENSE_EXPERT_WEIGHTS = 1 << 22
+
+
+class MLADecoder:
+    """Decode forwards of one DeepSeek-V3 model: `start` from the prefill's cache, then one `step`
+    per fed token, `select` when rows leave the batch."""
+
+    def __init__(self, base) -> None:
+        self.base = base
+        self.config = base.config
+        self.layers = list(base.model.layers[: self.config.num_hidden_layers])
+        c = self.config
+        self.heads, self.rank = c.num_attention_heads, c.kv_lora_rank
+        self.nope, self.rope, self.v = c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim
+        self.rotate = apply_rotary_pos_emb_interleave if c.rope_interleave else apply_rotary_pos_emb
+        self.latents: list[torch.Tensor] = []  # per layer (B, width, rank + rope): normalised latent, roped key
+        self.bias: torch.Tensor | None = None  # (B, 1, width): -inf on left padding
+        self.length = 0  # cached positions
+        self.dense = [_dense_experts(layer.mlp) for layer in self.layers]
+
+    @classmethod
+    def for_model(cls, model) -> MLADecoder | None:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        config = getattr(base, "config", None)
+        if getattr(config, "model_type", None) not in FAMILIES or not hasattr(base, "model"):
+            return None
+        if getattr(config, "attention_dropout", 0.0) or any(
+            type(layer.self_attn.kv_b_proj) is not torch.nn.Linear for layer in base.model.layers
+        ):
+            return None
+        if hasattr(base, "_hf_hook"):  # accelerate's device_map dispatch moves tensors inside forward
+            return None
+        return cls(base)
+
+    @contextmanager
+    def installed(self):
+        """The base model's forward is `forward` inside the block, so the loop still calls the model (a PEFT
+        wrapper, hooks and all) and every observer of its forwards sees the decode steps. TRL's fused
+        LM head also sets an instance `forward`; it is put back after."""
+        previous = self.base.__dict__.get("forward")
+        self.base.forward = self.forward
+        try:
+            yield
+        finally:
+            if previous is None:
+                del self.base.forward
+            else:
+                self.base.forward = previous
+
+    def forward(self, input_ids, position_ids, **_) -> CausalLMOutputWithPast:
+        """A decode forward as the loop calls it (one token per row; the cache is this decoder's)."""
+        return CausalLMOutputWithPast(logits=self.step(input_ids[:, 0], position_ids[:, 0])[:, None])
+
+    def usable(self) -> bool:
+        """False under autocast: transformers' forward then rounds its own way, so the loop uses it."""
+        device = next(self.base.parameters()).device.type
+        return not torch.is_autocast_enabled(device)
+
+    def start(self, cache: DynamicCache, mask: torch.Tensor, new_tokens: int) -> None:
+        """Take the prefill's latents (rows as the loop's batch), `mask` (B, P) its 2-D attention mask."""
+        rows, width = mask.shape
+        self.latents = []
+        for layer in range(len(self.layers)):
+            latent, rot = cache.layers[layer].keys, cache.layers[layer].values  # (B, 1, P, rank), (B, 1, P, rope)
+            buffer = latent.new_empty(rows, width + new_tokens, self.rank + self.rope)
+            buffer[:, :width, : self.rank] = latent[:, 0]
+            buffer[:, :width, self.rank :] = rot[:, 0]
+            self.latents.append(buffer)
+        bias = torch.zeros(rows, 1, width + new_tokens, dtype=self.latents[0].dtype, device=mask.device)
+        self.bias = bias.masked_fill_(torch.nn.functional.pad(mask == 0, (0, new_tokens))[:, None], float("-inf"))
+        self.length = width
+        # Per layer: kv_b_proj's key half (heads, nope, rank) and value half transposed (heads, rank, v),
+        # and where the q and o projections are plain linears, those halves folded into them (weights
+        # change every optimizer step, so this runs per decoding call: a few small products).
+        self.absorbed, self.folded = [], []
+        for layer in self.layers:
+            w = layer.self_attn.kv_b_proj.weight.view(self.heads, self.nope + self.v, self.rank)
+            w_key, w_value = w[:, : self.nope], w[:, self.nope :].transpose(1, 2)
+            self.absorbed.append((w_key, w_value))
+            self.folded.append(self._fold(layer.self_attn, w_key, w_value))
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.latents = [buffer[rows] for buffer in self.latents]
+        self.bias = self.bias[rows]
+
+    def step(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """Logits (B, V) after feeding `token` (B,) at `position` (B,)."""
+        base = self.base
+        hidden = base.model.embed_tokens(token[:, None])
+        cos, sin = base.model.rotary_emb(hidden, position[:, None])
+        at = self.length
+        for index, layer in enumerate(self.layers):
+            attended = self._attention(layer.self_attn, _norm(layer.input_layernorm, hidden), cos, sin, index, at)
+            hidden = hidden + attended
+            normed = _norm(layer.post_attention_layernorm, hidden)
+            hidden = hidden + (_moe(layer.mlp, normed) if self.dense[index] else layer.mlp(normed))
+        self.length = at + 1
+        return base.lm_head(_norm(base.model.norm, hidden))[:, 0]
+
+    def _fold(self, attn, w_key, w_value) -> tuple | None:
+        """(query weight (H * (rank + rope), q_in), output weight (hidden, H * rank)): the q projection
+        yielding W_uk^T q_nope and q_rot per head at once, and o_proj applied after W_uv. None where a
+        projection is not a plain bias-free linear (LoRA, quantized): those are then called as modules."""
+        q = attn.q_proj if attn.q_lora_rank is None else attn.q_b_proj
+        if type(q) is not torch.nn.Linear or q.bias is not None or type(attn.o_proj) is not torch.nn.Linear:
+            return None
+        w_q = q.weight.view(self.heads, self.nope + self.rope, -1)
+        q_latent = torch.einsum("hdr,hdi->hri", w_key, w_q[:, : self.nope])  # (H, rank, q_in)
+        query = torch.cat([q_latent, w_q[:, self.nope :]], dim=1).reshape(-1, w_q.shape[-1])
+        w_o = attn.o_proj.weight.view(-1, self.heads, self.v)
+        output = torch.einsum("ohv,hrv->ohr", w_o, w_value).reshape(w_o.shape[0], -1)  # (hidden, H * rank)
+        return query, output
+
+    def _attention(self, attn, x, cos, sin, index: int, at: int) -> torch.Tensor:
+        rows = x.shape[0]
+        q_in = x if attn.q_lora_rank is None else _norm(attn.q_a_layernorm, attn.q_a_proj(x))
+        compressed = attn.kv_a_proj_with_mqa(x)
+        latent = _norm(attn.kv_a_layernorm, compressed[..., : self.rank])
+        k_rot = compressed[..., self.rank :].view(rows, 1, 1, self.rope)
+        folded = self.folded[index]
+        if folded is not None:
+            query = torch.nn.functional.linear(q_in[:, 0], folded[0]).view(rows, self.heads, self.rank + self.rope)
+            q_latent, q_rot = query[..., : self.rank], query[..., self.rank :, None].transpose(-1, -2)
+        else:
+            q = attn.q_proj(q_in) if attn.q_lora_rank is None else attn.q_b_proj(q_in)
+            q = q.view(rows, self.heads, self.nope + self.rope)
+            w_key = self.absorbed[index][0]
+            q_latent = torch.matmul(q[..., : self.nope].transpose(0, 1), w_key).transpose(0, 1)  # (B, H, rank)
+            q_rot = q[..., self.nope :, None].transpose(-1, -2)
+        q_rot, k_rot = self.rotate(q_rot, k_rot, cos, sin)  # (B, H, 1, rope)
+        buffer = self.latents[index]
+        buffer[:, at, : self.rank] = latent[:, 0]
+        buffer[:, at, self.rank :] = k_rot[:, 0, 0]
+        keys = buffer[:, : at + 1]  # (B, T, rank + rope)
+
+        query = torch.cat([q_latent, q_rot[:, :, 0]], dim=-1)  # (B, H, rank + rope)
+        scores = torch.baddbmm(self.bias[:, :, : at + 1], query, keys.transpose(1, 2), alpha=attn.scaling)
+        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        context = torch.bmm(weights, keys[..., : self.rank])  # (B, H, rank)
+        if folded is not None:
+            return torch.nn.functional.linear(context.reshape(rows, 1, -1), folded[1], attn.o_proj.bias)
+        values = torch.matmul(context.transpose(0, 1), self.absorbed[index][1]).transpose(0, 1)  # (B, H, v)
+        return attn.o_proj(values.reshape(rows, 1, self.heads * self.v))
+
+
+def _norm(norm, x: torch.Tensor) -> torch.Tensor:
+    """DeepseekV3RMSNorm's arithmetic (float32 statistics, weight applied in the input dtype) in one fused
+    kernel instead of six ops; another norm class is called as a module."""
+    if type(norm) is not DeepseekV3RMSNorm:
+        return norm(x)
+    normed = torch.nn.functional.rms_norm(x.float(), norm.weight.shape, eps=norm.variance_epsilon)
+    return norm.weight * normed.to(x.dtype)
+
+
+def _dense_experts(mlp) -> bool:
+    """Whether a decode step runs this layer's experts densely (transformers' own experts class, small)."""
+    if not isinstance(mlp, DeepseekV3MoE) or type(mlp.experts) is not DeepseekV3Experts:
+        return False  # a dense layer, or experts wrapped by an adapter: called as they are
+    experts = mlp.experts
+    return experts.gate_up_proj.numel() + experts.down_proj.numel() <= DENSE_EXPERT_WEIGHTS
+
+
+def _moe(mlp, x: torch.Tensor) -> torch.Tensor:
+    """DeepseekV3MoE's forward with every expert applied to every row and weighted by the router's gates
+    (zero off the chosen top-k): the same sum transformers' experts compute. The router is called as a
+    module, so routing hooks (replay, telemetry, balancing) see and steer it."""
+    _, weights, index = mlp.gate(x)
+    experts = mlp.experts
+    flat = x.reshape(-1, x.shape[-1])
+    gate, up = torch.matmul(flat, experts.gate_up_proj.transpose(1, 2)).chunk(2, dim=-1)  # (E, N, I) each
+    out = torch.matmul(experts.act_fn(gate) * up, experts.down_proj.transpose(1, 2))  # (E, N, H)
+    mix = torch.zeros(flat.shape[0], out.shape[0], dtype=out.dtype, device=out.device)
+    mix.scatter_(1, index, weights.to(out.dtype))  # (N, E)
+    routed = (out * mix.t()[..., None]).sum(dim=0)
+    return routed.view_as(x) + mlp.shared_experts(x)
