@@ -123,6 +123,7 @@ class MLADecoder:
             w_key, w_value = w[:, : self.nope], w[:, self.nope :].transpose(1, 2)
             self.absorbed.append((w_key, w_value))
             self.folded.append(self._fold(layer.self_attn, w_key, w_value))
+        self.stacked = [_stack(layer.mlp) if dense else None for layer, dense in zip(self.layers, self.dense)]
 
     def select(self, rows: torch.Tensor) -> None:
         self.latents = [buffer[rows] for buffer in self.latents]
@@ -138,7 +139,8 @@ class MLADecoder:
             attended = self._attention(layer.self_attn, _norm(layer.input_layernorm, hidden), cos, sin, index, at)
             hidden = hidden + attended
             normed = _norm(layer.post_attention_layernorm, hidden)
-            hidden = hidden + (_moe(layer.mlp, normed) if self.dense[index] else layer.mlp(normed))
+            stacked = self.stacked[index]
+            hidden = hidden + (_moe(layer.mlp, stacked, normed) if stacked is not None else layer.mlp(normed))
         self.length = at + 1
         return base.lm_head(_norm(base.model.norm, hidden))[:, 0]
 
@@ -205,16 +207,45 @@ def _dense_experts(mlp) -> bool:
     return experts.gate_up_proj.numel() + experts.down_proj.numel() <= DENSE_EXPERT_WEIGHTS
 
 
-def _moe(mlp, x: torch.Tensor) -> torch.Tensor:
-    """DeepseekV3MoE's forward with every expert applied to every row and weighted by the router's gates
-    (zero off the chosen top-k): the same sum transformers' experts compute. The router is called as a
-    module, so routing hooks (replay, telemetry, balancing) see and steer it."""
+def _stack(mlp) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Every expert of the layer as two matrices, (experts x 2I, H) in and (H, experts x I) out, for
+    `_moe`; the shared expert joins as `shared` more experts of width I (a SwiGLU MLP splits along its
+    intermediate dimension into independent parts) where it is a plain MLP, else it is called alone."""
+    experts, shared = mlp.experts, mlp.shared_experts
+    width = experts.intermediate_dim
+    gate_up, down = [experts.gate_up_proj], [experts.down_proj]  # (E, 2I, H), (E, H, I)
+    parts = 0
+    linears = (shared.gate_proj, shared.up_proj, shared.down_proj)
+    if (
+        all(type(lin) is torch.nn.Linear and lin.bias is None for lin in linears)
+        and type(shared.act_fn) is type(experts.act_fn)
+        and shared.intermediate_size % width == 0
+    ):
+        parts = shared.intermediate_size // width
+        hidden = shared.gate_proj.weight.shape[1]
+        gates = shared.gate_proj.weight.view(parts, width, hidden)
+        ups = shared.up_proj.weight.view(parts, width, hidden)
+        gate_up.append(torch.cat([gates, ups], dim=1))
+        down.append(shared.down_proj.weight.view(hidden, parts, width).transpose(0, 1))
+    gate_up = torch.cat(gate_up).flatten(0, 1)
+    down = torch.cat(down).permute(1, 0, 2).flatten(1)
+    return gate_up, down, parts
+
+
+def _moe(mlp, stacked, x: torch.Tensor) -> torch.Tensor:
+    """DeepseekV3MoE's forward with every expert applied to every row, weighted by the router's gates (zero
+    off the chosen top-k, one for the shared expert): the sum transformers' experts and shared expert
+    compute, as two matrix products. The router is called as a module, so routing hooks (replay,
+    telemetry, balancing) see and steer it."""
+    gate_up, down, parts = stacked
     _, weights, index = mlp.gate(x)
-    experts = mlp.experts
     flat = x.reshape(-1, x.shape[-1])
-    gate, up = torch.matmul(flat, experts.gate_up_proj.transpose(1, 2)).chunk(2, dim=-1)  # (E, N, I) each
-    out = torch.matmul(experts.act_fn(gate) * up, experts.down_proj.transpose(1, 2))  # (E, N, H)
-    mix = torch.zeros(flat.shape[0], out.shape[0], dtype=out.dtype, device=out.device)
-    mix.scatter_(1, index, weights.to(out.dtype))  # (N, E)
-    routed = (out * mix.t()[..., None]).sum(dim=0)
-    return routed.view_as(x) + mlp.shared_experts(x)
+    experts = mlp.experts
+    routed = experts.num_experts
+    gate, up = torch.nn.functional.linear(flat, gate_up).view(flat.shape[0], routed + parts, -1).chunk(2, dim=-1)
+    mix = flat.new_zeros(flat.shape[0], routed + parts)
+    mix[:, routed:] = 1.0
+    mix.scatter_(1, index, weights.to(flat.dtype))
+    hidden = experts.act_fn(gate) * up * mix[..., None]  # (N, experts, I)
+    out = torch.nn.functional.linear(hidden.flatten(1), down).view_as(x)
+    return out if parts else out + mlp.shared_experts(x)
