@@ -71,7 +71,7 @@ class Report:
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
-    """The arguments every benchmark takes: --quick, --json, --threads."""
+    """The arguments every benchmark takes: --quick, --json, --threads, --no-pin."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument(
         "--quick", action="store_true", help="a smaller run (what the test suite and `run_all.py --quick` use)"
@@ -80,11 +80,17 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads, the same for both sides (0: torch's default)"
     )
+    p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the process to --threads CPUs (pinned, a shared VM's scheduler cannot move it between "
+        "cores mid-run; unpinned ratios on a 2-core VM swing 0.68-0.81 for the same code)",
+    )
     return p
 
 
 def start(name: str, args: argparse.Namespace, settings: dict, seeds: list[int]) -> Report:
-    """Set the thread count, print the settings, and open the report."""
+    """Set the thread count, pin the process to that many CPUs, print the settings, and open the report."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     import torch
@@ -94,11 +100,23 @@ def start(name: str, args: argparse.Namespace, settings: dict, seeds: list[int])
     quiet_libraries()
     if args.threads:
         torch.set_num_threads(args.threads)
+    cpus = "all"
+    if args.threads and not args.no_pin and hasattr(os, "sched_setaffinity"):
+        # The lowest-numbered CPUs this process may use, one per thread: both sides run in this one
+        # process, so they share the pinning as they share every other setting.
+        chosen = sorted(os.sched_getaffinity(0))[: args.threads]
+        os.sched_setaffinity(0, chosen)
+        cpus = ",".join(map(str, chosen))
     script = Path(sys.argv[0]).resolve()
     command = " ".join(
         ["python", str(script.relative_to(REPO) if script.is_relative_to(REPO) else script), *sys.argv[1:]]
     )
-    report = Report(name, settings={**settings, "threads": torch.get_num_threads()}, seeds=list(seeds), command=command)
+    report = Report(
+        name,
+        settings={**settings, "threads": torch.get_num_threads(), "cpus": cpus},
+        seeds=list(seeds),
+        command=command,
+    )
     print(f"{name}: {json.dumps(report.settings)}; seeds {seeds}", flush=True)
     return report
 

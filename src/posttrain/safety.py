@@ -89,12 +89,15 @@ class NonFiniteGuard(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         grads = [param.grad for param in model.parameters() if param.grad is not None]
-        # One host sync for the whole model: the largest |value| of each gradient is non-finite exactly
-        # when the gradient holds an inf or a NaN (a per-parameter check cost ~0.1 ms per tensor).
+        # One host sync for the whole model: a gradient holding an inf or a NaN has a non-finite L2 norm
+        # (so all-finite norms clear every gradient); a huge finite gradient can overflow its norm too,
+        # which only sends the check on to the exact per-parameter search. The L2 norm, not the max:
+        # on CPU torch's foreach inf-norm runs ~13x slower (3.2 ms against 0.25 ms on bench_grpo's
+        # 0.8M-parameter MoE), and a per-parameter isfinite cost ~0.1 ms per tensor.
         if not grads:
             return
-        largest = [norm.float() for norm in torch._foreach_norm(grads, float("inf"))]
-        if len({norm.device for norm in largest}) == 1 and bool(torch.stack(largest).isfinite().all()):
+        norms = [norm.float() for norm in torch._foreach_norm(grads, 2.0)]
+        if len({norm.device for norm in norms}) == 1 and bool(torch.stack(norms).isfinite().all()):
             return
         for name, param in model.named_parameters():
             if param.grad is not None and not torch.isfinite(param.grad).all():

@@ -205,7 +205,8 @@ def decode(model, prompts: Sequence[Sequence[int]], settings: Decoding, record=N
             scores = logits.to(dtype=torch.float32, copy=True)
             token = _pick(scores, settings)
             temperature = settings.temperature if not settings.greedy else 1.0
-            picked = torch.log_softmax(scores / temperature, dim=-1).gather(1, token[:, None]).squeeze(1)
+            tempered = scores / temperature if temperature != 1.0 else scores
+            picked = torch.log_softmax(tempered, dim=-1).gather(1, token[:, None]).squeeze(1)
             if not settings.prune:  # finished rows still draw (the random stream stays generate's) but emit pad
                 token = torch.where(unfinished[alive], token, settings.pad_token_id)
             out[alive, step] = token

@@ -157,15 +157,28 @@ class _Recording:
         fed[:, :prompt_width] = self.ids[0].cpu()[src]
         for slot, layer in enumerate(self.experts):
             experts[:, :prompt_width, slot] = layer[0].reshape(-1, prompt_width, top_k).cpu()[src].to(torch.int16)
-        for step in range(1, decoded + 1):
-            index = maps[step].cpu()
-            rows = torch.nonzero(index >= 0).flatten()
-            present[rows] += 1
-            column = prompt_width + step - 1
-            fed[rows, column] = self.ids[step][:, -1].cpu()[index[rows]]
-            for slot, layer in enumerate(self.experts):
-                newest = layer[step].reshape(self.ids[step].shape[0], -1, top_k)[:, -1].cpu()
-                experts[rows, column, slot] = newest[index[rows]].to(torch.int16)
+        if not decoded:
+            return fed, experts, present
+        # All decode forwards at once: forward s's rows sit at offsets[s] + (their batch row) in the
+        # concatenation of every forward's newest column.
+        counts = torch.tensor([ids.shape[0] for ids in self.ids[1:]])
+        offsets = torch.cumsum(counts, 0) - counts
+        index = torch.stack([m.cpu() for m in maps[1:]])  # (D, B), -1 where a row was absent
+        valid = index >= 0
+        flat = (offsets[:, None] + index).clamp_(min=0)
+        present = valid.sum(0)
+        newest = torch.cat([ids[:, -1].cpu() for ids in self.ids[1:]])
+        fed[:, prompt_width:] = torch.where(valid, newest[flat], UNKNOWN).T
+        for slot, layer in enumerate(self.experts):
+            steps = layer[1:]
+            if all(ids.shape[1] == 1 for ids in self.ids[1:]):  # one token per row each forward: no slicing
+                newest = torch.cat(steps).cpu()
+            else:
+                newest = torch.cat(
+                    [e.reshape(ids.shape[0], -1, top_k)[:, -1] for e, ids in zip(steps, self.ids[1:])]
+                ).cpu()
+            gathered = torch.where(valid[..., None], newest[flat].to(torch.int16), UNKNOWN)  # (D, B, k)
+            experts[:, prompt_width:, slot] = gathered.transpose(0, 1)
         return fed, experts, present
 
     def aligned(self, top_k: int) -> torch.Tensor:

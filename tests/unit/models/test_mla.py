@@ -28,6 +28,7 @@ LAYOUTS = {
     "q-lora": {"q_lora_rank": 12},  # q_a_proj -> norm -> q_b_proj, as the full-size DeepSeek-V3
     "rotate-half": {"rope_interleave": False},
     "dense-first": {"first_k_dense_replace": 1},
+    "grouped": {"n_group": 2, "topk_group": 1},  # group-limited routing: the router's own forward
     "yarn": {
         "rope_parameters": {
             "rope_type": "yarn",
@@ -85,6 +86,42 @@ def test_the_mla_step_samples_what_transformers_forward_samples(char_tokenizer, 
             assert (exact - torch.tensor(logps)).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("groups", [(1, 1), (2, 2)])
+def test_a_router_keeping_every_group_routes_bit_for_bit_in_the_step(char_tokenizer, groups):
+    model = deepseek(char_tokenizer, n_group=groups[0], topk_group=groups[1])
+    router = model.model.layers[0].mlp.gate
+    torch.manual_seed(1)
+    router.e_score_correction_bias.normal_()  # the bias picks experts but does not weight them
+    x = torch.randn(7, 1, model.config.hidden_size)
+    expected = router(x)
+    with MLADecoder.for_model(model).installed():
+        assert "forward" in router.__dict__
+        got = router(x)
+    assert "forward" not in router.__dict__
+    for a, b in zip(expected, got):
+        assert torch.equal(a, b)
+
+
+def test_without_a_rotation_table_each_step_calls_the_rotary_module(char_tokenizer, monkeypatch):
+    # Dynamic RoPE gets no table (its frequencies follow the length): the step's own path must match too.
+    model = deepseek(char_tokenizer)
+    calls = []
+    hook = model.model.rotary_emb.register_forward_hook(lambda *_: calls.append(1))
+    settings = Decoding(12, ENDS, char_tokenizer.pad_token_id)
+    try:
+        table = sample(model, settings)
+        with_table = len(calls)
+        monkeypatch.setattr(MLADecoder, "_rotations", lambda *_: None)
+        calls.clear()
+        stepped = sample(model, settings)
+    finally:
+        hook.remove()
+    assert with_table == 2  # the prefill's and the table's
+    assert len(calls) == 1 + max(len(c) for c in stepped.completions) - 1  # the prefill, then one per fed token
+    assert table.completions == stepped.completions
+    assert max(abs(a - b) for x, y in zip(table.logps, stepped.logps) for a, b in zip(x, y)) < 1e-6
+
+
 def test_a_routing_recording_through_the_mla_step_is_the_model_forwards(char_tokenizer):
     model = deepseek(char_tokenizer)
     replay = RoutingReplay(model, temperature=1.0)
@@ -112,9 +149,11 @@ def test_models_it_cannot_reproduce_exactly_keep_transformers_forward(char_token
         assert not decoder.usable()  # transformers' bf16 forward rounds its own way
 
 
-def test_lora_on_the_projections_it_calls_is_sampled_through_the_mla_step(char_tokenizer):
+@pytest.mark.parametrize("interleave", [True, False], ids=["interleaved", "rotate-half"])
+def test_lora_on_the_projections_it_calls_is_sampled_through_the_mla_step(char_tokenizer, interleave):
+    # LoRA-wrapped projections cannot be folded: the step calls them and rotates their output itself.
     lora = LoraConfig(r=4, target_modules=["q_proj", "kv_a_proj_with_mqa", "o_proj"], init_lora_weights=False)
-    model = get_peft_model(deepseek(char_tokenizer), lora).eval()
+    model = get_peft_model(deepseek(char_tokenizer, rope_interleave=interleave), lora).eval()
     assert MLADecoder.for_model(model) is not None
     settings = Decoding(12, ENDS, char_tokenizer.pad_token_id)
     lean, full = sample(model, settings), sample(model, Decoding(12, ENDS, char_tokenizer.pad_token_id, lean=False))
