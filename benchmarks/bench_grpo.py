@@ -1,6 +1,6 @@
 """Side by side: `posttrain grpo` vs a plain TRL GRPOTrainer script, then our reward stage vs math-verify's.
 
-    python benchmarks/bench_grpo.py [--quick] [--steps 12] [--repeats 3] [--batch 32] [--json PATH]
+    python benchmarks/bench_grpo.py [--quick] [--steps 12] [--repeats 5] [--batch 32] [--json PATH]
 
 Part 1, the step-time ratio. One process, one tiny MoE checkpoint (recipes/tiny-math.yaml's model,
 briefly warm-started once and cached in OUT/base-* so completions vary in length and rewards are not
@@ -59,7 +59,7 @@ NOT_SETTINGS = {"output_dir", "logging_dir", "run_name"}
 def parse_args(argv=None) -> argparse.Namespace:
     p = parser(__doc__)
     p.add_argument("--steps", type=int, help="GRPO steps per run (12; quick 4)")
-    p.add_argument("--repeats", type=int, help="runs of each side, alternating order (3; quick 1)")
+    p.add_argument("--repeats", type=int, help="runs of each side, alternating order (5; quick 1)")
     p.add_argument("--batch", type=int, help="completions per step, prompts x 8 generations (32; quick 16)")
     p.add_argument("--max-completion-length", type=int, default=40)
     p.add_argument(
@@ -75,7 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     quick = args.quick
     for name, full, small in (
         ("steps", 12, 4),
-        ("repeats", 3, 1),
+        ("repeats", 5, 1),
         ("batch", 32, 16),
         ("warmstart_steps", 60, 20),
         ("answers", 500, 100),

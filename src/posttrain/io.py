@@ -36,14 +36,28 @@ def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
 
 
-def append_jsonl(path: str | os.PathLike, row: dict) -> None:
-    """Append one row and flush it to disk: a crash loses at most the row being written."""
+def append_jsonl(path: str | os.PathLike, row: dict, sync: bool = True) -> None:
+    """Append one row and flush it: a crash of the process loses at most the row being written. `sync`
+    also fsyncs it, for a machine crash; without, call `sync_file` where the rows must be durable."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, default=str) + "\n")
         f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            os.fsync(f.fileno())
+
+
+def sync_file(path: str | os.PathLike) -> None:
+    """fsync `path` if it exists."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def repair_torn_tail(path: str | os.PathLike) -> bool:

@@ -39,3 +39,20 @@ def test_resumed_logger_writes_each_step_exactly_once(tmp_path):
         logger.on_log(None, state, None, logs={"loss": 1.0})
     assert _steps(path, "grpo") == [1, 2, 3, 4, 5, 6, 7]
     assert [r["loss"] for r in map(json.loads, path.read_text().splitlines())][4:] == [1.0, 1.0, 1.0]
+
+
+def test_rows_are_fsynced_before_each_checkpoint_and_at_the_end_only(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr("os.fsync", lambda fd: synced.append(fd))
+    logger = MetricsLogger(tmp_path / "metrics.jsonl", StepTimer(), stage="grpo")
+    state = SimpleNamespace(is_world_process_zero=True, global_step=0)
+    logger.on_train_begin(None, state, None)
+    for step in range(1, 7):  # a checkpoint every 3 steps, a log every step
+        state.global_step = step
+        control = SimpleNamespace(should_save=step % 3 == 0)
+        logger.on_step_end(None, state, control)
+        logger.on_log(None, state, control, logs={"loss": 1.0})
+    assert len(synced) == 4  # steps 3 and 6: the rows before the step's log, then its log row
+    logger.on_train_end(None, state, None)
+    assert len(synced) == 5
+    assert _steps(tmp_path / "metrics.jsonl", "grpo") == [1, 2, 3, 4, 5, 6]
