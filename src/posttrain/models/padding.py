@@ -18,8 +18,8 @@ Measured and not adopted: running each distinct prompt of a GRPO batch once in t
 of the shared columns, its KV cache gathered to the group's rows, then a cached forward of every
 completion) is exact, but on the quickstart's tiny MoE it saved nothing (benchmarks/bench_grpo.py's
 median optimisation phase 0.112 and 0.110 s per step with it, 0.113 and 0.108 without, alternating
-12-step runs, seed 0, Xeon, 2026-12-06): the
-experts' cost there is per call, not per token, and the second forward adds calls.
+12-step runs, seed 0, Xeon, 2026-12-06): the experts' cost there is per call, not per token, and the
+second forward adds calls.
 """
 
 from __future__ import annotations
